@@ -1,0 +1,83 @@
+# ferroute: `make help` lists the targets. Everything runs inside ./.venv, which the targets create.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(BIN)):$(PATH)
+# Cargo writes into ./target whatever the caller's environment says.
+export CARGO_TARGET_DIR := $(abspath target)
+
+$(BIN)/activate: requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/activate ## create .venv with the test, lint and bench tools
+
+.PHONY: develop
+develop: venv ## build the native module (release: LTO) into .venv
+	$(BIN)/maturin develop --release --quiet
+
+.PHONY: develop-debug
+develop-debug: venv ## build the native module unoptimised (fast to compile; not for benchmarks)
+	$(BIN)/maturin develop --quiet
+
+.PHONY: run
+run: develop ## set up and run ferroute's demo: translate a recorded vLLM stream and parse it back
+	$(BIN)/ferroute demo
+
+.PHONY: lint
+lint: venv ## rustfmt, clippy (warnings are errors), ruff, mypy --strict
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features python -- -D warnings
+	$(BIN)/ruff check python tests bench
+	$(BIN)/ruff format --check python tests bench
+	$(BIN)/mypy
+
+.PHONY: stubtest
+stubtest: develop ## the hand-written _core.pyi against the built module
+	$(BIN)/python -m mypy.stubtest ferroute._core --allowlist .stubtest-allowlist
+
+.PHONY: test-rust
+test-rust: ## cargo tests (unit and property tests), without Python
+	cargo test --workspace --quiet
+
+.PHONY: test-python
+test-python: develop ## pytest against the built module (benches run once each, untimed)
+	$(BIN)/pytest
+
+.PHONY: test
+test: lint test-rust stubtest test-python ## set up and run every check CI runs
+
+.PHONY: bench
+bench: develop ## pytest-benchmark comparisons (figures for the README) and criterion benches
+	$(BIN)/pytest bench --benchmark-enable --benchmark-only --benchmark-columns=min,median,mean,ops --benchmark-sort=name
+	cargo bench --workspace
+
+.PHONY: fuzz
+fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60); needs `cargo install cargo-fuzz`
+	cd rust/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; done
+
+.PHONY: fmt
+fmt: venv ## format Rust and Python
+	cargo fmt --all
+	$(BIN)/ruff format python tests bench
+	$(BIN)/ruff check --fix python tests bench
+
+.PHONY: build-prod
+build-prod: venv ## build an optimised wheel into dist/
+	$(BIN)/maturin build --release --out dist
+
+.PHONY: clean
+clean: ## remove build outputs and the virtualenv
+	rm -rf target $(VENV) dist
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'

@@ -1,0 +1,1 @@
+//! Incremental JSON: a parser that keeps its state across `feed` calls.

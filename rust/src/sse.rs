@@ -1,0 +1,1 @@
+//! Server-sent events: a WHATWG-conformant incremental decoder and an encoder.

@@ -1,0 +1,1 @@
+//! OpenAI Chat Completions (vLLM, Ollama, llama.cpp, OpenRouter, …) → Open Responses.

@@ -1,0 +1,3 @@
+//! Upstream dialect translators: one module per dialect.
+
+pub mod chat_completions;
