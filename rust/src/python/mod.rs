@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod events;
 mod json;
 mod sse;
+mod pyjson;
 mod translate;
 
 #[pymodule]

@@ -1,0 +1,1 @@
+//! JSON bytes → Python objects (in progress).
