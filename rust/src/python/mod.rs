@@ -4,8 +4,8 @@ use pyo3::prelude::*;
 
 mod events;
 mod json;
-mod sse;
 mod pyjson;
+mod sse;
 mod translate;
 
 #[pymodule]
@@ -16,5 +16,13 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     json::register(m)?;
     events::register(m)?;
     translate::register(m)?;
+    m.add_function(wrap_pyfunction!(_panic, m)?)?;
     Ok(())
+}
+
+/// Test hook: panics inside Rust so the tests can show a panic surfaces as an exception
+/// (`pyo3_runtime.PanicException`) and the interpreter lives on.
+#[pyfunction]
+fn _panic(message: &str) {
+    panic!("{message}");
 }

@@ -1,5 +1,121 @@
-use pyo3::prelude::*;
+//! `ChatCompletionsTranslator`: the router's per-request translator, one call per upstream read.
 
-pub(crate) fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use pyo3::create_exception;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+use crate::events::writer::ResponseSettings;
+use crate::sse::SseLimits;
+use crate::translate::chat_completions::{self, ChatCompletionsTranslator as Core};
+
+create_exception!(
+    ferroute._core,
+    UpstreamError,
+    PyValueError,
+    "An upstream body that is not what its dialect promises."
+);
+
+/// The request whose settings the response echoes: JSON bytes/str, or a mapping (serialised once).
+fn settings_from(request: Option<&Bound<'_, PyAny>>) -> PyResult<ResponseSettings> {
+    let Some(request) = request.filter(|r| !r.is_none()) else {
+        return Ok(ResponseSettings::default());
+    };
+    let parsed = if let Ok(bytes) = request.cast::<PyBytes>() {
+        ResponseSettings::from_request(bytes.as_bytes())
+    } else if let Ok(text) = request.cast::<PyString>() {
+        ResponseSettings::from_request(text.to_str()?.as_bytes())
+    } else if request.hasattr("keys")? {
+        let json = request.py().import("json")?.call_method1("dumps", (request,))?;
+        ResponseSettings::from_request(json.cast::<PyString>()?.to_str()?.as_bytes())
+    } else {
+        return Err(PyTypeError::new_err("request must be JSON bytes or str, or a mapping"));
+    };
+    parsed.map_err(|e| PyValueError::new_err(format!("request is not a JSON object: {e}")))
+}
+
+#[pyclass(module = "ferroute._core")]
+pub(crate) struct ChatCompletionsTranslator {
+    core: Core,
+    settings: ResponseSettings,
+    response_id: String,
+    created_at: Option<u64>,
+}
+
+#[pymethods]
+impl ChatCompletionsTranslator {
+    #[new]
+    #[pyo3(signature = (request=None, *, model=None, response_id=None, created_at=None, max_line_length=1_048_576, max_event_size=16_777_216))]
+    fn new(
+        request: Option<&Bound<'_, PyAny>>,
+        model: Option<&str>,
+        response_id: Option<String>,
+        created_at: Option<u64>,
+        max_line_length: usize,
+        max_event_size: usize,
+    ) -> PyResult<Self> {
+        let mut settings = settings_from(request)?;
+        if let Some(model) = model {
+            settings.set_model(model);
+        }
+        let response_id = response_id.unwrap_or_else(|| crate::events::ids::new_id("resp"));
+        let limits = SseLimits {
+            max_line_len: max_line_length,
+            max_event_size,
+        };
+        let core = Core::new(settings.clone(), Some(response_id.clone()), created_at, limits);
+        Ok(Self {
+            core,
+            settings,
+            response_id,
+            created_at,
+        })
+    }
+
+    fn feed<'py>(&mut self, py: Python<'py>, upstream: &[u8]) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.core.feed(upstream))
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.core.finish())
+    }
+
+    fn convert<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let json = chat_completions::convert_chat_completion(
+            body,
+            self.settings.clone(),
+            Some(self.response_id.clone()),
+            self.created_at,
+        )
+        .map_err(|e| UpstreamError::new_err(e.message))?;
+        Ok(PyBytes::new(py, &json))
+    }
+
+    #[getter]
+    fn response_id(&self) -> &str {
+        &self.response_id
+    }
+
+    #[getter]
+    fn status(&self) -> &'static str {
+        self.core.status().as_str()
+    }
+
+    fn response_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.core.writer().response_json())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ChatCompletionsTranslator(response_id={:?}, status={:?})",
+            self.response_id,
+            self.core.status().as_str()
+        )
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ChatCompletionsTranslator>()?;
+    m.add("UpstreamError", m.py().get_type::<UpstreamError>())?;
     Ok(())
 }

@@ -1,1 +1,496 @@
-//! OpenAI Chat Completions (vLLM, Ollama, llama.cpp, OpenRouter, …) → Open Responses.
+//! OpenAI Chat Completions (vLLM, Ollama, llama.cpp, OpenRouter, DeepSeek, Groq, …) → Open Responses.
+//!
+//! Streaming: upstream bytes go through the SSE decoder; each `data:` payload is one
+//! `chat.completion.chunk`, parsed into borrowed structs (strings without escapes are not copied)
+//! and turned into writer calls. Mapping (SPEC.md, "Translating upstream dialects"):
+//! `delta.reasoning_content` / `delta.reasoning` → a reasoning item, `delta.content` → a message's
+//! `output_text`, `delta.refusal` → a `refusal` part, `delta.tool_calls[i]` → one `function_call`
+//! item per `index`, `finish_reason` → the terminal status, the `usage` chunk → `usage`.
+//!
+//! The stream ends at `data: [DONE]`. Without it, a stream that already gave a `finish_reason` and
+//! ended on an event boundary is complete (some OpenAI-compatible servers omit `[DONE]`); one that
+//! ended before any `finish_reason`, or mid-event, was cut off and fails. An upstream error in the
+//! stream (an `event: error` frame, or a chunk with a top-level `error`) fails the response with the
+//! provider's message, never its raw body.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::events::ids::new_id;
+use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, Status, TextKind, Usage};
+use crate::sse::{SseDecoder, SseEventRef, SseLimits};
+
+/// Longest upstream error message passed on to the client; the rest is cut.
+const MAX_UPSTREAM_MESSAGE: usize = 1_000;
+
+/// A Chat Completions stream (or body) → Open Responses events.
+pub struct ChatCompletionsTranslator {
+    sse: SseDecoder,
+    state: State,
+}
+
+struct State {
+    writer: ResponseWriter,
+    calls: Vec<ToolCall>,
+    finish_reason: Option<String>,
+}
+
+/// One upstream tool call (`delta.tool_calls[].index`), becoming one `function_call` item.
+struct ToolCall {
+    /// The upstream `index`, or a synthetic one when the upstream sends none.
+    key: u64,
+    call_id: String,
+    name: String,
+    /// Arguments that arrived before the call could be opened (no name yet).
+    pending: String,
+    /// The item's `output_index` once opened.
+    output_index: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<UsageIn>,
+    #[serde(borrow, default)]
+    error: Option<UpstreamErrorBody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    message: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+/// A streamed `delta`, or a whole body's `message` (same fields, tool calls complete).
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct UsageIn {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+    /// DeepSeek reports cache hits here instead of `prompt_tokens_details`.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+/// `{"error": {...}}` as providers send it; `code` may be a string or a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UpstreamErrorBody<'a> {
+    Object {
+        #[serde(borrow, default)]
+        message: Option<Cow<'a, str>>,
+        #[serde(borrow, default, rename = "type")]
+        kind: Option<Cow<'a, str>>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    },
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct ErrorFrame<'a> {
+    #[serde(borrow)]
+    error: UpstreamErrorBody<'a>,
+}
+
+/// A whole body that is not a `chat.completion`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertError {
+    pub message: String,
+}
+
+impl std::fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConvertError {}
+
+impl UsageIn {
+    fn to_usage(&self) -> Usage {
+        let input_tokens = self.prompt_tokens.unwrap_or(0);
+        let output_tokens = self.completion_tokens.unwrap_or(0);
+        Usage {
+            input_tokens,
+            output_tokens,
+            total_tokens: self.total_tokens.unwrap_or(input_tokens + output_tokens),
+            cached_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .or(self.prompt_cache_hit_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl UpstreamErrorBody<'_> {
+    fn to_error(&self) -> ErrorInfo {
+        let (message, kind, code) = match self {
+            UpstreamErrorBody::Object { message, kind, code } => (
+                message.as_deref().unwrap_or("the upstream reported an error"),
+                kind.as_deref(),
+                code.as_ref().and_then(|c| c.as_str()),
+            ),
+            UpstreamErrorBody::Text(message) => (message.as_ref(), None, None),
+            UpstreamErrorBody::Other(_) => ("the upstream reported an error", None, None),
+        };
+        let mut message = format!("upstream error: {message}");
+        if message.len() > MAX_UPSTREAM_MESSAGE {
+            let mut cut = MAX_UPSTREAM_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        ErrorInfo {
+            kind: kind.unwrap_or("model_error").to_owned(),
+            code: code.unwrap_or("upstream_error").to_owned(),
+            message,
+            param: None,
+        }
+    }
+}
+
+fn stream_error(code: &str, message: String) -> ErrorInfo {
+    ErrorInfo {
+        kind: "model_error".to_owned(),
+        code: code.to_owned(),
+        message,
+        param: None,
+    }
+}
+
+/// What a `finish_reason` means for the response.
+fn outcome_for(finish_reason: Option<&str>) -> Outcome {
+    match finish_reason {
+        Some("length" | "max_tokens") => Outcome::Incomplete("max_output_tokens".to_owned()),
+        Some("content_filter") => Outcome::Incomplete("content_filter".to_owned()),
+        Some("error") => Outcome::Failed(stream_error(
+            "upstream_error",
+            "upstream error: the model stopped with finish_reason \"error\"".to_owned(),
+        )),
+        // stop, tool_calls, function_call, and the eos/end_turn/stop_sequence of some servers.
+        _ => Outcome::Completed,
+    }
+}
+
+impl ChatCompletionsTranslator {
+    /// A translator for one response; see [`ResponseWriter::new`] for `id` and `created_at`.
+    pub fn new(settings: ResponseSettings, id: Option<String>, created_at: Option<u64>, limits: SseLimits) -> Self {
+        Self {
+            sse: SseDecoder::with_limits(limits),
+            state: State::new(ResponseWriter::new(
+                settings,
+                id,
+                created_at,
+                crate::events::writer::Framing::Sse,
+            )),
+        }
+    }
+
+    /// Translate the next upstream bytes; returns the Open Responses frames they produce.
+    pub fn feed(&mut self, data: &[u8]) -> &[u8] {
+        let Self { sse, state } = self;
+        state.writer.clear_output();
+        state.writer.start();
+        if !state.writer.is_finished() {
+            if let Err(error) = sse.feed(data, |event| state.on_event(&event)) {
+                state.fail(stream_error(
+                    "upstream_event_too_large",
+                    format!("upstream stream rejected: {error}"),
+                ));
+            }
+        }
+        state.writer.output()
+    }
+
+    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`).
+    pub fn finish(&mut self) -> &[u8] {
+        let Self { sse, state } = self;
+        state.writer.clear_output();
+        state.writer.start();
+        let cut_mid_event = sse.finish();
+        if !state.writer.is_finished() {
+            if cut_mid_event {
+                state.fail(stream_error(
+                    "upstream_stream_truncated",
+                    "the upstream stream ended in the middle of an event".to_owned(),
+                ));
+            } else if state.finish_reason.is_some() {
+                state.complete();
+            } else {
+                state.fail(stream_error(
+                    "upstream_stream_truncated",
+                    "the upstream stream ended before the response was complete (no finish_reason, no [DONE])"
+                        .to_owned(),
+                ));
+            }
+        }
+        state.writer.output()
+    }
+
+    /// The writer (response id, status, the response object so far).
+    pub fn writer(&self) -> &ResponseWriter {
+        &self.state.writer
+    }
+
+    /// The response status.
+    pub fn status(&self) -> Status {
+        self.state.writer.status()
+    }
+}
+
+/// A whole non-streaming `chat.completion` body → the response object (JSON).
+pub fn convert_chat_completion(
+    body: &[u8],
+    settings: ResponseSettings,
+    id: Option<String>,
+    created_at: Option<u64>,
+) -> Result<Vec<u8>, ConvertError> {
+    let chunk: Chunk<'_> = serde_json::from_slice(body).map_err(|e| ConvertError {
+        message: format!("the upstream body is not a chat.completion object: {e}"),
+    })?;
+    let mut state = State::new(ResponseWriter::silent(settings, id, created_at));
+    if let Some(error) = &chunk.error {
+        state.fail(error.to_error());
+        return Ok(state.writer.response_json());
+    }
+    let Some(choice) = chunk
+        .choices
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.index.unwrap_or(0) == 0))
+    else {
+        return Err(ConvertError {
+            message: "the upstream chat.completion has no choices".to_owned(),
+        });
+    };
+    if let Some(message) = &choice.message {
+        state.on_delta(message);
+    }
+    if let Some(usage) = &chunk.usage {
+        state.writer.set_usage(usage.to_usage());
+    }
+    state.finish_reason = choice.finish_reason.as_deref().map(str::to_owned);
+    state.complete();
+    Ok(state.writer.response_json())
+}
+
+impl State {
+    fn new(writer: ResponseWriter) -> Self {
+        Self {
+            writer,
+            calls: Vec::new(),
+            finish_reason: None,
+        }
+    }
+
+    fn on_event(&mut self, event: &SseEventRef<'_>) {
+        if self.writer.is_finished() {
+            return;
+        }
+        let data = event.data.trim_ascii();
+        if data.is_empty() {
+            return;
+        }
+        if data == "[DONE]" {
+            self.complete();
+            return;
+        }
+        if event.event == Some("error") {
+            let error = match serde_json::from_str::<ErrorFrame<'_>>(data) {
+                Ok(frame) => frame.error.to_error(),
+                Err(_) => stream_error(
+                    "upstream_error",
+                    "upstream error: the stream reported an error".to_owned(),
+                ),
+            };
+            self.fail(error);
+            return;
+        }
+        let chunk: Chunk<'_> = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                self.fail(stream_error(
+                    "upstream_malformed_stream",
+                    format!("the upstream sent a malformed chunk: {e}"),
+                ));
+                return;
+            }
+        };
+        if let Some(usage) = &chunk.usage {
+            self.writer.set_usage(usage.to_usage());
+        }
+        if let Some(error) = &chunk.error {
+            self.fail(error.to_error());
+            return;
+        }
+        // Open Responses has one output; with n > 1 only the first choice is translated.
+        for choice in chunk.choices.iter().flatten().filter(|c| c.index.unwrap_or(0) == 0) {
+            if let Some(delta) = &choice.delta {
+                self.on_delta(delta);
+            }
+            if let Some(reason) = &choice.finish_reason {
+                self.finish_reason = Some(reason.to_string());
+            }
+        }
+    }
+
+    fn on_delta(&mut self, delta: &Delta<'_>) {
+        // vLLM sends the same text as both `reasoning` and `reasoning_content`: take one.
+        if let Some(reasoning) = delta.reasoning_content.as_deref().or(delta.reasoning.as_deref()) {
+            self.writer.text_delta(TextKind::Reasoning, reasoning);
+        }
+        if let Some(content) = &delta.content {
+            self.writer.text_delta(TextKind::OutputText, content);
+        }
+        if let Some(refusal) = &delta.refusal {
+            self.writer.text_delta(TextKind::Refusal, refusal);
+        }
+        for (position, call) in delta.tool_calls.iter().flatten().enumerate() {
+            self.on_tool_call(position, call);
+            if self.writer.is_finished() {
+                return;
+            }
+        }
+    }
+
+    fn on_tool_call(&mut self, position: usize, delta: &ToolCallDelta<'_>) {
+        let id = delta.id.as_deref().filter(|id| !id.is_empty());
+        let function = delta.function.as_ref();
+        let name = function.and_then(|f| f.name.as_deref()).unwrap_or("");
+        let arguments = function.and_then(|f| f.arguments.as_deref()).unwrap_or("");
+        // Without `index` (some servers), a new id starts a new call; otherwise it continues the last.
+        let key = match delta.index {
+            Some(index) => index,
+            None => match (id, self.calls.last()) {
+                (Some(id), Some(last)) if last.call_id != id => last.key + 1,
+                (_, Some(last)) => last.key,
+                (_, None) => position as u64,
+            },
+        };
+        let slot = match self.calls.iter().position(|c| c.key == key) {
+            Some(slot) => slot,
+            None => {
+                self.calls.push(ToolCall {
+                    key,
+                    call_id: id.map_or_else(|| new_id("call"), str::to_owned),
+                    name: String::new(),
+                    pending: String::new(),
+                    output_index: None,
+                });
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[slot];
+        match call.output_index {
+            None => {
+                call.name.push_str(name);
+                call.pending.push_str(arguments);
+                if !call.name.is_empty() {
+                    self.open_call(slot);
+                }
+            }
+            Some(output_index) => {
+                if !self.writer.function_call_delta(output_index, arguments) {
+                    let message = format!(
+                        "the upstream sent arguments for tool call {} after another call had started; \
+                         interleaved tool calls are not supported",
+                        call.call_id
+                    );
+                    self.fail(stream_error("upstream_malformed_stream", message));
+                }
+            }
+        }
+    }
+
+    fn open_call(&mut self, slot: usize) {
+        let call = &mut self.calls[slot];
+        let output_index = self.writer.open_function_call(&call.call_id, &call.name);
+        call.output_index = Some(output_index);
+        let pending = std::mem::take(&mut call.pending);
+        self.writer.function_call_delta(output_index, &pending);
+    }
+
+    /// The normal end: open calls that never got a name, then the terminal event for the finish reason.
+    fn complete(&mut self) {
+        for slot in 0..self.calls.len() {
+            if self.calls[slot].output_index.is_none() {
+                self.open_call(slot);
+            }
+        }
+        self.writer.finish(outcome_for(self.finish_reason.as_deref()));
+    }
+
+    fn fail(&mut self, error: ErrorInfo) {
+        self.writer.finish(Outcome::Failed(error));
+    }
+}
