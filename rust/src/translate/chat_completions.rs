@@ -494,3 +494,177 @@ impl State {
         self.writer.finish(Outcome::Failed(error));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const FIXTURES: [(&str, &[u8]); 6] = [
+        (
+            "vllm",
+            include_bytes!("../../../tests/fixtures/chat_completions/vllm-qwen3-reasoning-content-usage.sse"),
+        ),
+        (
+            "openrouter",
+            include_bytes!("../../../tests/fixtures/chat_completions/openrouter-claude-reasoning-tool-call.sse"),
+        ),
+        (
+            "parallel",
+            include_bytes!("../../../tests/fixtures/chat_completions/openai-gpt-4o-parallel-tool-calls-usage.sse"),
+        ),
+        (
+            "ollama",
+            include_bytes!("../../../tests/fixtures/chat_completions/ollama-llama3.2-tool-call.sse"),
+        ),
+        (
+            "groq",
+            include_bytes!("../../../tests/fixtures/chat_completions/groq-gpt-oss-reasoning-then-event-error.sse"),
+        ),
+        (
+            "minimax",
+            include_bytes!("../../../tests/fixtures/chat_completions/openrouter-minimax-length-then-error-chunk.sse"),
+        ),
+    ];
+
+    fn translator() -> ChatCompletionsTranslator {
+        ChatCompletionsTranslator::new(
+            ResponseSettings::default(),
+            Some("resp_t".into()),
+            Some(1),
+            SseLimits::default(),
+        )
+    }
+
+    fn run(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut t = translator();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend_from_slice(t.feed(chunk));
+        }
+        out.extend_from_slice(t.finish());
+        out
+    }
+
+    /// The events, with random item ids and the completion time replaced so two runs compare.
+    fn events(out: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(out).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "no [DONE] at the end");
+        let mut ids: Vec<String> = Vec::new();
+        text.split("\n\n")
+            .filter_map(|frame| frame.strip_prefix("event: "))
+            .map(|frame| {
+                let (ty, data) = frame.split_once("\ndata: ").unwrap();
+                let mut data = data.to_owned();
+                for prefix in ["msg_", "rs_", "fc_"] {
+                    while let Some(at) = data.find(prefix).filter(|&at| data.len() >= at + prefix.len() + 48) {
+                        let id = data[at..at + prefix.len() + 48].to_owned();
+                        let n = ids.iter().position(|i| *i == id).unwrap_or_else(|| {
+                            ids.push(id.clone());
+                            ids.len() - 1
+                        });
+                        data = data.replace(&id, &format!("item{n}"));
+                    }
+                }
+                let mut event: Value = serde_json::from_str(&data).unwrap();
+                assert_eq!(event["type"], ty);
+                if let Some(r) = event.get_mut("response") {
+                    r["completed_at"] = Value::Null;
+                }
+                event
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recorded_streams_keep_the_grammar_basics() {
+        for (name, raw) in FIXTURES {
+            let evs = events(&run(&[raw]));
+            for (i, e) in evs.iter().enumerate() {
+                assert_eq!(e["sequence_number"], i as u64, "{name}");
+            }
+            assert_eq!(evs[0]["type"], "response.created", "{name}");
+            let last = evs.last().unwrap();
+            let terminal = last["type"].as_str().unwrap();
+            assert!(
+                ["response.completed", "response.failed", "response.incomplete"].contains(&terminal),
+                "{name}"
+            );
+            let added = evs.iter().filter(|e| e["type"] == "response.output_item.added").count();
+            assert_eq!(added, last["response"]["output"].as_array().unwrap().len(), "{name}");
+        }
+    }
+
+    #[test]
+    fn fixture_outcomes() {
+        let status = |raw: &[u8]| events(&run(&[raw])).last().unwrap()["response"]["status"].clone();
+        assert_eq!(status(FIXTURES[0].1), "completed");
+        assert_eq!(status(FIXTURES[2].1), "completed");
+        assert_eq!(status(FIXTURES[4].1), "failed");
+        assert_eq!(status(FIXTURES[5].1), "failed");
+        let ollama = events(&run(&[FIXTURES[3].1]));
+        let call = &ollama.last().unwrap()["response"]["output"][0];
+        assert_eq!(call["type"], "function_call");
+        assert!(serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn truncation_and_missing_done() {
+        let raw = FIXTURES[0].1;
+        let cut = events(&run(&[&raw[..raw.len() / 2]]));
+        assert_eq!(
+            cut.last().unwrap()["response"]["error"]["code"],
+            "upstream_stream_truncated"
+        );
+        let no_done = &raw[..raw.len() - b"data: [DONE]\n\n".len()];
+        assert_eq!(events(&run(&[no_done])).last().unwrap()["type"], "response.completed");
+    }
+
+    #[test]
+    fn oversized_upstream_event_fails_cleanly() {
+        let mut t = ChatCompletionsTranslator::new(
+            ResponseSettings::default(),
+            None,
+            None,
+            SseLimits {
+                max_line_len: 64,
+                max_event_size: 64,
+            },
+        );
+        let mut out = t.feed(FIXTURES[0].1).to_vec();
+        out.extend_from_slice(t.finish());
+        let evs = events(&out);
+        assert_eq!(
+            evs.last().unwrap()["response"]["error"]["code"],
+            "upstream_event_too_large"
+        );
+        assert_eq!(t.status(), Status::Failed);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_split_gives_the_same_events(fixture in 0usize..FIXTURES.len(), cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..40)) {
+            let raw = FIXTURES[fixture].1;
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(raw.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for p in points {
+                chunks.push(&raw[start..p]);
+                start = p;
+            }
+            chunks.push(&raw[start..]);
+            prop_assert_eq!(events(&run(&chunks)), events(&run(&[raw])));
+        }
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        for (name, raw) in FIXTURES {
+            let bytes: Vec<&[u8]> = raw.chunks(1).collect();
+            assert_eq!(events(&run(&bytes)), events(&run(&[raw])), "{name}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+import sys
+
+from ferroute.cli import main
+
+sys.exit(main())
