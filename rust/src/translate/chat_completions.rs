@@ -437,18 +437,17 @@ impl State {
                 (_, None) => position as u64,
             },
         };
-        let slot = match self.calls.iter().position(|c| c.key == key) {
-            Some(slot) => slot,
-            None => {
-                self.calls.push(ToolCall {
-                    key,
-                    call_id: id.map_or_else(|| new_id("call"), str::to_owned),
-                    name: String::new(),
-                    pending: String::new(),
-                    output_index: None,
-                });
-                self.calls.len() - 1
-            }
+        let slot = if let Some(slot) = self.calls.iter().position(|c| c.key == key) {
+            slot
+        } else {
+            self.calls.push(ToolCall {
+                key,
+                call_id: id.map_or_else(|| new_id("call"), str::to_owned),
+                name: String::new(),
+                pending: String::new(),
+                output_index: None,
+            });
+            self.calls.len() - 1
         };
         let call = &mut self.calls[slot];
         match call.output_index {
