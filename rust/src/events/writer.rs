@@ -126,7 +126,16 @@ impl ResponseSettings {
         let or = |key: &str, default: Value| given(key).cloned().unwrap_or(default);
         let text = match given("text") {
             Some(Value::Object(text)) if text.get("format").is_some_and(|f| !f.is_null()) => {
-                Value::Object(text.clone())
+                let mut text = text.clone();
+                if let Some(Value::Object(format)) = text.get_mut("format") {
+                    if format.get("type").and_then(Value::as_str) == Some("json_schema") {
+                        // The response shape of a json_schema format has all four keys; `strict` is a bool.
+                        format.entry("description").or_insert(Value::Null);
+                        let strict = format.get("strict").and_then(Value::as_bool).unwrap_or(false);
+                        format.insert("strict".into(), strict.into());
+                    }
+                }
+                Value::Object(text)
             }
             Some(Value::Object(text)) => {
                 let mut text = text.clone();
@@ -142,10 +151,15 @@ impl ResponseSettings {
             }),
             _ => Value::Null,
         };
+        let tools = match given("tools") {
+            Some(Value::Array(tools)) => Value::Array(tools.iter().map(normalise_tool).collect()),
+            Some(other) => other.clone(),
+            None => Value::Array(Vec::new()),
+        };
         let fields: [(&str, Value); 21] = [
             ("previous_response_id", or("previous_response_id", Value::Null)),
             ("instructions", or("instructions", Value::Null)),
-            ("tools", or("tools", Value::Array(Vec::new()))),
+            ("tools", tools),
             ("tool_choice", or("tool_choice", "auto".into())),
             ("truncation", or("truncation", "disabled".into())),
             ("parallel_tool_calls", or("parallel_tool_calls", true.into())),
@@ -187,6 +201,21 @@ impl ResponseSettings {
     /// The model string the response echoes.
     pub fn model(&self) -> &str {
         &self.model
+    }
+}
+
+/// A function tool as the response object shows it: `description`, `parameters` and `strict` always
+/// present (null when the request left them out). Other tool types are echoed as sent.
+fn normalise_tool(tool: &Value) -> Value {
+    match tool {
+        Value::Object(fields) if fields.get("type").and_then(Value::as_str) == Some("function") => {
+            let mut fields = fields.clone();
+            for key in ["description", "parameters", "strict"] {
+                fields.entry(key).or_insert(Value::Null);
+            }
+            Value::Object(fields)
+        }
+        other => other.clone(),
     }
 }
 
@@ -981,9 +1010,25 @@ mod tests {
         assert_eq!(r["metadata"], serde_json::json!({"k": "v"}));
         assert_eq!(r["store"], false);
         assert_eq!(r["tools"], serde_json::json!([]));
-        assert_eq!(r["tool_choice"], "auto");
-        assert_eq!(r["usage"], Value::Null);
         assert_eq!(r["id"], "resp_x");
         assert!(ResponseSettings::from_request(b"[1]").is_err());
+        let s = ResponseSettings::from_request(
+            br#"{"tools":[{"type":"function","name":"f"},{"type":"mcp","server_label":"x"}],
+                "text":{"format":{"type":"json_schema","name":"n","schema":{}}}}"#,
+        )
+        .unwrap();
+        let r: Value =
+            serde_json::from_slice(&ResponseWriter::new(s, None, None, Framing::Sse).response_json()).unwrap();
+        assert_eq!(
+            r["tools"],
+            serde_json::json!([{"type":"function","name":"f","description":null,"parameters":null,"strict":null},
+                               {"type":"mcp","server_label":"x"}])
+        );
+        assert_eq!(
+            r["text"]["format"],
+            serde_json::json!({"type":"json_schema","name":"n","schema":{},"description":null,"strict":false})
+        );
+        assert_eq!(r["tool_choice"], "auto");
+        assert_eq!(r["usage"], Value::Null);
     }
 }

@@ -5,7 +5,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::events::writer::ResponseSettings;
+use crate::events::writer::{ErrorInfo, ResponseSettings};
 use crate::sse::SseLimits;
 use crate::translate::chat_completions::{self, ChatCompletionsTranslator as Core};
 
@@ -78,6 +78,17 @@ impl ChatCompletionsTranslator {
 
     fn finish<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.core.finish())
+    }
+
+    #[pyo3(signature = (message, *, code="server_error", r#type="server_error"))]
+    fn fail<'py>(&mut self, py: Python<'py>, message: &str, code: &str, r#type: &str) -> Bound<'py, PyBytes> {
+        let error = ErrorInfo {
+            kind: r#type.to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+            param: None,
+        };
+        PyBytes::new(py, self.core.fail(error))
     }
 
     fn convert<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {

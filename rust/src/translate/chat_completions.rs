@@ -298,6 +298,18 @@ impl ChatCompletionsTranslator {
         state.writer.output()
     }
 
+    /// End the response as failed for a reason outside the upstream's bytes (an idle timeout, the
+    /// router shutting down, an exception): `error`, `response.failed`, `data: [DONE]`. Nothing if
+    /// the response already ended.
+    pub fn fail(&mut self, error: ErrorInfo) -> &[u8] {
+        let Self { sse, state } = self;
+        state.writer.clear_output();
+        state.writer.start();
+        sse.finish();
+        state.fail(error);
+        state.writer.output()
+    }
+
     /// The writer (response id, status, the response object so far).
     pub fn writer(&self) -> &ResponseWriter {
         &self.state.writer
