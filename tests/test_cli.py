@@ -35,7 +35,9 @@ def test_demo_missing_file() -> None:
     assert "no stream at /nonexistent.sse" in result.stderr
 
 
-def test_serve_says_plainly_that_it_is_not_built_yet() -> None:
-    result = ferroute("serve")
-    assert result.returncode == 2
-    assert "not built yet" in result.stderr
+def test_serve_options() -> None:
+    # `ferroute serve` itself runs in the end-to-end tests (tests/e2e.py, tests/test_router_*.py).
+    result = ferroute("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--config", "--host", "--port", "--workers"):
+        assert option in result.stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import ferroute
+from ferroute import _core
 
 # The recorded streams ship in the source tree (tests/fixtures), not in the wheel.
 _REPO_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "chat_completions"
@@ -22,8 +23,8 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     upstream = path.read_bytes()
     request = {"model": args.model, "input": "(recorded)"}
-    translator = ferroute.ChatCompletionsTranslator(request)
-    parser = ferroute.ResponseEventParser()
+    translator = _core.ChatCompletionsTranslator(request)
+    parser = _core.ResponseEventParser()
     events: list[dict[str, Any]] = []
     # Feed the recorded bytes the way a network hands them over, in reads of `--read-size` bytes.
     for start in range(0, len(upstream), args.read_size):
@@ -38,6 +39,8 @@ def _demo(args: argparse.Namespace) -> int:
     response = parser.response
     assert response is not None
     print(f"\nresponse {response['id']}: status={response['status']}, usage={json.dumps(response['usage'])}")
+    if response["error"]:
+        print(f"  error {response['error']['code']}: {response['error']['message']}")
     for item in response["output"]:
         if item["type"] == "function_call":
             print(f"  function_call {item['name']}({item['arguments']})")
@@ -48,12 +51,61 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    print(
-        "ferroute serve: the router is not built yet (issue #3: POST /v1/responses over Chat Completions "
-        "upstreams). The streaming core and its Python API are ready: see `ferroute demo` and the README.",
-        file=sys.stderr,
-    )
-    return 2
+    import copy
+    import os
+
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LOGGING_CONFIG
+
+    from ferroute.config import ConfigError, load_settings
+    from ferroute.providers import build_providers
+
+    config = str(Path(args.config).resolve()) if args.config else None
+    try:
+        settings = load_settings(config)
+        build_providers(settings)
+    except ConfigError as e:
+        print(f"ferroute serve: {e}", file=sys.stderr)
+        return 2
+    server = settings.server
+    host = args.host or server.host
+    port = server.port if args.port is None else args.port
+    workers = args.workers or server.workers
+    if settings.store is not None:
+        print(
+            "ferroute serve: warning: [store] is configured but the response store is not built yet (issue #4); "
+            "responses are not stored and previous_response_id is rejected",
+            file=sys.stderr,
+        )
+    # The workers build the app from this (Granian imports the factory in each worker process).
+    if config:
+        os.environ["FERROUTE_CONFIG"] = config
+    else:
+        os.environ.pop("FERROUTE_CONFIG", None)
+    logging_config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    logging_config["handlers"]["stderr"] = {
+        "formatter": "generic", "class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+    }  # fmt: skip
+    logging_config["loggers"]["ferroute.access"] = {
+        "handlers": ["access"], "level": "INFO" if args.access_log else "WARNING", "propagate": False,
+    }  # fmt: skip
+    logging_config["loggers"]["ferroute.error"] = {"handlers": ["stderr"], "level": "INFO", "propagate": False}
+    providers = ", ".join(f"{p.name} ({p.kind})" for p in settings.providers)
+    print(f"ferroute serve: {settings.source}; providers: {providers}; http://{host}:{port}", file=sys.stderr)
+    Granian(
+        "ferroute.app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.auto,
+        websockets=False,
+        log_dictconfig=logging_config,
+        workers_kill_timeout=int(server.shutdown_grace) + 5,
+    ).serve()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--model", default="anthropic/claude-haiku-4.5:openrouter", help="the model string to echo")
     demo.add_argument("--read-size", type=int, default=4096, help="bytes per simulated network read")
     demo.set_defaults(run=_demo)
-    serve = commands.add_parser("serve", help="run the router (not built yet)")
-    serve.add_argument("--config")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve = commands.add_parser("serve", help="run the router (Granian, ASGI)")
+    serve.add_argument("--config", help="TOML config file (default: the built-in mock provider, no store)")
+    serve.add_argument("--host", help="address to bind (default: [server] host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: [server] port, 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers, 1)")
+    serve.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", help="no JSON line per request on stdout"
+    )
     serve.set_defaults(run=_serve)
     args = parser.parse_args(argv)
     code: int = args.run(args)

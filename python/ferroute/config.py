@@ -1,0 +1,215 @@
+"""TOML config → pydantic settings.
+
+A bad file fails at start with a message that names the key and its line: tomllib reports the line
+of a syntax error itself; for a schema error the key is looked up in the file's text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ProviderKind = Literal["chat_completions", "anthropic", "responses", "mock"]
+# Kinds the config accepts because DESIGN.md names them, but that no provider implements yet.
+UNBUILT_KINDS = {"anthropic", "responses"}
+# With no config file, a provider is added for each of these variables that is set.
+STANDARD_PROVIDERS = [
+    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
+    api_keys: list[str] = []
+    # The provider a model string without a `:<provider>` suffix goes to.
+    default_provider: str | None = None
+    # Seconds of upstream silence after which the client gets an SSE comment keep-alive.
+    keepalive_interval: float = Field(default=15.0, gt=0)
+    # Seconds in-flight streams get to finish on shutdown.
+    shutdown_grace: float = Field(default=10.0, ge=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_empty(cls, keys: list[str]) -> list[str]:
+        if any(not k.strip() for k in keys):
+            raise ValueError("an API key is empty")
+        return keys
+
+
+class TimeoutsConfig(_Section):
+    connect: float = Field(default=10.0, gt=0)
+    first_event: float = Field(default=120.0, gt=0)
+    idle: float = Field(default=120.0, gt=0)
+
+
+class LimitsConfig(_Section):
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=64, ge=4, le=10_000)
+    max_input_items: int = Field(default=4096, ge=1)
+
+
+class StoreConfig(_Section):
+    backend: Literal["memory", "sqlite", "redis"] = "sqlite"
+    path: str = "ferroute.sqlite3"
+    url: str | None = None
+
+
+class ProviderConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    # Upstream model names listed by GET /v1/models (any model name is routed regardless).
+    models: list[str] = []
+    # Chat Completions: the upstream's name for the output token limit.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # Chat Completions: whether reasoning items are passed back as `reasoning_content`.
+    send_reasoning_content: bool = True
+    timeouts: TimeoutsConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ProviderConfig:
+        if self.kind in UNBUILT_KINDS:
+            raise ValueError(f"provider kind {self.kind!r} is not implemented yet (use chat_completions or mock)")
+        if self.kind == "chat_completions":
+            if not self.base_url:
+                raise ValueError("a chat_completions provider needs base_url")
+            if not re.match(r"^https?://", self.base_url):
+                raise ValueError("base_url must start with http:// or https://")
+        return self
+
+    def api_key(self) -> str | None:
+        """The upstream key, read from `api_key_env` at the moment it is needed."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class Settings(_Section):
+    server: ServerConfig = ServerConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    store: StoreConfig | None = None
+    providers: list[ProviderConfig] = []
+    # Where the settings came from (not a TOML key).
+    source: str = Field(default="(built-in defaults)", exclude=True)
+
+    @model_validator(mode="after")
+    def _check_providers(self) -> Settings:
+        names = [p.name for p in self.providers]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two providers are named {name!r}")
+        if self.server.default_provider is not None and self.server.default_provider not in names:
+            raise ValueError(f"server.default_provider {self.server.default_provider!r} is not a provider name")
+        return self
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file, the key and the line."""
+
+
+def default_settings() -> Settings:
+    """No config file: the built-in mock provider, plus a provider for each standard key variable that is set."""
+    providers = [ProviderConfig(name="mock", kind="mock", models=["ferroute-mock"])]
+    for name, env, base_url in STANDARD_PROVIDERS:
+        if os.environ.get(env):
+            providers.append(ProviderConfig(name=name, kind="chat_completions", base_url=base_url, api_key_env=env))
+    return Settings(providers=providers, server=ServerConfig(default_provider="mock"))
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    if path is None:
+        return default_settings()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8") from None
+    return parse_settings(text, str(path))
+
+
+def parse_settings(text: str, source: str = "<config>") -> Settings:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = tuple(first["loc"])
+        key = _dotted(loc)
+        line = _find_line(text, loc)
+        where = f"{source}:{line}" if line else source
+        problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif first["type"] == "missing":
+            problem = "required key missing"
+        more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
+        raise ConfigError(f"{where}: {key or '(top level)'}: {problem}{more}") from None
+    settings.source = source
+    if not settings.providers:  # a config that names no provider still gets the built-in mock
+        settings.providers = [ProviderConfig(name="mock", kind="mock", models=["ferroute-mock"])]
+    return settings
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
+
+
+def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the key at `loc` (or of its table when the key is absent)."""
+    path = [str(p) for p in loc if not isinstance(p, int)]
+    indexes = [p for p in loc if isinstance(p, int)]
+    table: list[str] = []
+    counts: dict[str, int] = {}
+    table_index: int | None = None
+    best: int | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            table = [p.strip().strip("\"'") for p in header.group(2).split(".")]
+            joined = ".".join(table)
+            if header.group(1) == "[[":
+                counts[joined] = counts.get(joined, -1) + 1
+                table_index = counts[joined]
+            else:
+                table_index = None
+            if table == path[: len(table)] and (table_index is None or indexes[:1] == [table_index]):
+                best = best or number
+                if len(table) == len(path):
+                    return number
+            continue
+        key = _KEY.match(line)
+        if key is None:
+            continue
+        full = [*table, key.group(1).strip('"')]
+        in_table = table_index is None or indexes[:1] == [table_index]
+        if in_table and full == path[: len(full)]:
+            return number
+    return best

@@ -1,0 +1,94 @@
+"""The router's errors: each one is an HTTP status plus the spec's error body.
+
+Everything that can go wrong before the first byte reaches the client becomes a `RouterError`;
+httpx's exceptions are mapped into them in one place (`upstream_error_from`), so no upstream URL,
+header, key or raw body ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+
+class RouterError(Exception):
+    """An error answered as `{"error": {"message", "type", "param", "code"}}` with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or []
+
+    def body(self) -> bytes:
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return json.dumps({"error": error}, ensure_ascii=False).encode()
+
+    def __repr__(self) -> str:
+        return f"RouterError({self.status}, {self.type!r}, {self.code!r}, {self.message!r})"
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> RouterError:
+    return RouterError(400, message, type="invalid_request_error", param=param, code=code)
+
+
+def not_implemented(feature: str, param: str | None = None) -> RouterError:
+    """A request for something the router does not do yet: a clear 400, never a fake."""
+    return RouterError(400, f"{feature} is not supported by this router yet", param=param, code="unsupported_parameter")
+
+
+def upstream_timeout(provider: str, phase: str) -> RouterError:
+    return RouterError(504, f"provider {provider!r} timed out ({phase})", type="model_error", code="upstream_timeout")
+
+
+def upstream_status(provider: str, status: int, retry_after: str | None) -> RouterError:
+    """An upstream answered with an HTTP error before streaming anything. Only its status is passed on."""
+    if status == 429:
+        headers = [(b"retry-after", retry_after.encode("latin-1"))] if retry_after else []
+        return RouterError(
+            429,
+            f"provider {provider!r} is rate limiting requests; retry later",
+            type="too_many_requests",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+    if status in (401, 403):
+        message = f"provider {provider!r} rejected the router's credentials (HTTP {status})"
+    elif status == 404:
+        message = f"provider {provider!r} does not know the requested model or endpoint (HTTP 404)"
+    elif 400 <= status < 500:
+        message = f"provider {provider!r} rejected the request (HTTP {status})"
+    else:
+        message = f"provider {provider!r} failed (HTTP {status})"
+    return RouterError(502, message, type="model_error", code="upstream_error")
+
+
+def upstream_error_from(provider: str, exc: httpx.HTTPError) -> RouterError:
+    """httpx's exceptions → the router's, without the URL or anything else from the request."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return upstream_timeout(provider, "connect")
+    if isinstance(exc, httpx.TimeoutException):
+        return upstream_timeout(provider, "waiting for the first event")
+    if isinstance(exc, httpx.ConnectError):
+        return RouterError(
+            502, f"could not connect to provider {provider!r}", type="model_error", code="upstream_unreachable"
+        )
+    return RouterError(
+        502,
+        f"the connection to provider {provider!r} failed ({type(exc).__name__})",
+        type="model_error",
+        code="upstream_error",
+    )

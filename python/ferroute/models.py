@@ -1,0 +1,317 @@
+"""Pydantic models of the whole Open Responses request; validation errors become spec error bodies.
+
+Unknown fields and wrong types are a 400 `invalid_request_error` whose `param` names the field
+(`input[2].content[0].image_url`). Items a client copies from an earlier response's `output` (ids,
+statuses, annotations, logprobs) are accepted as input, as the spec's items are bidirectional.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from ferroute import _core
+from ferroute.errors import RouterError, invalid_request
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- content parts ------------------------------------------------------------------------------
+
+
+class InputText(_Model):
+    type: Literal["input_text"]
+    text: str
+
+
+class InputImage(_Model):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["low", "high", "auto"] | None = None
+
+
+class InputFile(_Model):
+    type: Literal["input_file"]
+    file_id: str | None = None
+    file_url: str | None = None
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class InputVideo(_Model):
+    type: Literal["input_video"]
+    video_url: str
+
+
+class UrlCitation(_Model):
+    type: Literal["url_citation"]
+    start_index: int = Field(ge=0)
+    end_index: int = Field(ge=0)
+    url: str
+    title: str
+
+
+class OutputText(_Model):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[UrlCitation] | None = None
+    logprobs: list[dict[str, Any]] | None = None
+
+
+class Refusal(_Model):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class ReasoningText(_Model):
+    type: Literal["reasoning_text"]
+    text: str
+
+
+class SummaryText(_Model):
+    type: Literal["summary_text"]
+    text: str
+
+
+ContentPart = Annotated[
+    InputText | InputImage | InputFile | InputVideo | OutputText | Refusal,
+    Field(discriminator="type"),
+]
+ToolOutputPart = Annotated[InputText | InputImage | InputFile | InputVideo, Field(discriminator="type")]
+
+# --- input items --------------------------------------------------------------------------------
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class MessageItem(_Model):
+    type: Literal["message"] = "message"
+    id: str | None = None
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[ContentPart]
+    phase: Literal["commentary", "final_answer"] | None = None
+    status: ItemStatus | None = None
+
+
+class FunctionCallItem(_Model):
+    type: Literal["function_call"]
+    id: str | None = None
+    call_id: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=128)
+    arguments: str
+    status: ItemStatus | None = None
+
+
+class FunctionCallOutputItem(_Model):
+    type: Literal["function_call_output"]
+    id: str | None = None
+    call_id: str = Field(min_length=1, max_length=256)
+    output: str | list[ToolOutputPart]
+    status: ItemStatus | None = None
+
+
+class ReasoningItem(_Model):
+    type: Literal["reasoning"]
+    id: str | None = None
+    summary: list[SummaryText] = []
+    content: list[ReasoningText] | None = None
+    encrypted_content: str | None = None
+    status: ItemStatus | None = None
+
+
+class ItemReference(_Model):
+    type: Literal["item_reference"]
+    id: str
+
+
+class CompactionItem(_Model):
+    type: Literal["compaction"]
+    id: str | None = None
+    encrypted_content: str
+
+
+def _item_type(value: Any) -> str:
+    if isinstance(value, dict):
+        kind = value.get("type", "message")  # the "easy" message form has no type
+        return kind if isinstance(kind, str) else ""
+    return getattr(value, "type", "")
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[ItemReference, Tag("item_reference")]
+    | Annotated[CompactionItem, Tag("compaction")],
+    Discriminator(_item_type),
+]
+
+# --- tools and settings -------------------------------------------------------------------------
+
+
+class FunctionTool(_Model):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionChoice(_Model):
+    type: Literal["function"]
+    name: str
+
+
+class AllowedTools(_Model):
+    type: Literal["allowed_tools"]
+    tools: list[FunctionChoice] = Field(min_length=1, max_length=128)
+    mode: Literal["none", "auto", "required"] | None = None
+
+
+ToolChoice = Literal["none", "auto", "required"] | Annotated[FunctionChoice | AllowedTools, Field(discriminator="type")]
+
+
+class TextFormatText(_Model):
+    type: Literal["text"]
+
+
+class TextFormatJsonObject(_Model):
+    type: Literal["json_object"]
+
+
+class TextFormatJsonSchema(_Model):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    type: Literal["json_schema"]
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class TextConfig(_Model):
+    format: (
+        Annotated[TextFormatText | TextFormatJsonObject | TextFormatJsonSchema, Field(discriminator="type")] | None
+    ) = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningConfig(_Model):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["concise", "detailed", "auto"] | None = None
+
+
+class StreamOptions(_Model):
+    include_obfuscation: bool | None = None
+
+
+class ResponsesRequest(_Model):
+    model: str = Field(min_length=1)
+    input: str | list[InputItem] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    include: list[Literal["reasoning.encrypted_content", "message.output_text.logprobs"]] | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    background: bool | None = None
+    store: bool | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = None
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    prompt_cache_key: str | None = Field(default=None, max_length=64)
+    user: str | None = None
+
+    def items(self) -> list[Any]:
+        """The input as items (a string is one user message)."""
+        if self.input is None:
+            return []
+        if isinstance(self.input, str):
+            return [MessageItem(role="user", content=self.input)]
+        return list(self.input)
+
+
+def _param(loc: tuple[int | str, ...], data: Any) -> str:
+    """pydantic's location → the spec's `param` spelling (`input[0].content[1].image_url`).
+
+    Union members appear in pydantic's locations by tag; a part is a field only where the data has it
+    (or, for a missing field, where it is the last part)."""
+    out = ""
+    current = data
+    for position, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(current, list) and part < len(current):
+            out += f"[{part}]"
+            current = current[part]
+        elif isinstance(part, str) and isinstance(current, dict) and (part in current or position == len(loc) - 1):
+            out += f".{part}" if out else part
+            current = current.get(part)
+    return out
+
+
+def _describe(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown parameter"
+    if kind == "missing":
+        return "missing required parameter"
+    if kind == "union_tag_invalid":
+        return f"unknown type {error['ctx']['tag']!r}; expected one of {error['ctx']['expected_tags']}"
+    if kind == "union_tag_not_found":
+        return "missing required parameter `type`"
+    return str(error["msg"])
+
+
+def parse_request(body: bytes, *, max_depth: int, max_input_items: int) -> ResponsesRequest:
+    """Validate a request body; raises `RouterError` (400) naming the offending `param`."""
+    stream = _core.JsonStream(max_depth=max_depth)
+    try:
+        stream.feed(body)
+    except _core.JSONError as e:
+        if "max_depth" in str(e):
+            raise invalid_request(
+                f"the request JSON is nested deeper than {max_depth} levels", code="json_too_deep"
+            ) from None
+        raise invalid_request(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    if not stream.complete:
+        raise invalid_request("the request body is not valid JSON: it ends before the value does", code="invalid_json")
+    data = stream.value()
+    if not isinstance(data, dict):
+        raise invalid_request("the request body must be a JSON object", code="invalid_json")
+    items = data.get("input")
+    if isinstance(items, list) and len(items) > max_input_items:
+        raise invalid_request(f"input has {len(items)} items; the limit is {max_input_items}", param="input")
+    try:
+        return ResponsesRequest.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        # The most specific error: the one with the longest location (unions report one per member).
+        first = max(errors, key=lambda err: len(err["loc"]))
+        param = _param(tuple(first["loc"]), data) or None
+        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            param = f"{param}.type" if param else "type"
+        code = _CODES.get(first["type"], "invalid_value")
+        raise RouterError(400, f"{param or 'request'}: {_describe(first)}", param=param, code=code) from None
+
+
+_CODES = {
+    "extra_forbidden": "unknown_parameter",
+    "missing": "missing_required_parameter",
+    "union_tag_invalid": "invalid_type",
+    "union_tag_not_found": "missing_required_parameter",
+}

@@ -1,0 +1,85 @@
+"""Providers: one module per upstream kind (request building, and which translator reads the answer).
+
+A provider's `open` does everything that can fail before the first byte goes to the client (build
+the upstream request, connect, check the status) and raises `RouterError` for it; what it returns is
+the upstream's byte stream, which the app feeds to the translator one read at a time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from ferroute.config import ProviderConfig, Settings, TimeoutsConfig
+from ferroute.errors import RouterError
+from ferroute.models import ResponsesRequest
+
+
+@dataclass
+class Upstream:
+    """An opened upstream answer: Chat Completions SSE bytes in `chunks`, or a whole JSON `body`."""
+
+    chunks: AsyncIterator[bytes] | None = None
+    body: bytes | None = None
+    response: httpx.Response | None = field(default=None, repr=False)
+
+    async def aclose(self) -> None:
+        if self.response is not None:
+            await self.response.aclose()
+
+
+class Provider(ABC):
+    def __init__(self, config: ProviderConfig, settings: Settings) -> None:
+        self.config = config
+        self.name = config.name
+        self.timeouts: TimeoutsConfig = config.timeouts or settings.timeouts
+
+    def models(self) -> list[str]:
+        return list(self.config.models)
+
+    @abstractmethod
+    async def open(self, request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
+        """Start the upstream request; raises `RouterError` for anything that fails before it streams."""
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    from ferroute.providers.chat_completions import ChatCompletionsProvider
+    from ferroute.providers.mock import MockProvider
+
+    providers: dict[str, Provider] = {}
+    for config in settings.providers:
+        if config.kind == "chat_completions":
+            providers[config.name] = ChatCompletionsProvider(config, settings)
+        elif config.kind == "mock":
+            providers[config.name] = MockProvider(config, settings)
+        else:  # config.py rejects the kinds without an implementation; this guards a new kind
+            raise ValueError(f"provider kind {config.kind!r} is not implemented")
+    return providers
+
+
+class Router:
+    """`"<upstream model>:<provider>"` → (provider, upstream model)."""
+
+    def __init__(self, providers: dict[str, Provider], default_provider: str | None) -> None:
+        self.providers = providers
+        if default_provider is None and len(providers) == 1:
+            default_provider = next(iter(providers))
+        self.default = default_provider
+
+    def resolve(self, model: str) -> tuple[Provider, str]:
+        upstream_model, sep, name = model.rpartition(":")
+        if sep and upstream_model and name in self.providers:
+            return self.providers[name], upstream_model
+        if self.default is not None:
+            return self.providers[self.default], model
+        raise RouterError(
+            404,
+            f"the model {model!r} does not name a provider this router knows; use '<model>:<provider>' with one of "
+            f"{sorted(self.providers)}",
+            type="not_found",
+            code="model_not_found",
+            param="model",
+        )

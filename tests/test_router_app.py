@@ -1,0 +1,132 @@
+"""The ASGI app in-process, with a provider that breaks in ways a real upstream cannot be made to:
+whatever goes wrong, the client gets a well-formed ending and the app keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ferroute.app import App
+from ferroute.config import parse_settings
+from ferroute.models import ResponsesRequest
+from ferroute.providers import Upstream
+from tests.conftest import FIXTURES
+from tests.grammar import check_stream
+
+TEXT = (FIXTURES / "chat_completions" / "openai-gpt-4o-mini-text-usage.sse").read_bytes()
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _app(chunks: list[bytes | Exception]) -> App:
+    app = App(parse_settings('[[providers]]\nname = "p"\nkind = "mock"\n'))
+
+    async def stream() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            if isinstance(chunk, Exception):
+                raise chunk
+            yield chunk
+
+    async def open_(request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
+        return Upstream(chunks=stream())
+
+    app.providers["p"].open = open_  # type: ignore[method-assign]
+    return app
+
+
+async def _call(app: App, body: dict[str, Any]) -> tuple[int, bytes]:
+    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+    never = asyncio.Event()
+    status = 0
+    out = bytearray()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            out.extend(message.get("body", b""))
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
+    await app(scope, receive, send)
+    return status, bytes(out)
+
+
+def test_an_exception_mid_stream_ends_the_stream_cleanly() -> None:
+    boundary = TEXT.index(b"\n\n", 400) + 2
+    app = _app([TEXT[:boundary], Boom("bug")])
+    status, raw = asyncio.run(_call(app, {"model": "m", "input": "hi", "stream": True}))
+    assert status == 200
+    events, response = check_stream(raw)
+    assert response["status"] == "failed"
+    assert response["error"]["code"] == "internal_error"
+    assert events[-2]["error"]["type"] == "server_error"
+    # Also when the exception strikes with an upstream event half read: the cause is reported, not the cut.
+    _, raw = asyncio.run(_call(_app([TEXT[: boundary - 5], Boom("bug")]), {"model": "m", "input": "x", "stream": True}))
+    assert check_stream(raw)[1]["error"]["code"] == "internal_error"
+
+
+def test_an_exception_before_the_first_event_is_a_500() -> None:
+    for stream in (False, True):
+        status, raw = asyncio.run(_call(_app([Boom("bug")]), {"model": "m", "input": "hi", "stream": stream}))
+        assert status == 500
+        assert json.loads(raw)["error"] == {
+            "message": "internal error in the router",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+
+
+def test_a_broken_upstream_connection_lets_the_translator_decide() -> None:
+    cut = _app([TEXT[:400], httpx.ReadError("reset")])
+    _, raw = asyncio.run(_call(cut, {"model": "m", "input": "hi", "stream": True}))
+    assert check_stream(raw)[1]["error"]["code"] == "upstream_stream_truncated"
+    whole = _app([TEXT, httpx.ReadError("reset")])  # everything arrived, [DONE] included
+    _, raw = asyncio.run(_call(whole, {"model": "m", "input": "hi", "stream": True}))
+    assert check_stream(raw)[1]["status"] == "completed"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/v1/models"])
+def test_lifespan_and_plain_routes(path: str) -> None:
+    app = _app([TEXT])
+
+    async def run() -> int:
+        events = [{"type": "lifespan.shutdown"}, {"type": "lifespan.startup"}]
+        sent: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            return events.pop()
+
+        async def send(message: Any) -> None:
+            sent.append(message["type"])
+
+        await app({"type": "lifespan"}, receive, send)
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert app.client is None  # closed on shutdown
+        status = 0
+
+        async def send_http(message: Any) -> None:
+            nonlocal status
+            status = message.get("status", status)
+
+        async def nothing() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        await app({"type": "http", "method": "GET", "path": path, "headers": []}, nothing, send_http)
+        return status
+
+    assert asyncio.run(run()) == 200
