@@ -8,9 +8,10 @@ __version__: str
 # --- errors ------------------------------------------------------------------------------------
 
 class SSEError(ValueError):
-    """A server-sent-events stream broke a configured bound (line length, event size).
+    """A server-sent-events stream broke a configured bound (line length, event size), or `encode_sse`
+    was given an event name containing a line break.
 
-    The message names the limit and the byte offset in the stream where it was exceeded."""
+    For a bound, the message names the limit and the byte offset in the stream where it was exceeded."""
 
 class JSONError(ValueError):
     """Malformed JSON, or JSON nested deeper than `max_depth`; the message gives the byte offset."""
@@ -37,21 +38,27 @@ class SSEEvent:
         """The `data:` lines joined with `\\n`."""
     @property
     def id(self) -> str | None:
-        """The last event ID in force when the event was dispatched, or None if the stream never set one."""
+        """The last event ID in force when the event was dispatched, or None if the stream never set one
+        (an `id` field with an empty value resets it to `""`)."""
     @property
     def retry(self) -> int | None:
         """The reconnection time in ms set by this event's block, or None."""
-    def __init__(self, data: str, event: str | None = None, id: str | None = None, retry: int | None = None) -> None: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __new__(
+        cls, data: str, event: str | None = None, id: str | None = None, retry: int | None = None
+    ) -> SSEEvent: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
 class SSEDecoder:
     """Incremental WHATWG server-sent-events decoder: feed it bytes as they arrive."""
 
-    def __init__(self, *, max_line_length: int = 1_048_576, max_event_size: int = 16_777_216) -> None: ...
+    def __new__(cls, *, max_line_length: int = 1_048_576, max_event_size: int = 16_777_216) -> SSEDecoder: ...
     def feed(self, data: bytes) -> list[SSEEvent]:
-        """Decode the next bytes of the stream and return the events they complete."""
+        """Decode the next bytes of the stream and return the events they complete.
+
+        Raises SSEError when a bound is exceeded; every later call raises it again."""
     def close(self) -> list[SSEEvent]:
         """End of stream: an unfinished event is discarded (WHATWG); returns what the end completes."""
     @property
@@ -59,7 +66,9 @@ class SSEDecoder:
         """Bytes fed so far."""
 
 def encode_sse(event: str | None, data: str) -> bytes:
-    """One SSE frame: `event: <event>` (when given) and one `data:` line per line of `data`, then a blank line."""
+    """One SSE frame: `event: <event>` (when given) and one `data:` line per line of `data`, then a blank line.
+
+    Raises SSEError if `event` contains CR or LF."""
 
 # --- incremental JSON --------------------------------------------------------------------------
 
@@ -67,35 +76,74 @@ def encode_sse(event: str | None, data: str) -> bytes:
 class JsonStream:
     """A JSON document arriving in pieces (e.g. streamed function-call arguments).
 
-    Each `feed` costs time proportional to the piece, not to everything so far."""
+    The parser keeps its state between pieces, so each `feed` costs time proportional to the piece, not
+    to everything so far. Partial values are exactly jiter's `from_json(prefix, partial_mode="trailing-strings")`
+    for any prefix of a valid document: complete members; open arrays/objects as far as they go; a string
+    value cut mid-way as its decoded prefix (an escape or UTF-8 character cut mid-way left out); a number
+    cut where it is already a number (`12`, `1.5`; not `-`, `1.`, `1e`). An unfinished key, or a member
+    whose value has not started or is an unfinished `true`/`false`/`null`, is left out. Two differences
+    from jiter: an unfinished top-level scalar gives `None` where jiter raises, and anything but whitespace
+    after the top-level value is an error (jiter in partial mode ignores it); `NaN`/`Infinity` are rejected.
+    Lone surrogate escapes are errors (as jiter, serde_json); numbers out of float range give ±inf (as
+    `json.loads`); big integers are exact `int`s; a duplicate key keeps the last value (as `json.loads`)."""
 
-    def __init__(self, *, max_depth: int = 256) -> None: ...
+    def __new__(cls, *, max_depth: int = 256) -> JsonStream: ...
     def feed(self, text: str | bytes) -> None:
-        """Parse the next piece; raises JSONError on malformed JSON or too deep nesting."""
+        """Parse the next piece (`bytes` may cut a UTF-8 character anywhere; the rest comes with the next
+        piece). Raises JSONError on malformed JSON or nesting deeper than `max_depth`, with the byte offset
+        in the whole input; after an error every call raises it again."""
     def value(self) -> Any:
-        """The partial value so far: complete members, plus a string cut mid-way as its prefix
-        (jiter's `trailing-strings` partial mode); None before anything is known."""
+        """The partial value so far (see the class docstring); None before anything is known.
+
+        Returns the live object: the same list/dict each call, which later `feed` calls keep updating in
+        place (members are added as they complete), so a call costs O(1) plus the text a trailing partial
+        string gained since the last call, not O(document). Between calls the object holds every completed
+        member; calling `value()` brings the trailing partial member up to date (the object is correct as
+        of the last `value()` call). Treat it as read-only while streaming; `copy.deepcopy` it to keep a
+        snapshot. A `str` you hold never changes: the growing string is extended in place only while
+        nothing else references it (if you keep the previous partial string, the call copies it instead)."""
     @property
     def complete(self) -> bool:
-        """True once one whole top-level value has been read."""
+        """True once one whole top-level value has been read (a top-level number only once something
+        follows it, since more digits could come)."""
 
 def parse_partial_json(text: str | bytes, *, max_depth: int = 256) -> Any:
-    """Parse a possibly truncated JSON document, as `JsonStream().feed(text); .value()`."""
+    """Parse a possibly truncated JSON document, as `JsonStream().feed(text); .value()` (a fresh object);
+    raises JSONError on malformed JSON."""
 
 # --- Open Responses streams --------------------------------------------------------------------
 
 @final
 class ResponseEventParser:
-    """Bytes of an Open Responses SSE stream (from any server) → event dicts, checked and accumulated."""
+    """Bytes of an Open Responses SSE stream (from any server) → event dicts, checked and accumulated.
 
-    def __init__(self, *, max_line_length: int = 1_048_576, max_event_size: int = 16_777_216) -> None: ...
+    Checks the spec's streaming grammar: `response.created` (or `queued`) first (an `error` event may
+    come before it); `sequence_number` on every event, each one more than the last; output items added
+    in `output_index` order and closed by `output_item.done`; content and summary parts opened and
+    closed in order inside an open item; every delta inside an open part of a known item; each `.done`
+    text equal to its deltas; exactly one terminal event (`response.completed | incomplete | failed`),
+    then nothing but `data: [DONE]`.
+    Lenient where real servers are: several items open at once, the legacy `response.reasoning_text.*`
+    names, a `.done` without deltas, data-only frames, with or without `[DONE]`; unknown and
+    slug-prefixed (`x:…`) event types pass through with only their `sequence_number` checked."""
+
+    def __new__(cls, *, max_line_length: int = 1_048_576, max_event_size: int = 16_777_216) -> ResponseEventParser: ...
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Decode, parse and check the next bytes; returns the events they complete, in order."""
+        """Decode, parse and check the next bytes; returns the events they complete, in order (as
+        `json.loads` would give them; `[DONE]` is not an event).
+
+        Raises StreamError on a malformed stream (the message names the problem, the event's index and
+        sequence_number and the byte offset); the events of `data` before the bad one are kept in
+        `response`, and every later call raises the same error."""
     @property
     def response(self) -> dict[str, Any] | None:
-        """The response object accumulated so far (equal to the terminal event's once the stream ends)."""
+        """The response object accumulated so far: the latest `response.created`/`in_progress` snapshot
+        with `output` built from the streamed items, parts and deltas; the terminal event's `response`
+        once it has arrived. None before the first event. The same dict is returned until the stream
+        advances."""
     def close(self) -> None:
-        """End of stream: raises StreamError unless the stream ended with a terminal event."""
+        """End of stream: raises StreamError unless the stream ended with a terminal event (an unfinished
+        trailing event counts as truncation)."""
 
 @final
 class ChatCompletionsTranslator:
@@ -105,8 +153,8 @@ class ChatCompletionsTranslator:
     mapping). `model` overrides the echoed model; `response_id` and `created_at` are generated when
     omitted."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         request: bytes | str | Mapping[str, Any] | None = None,
         *,
         model: str | None = None,
@@ -114,12 +162,15 @@ class ChatCompletionsTranslator:
         created_at: int | None = None,
         max_line_length: int = 1_048_576,
         max_event_size: int = 16_777_216,
-    ) -> None: ...
+    ) -> ChatCompletionsTranslator: ...
     def feed(self, upstream: bytes) -> bytes:
         """Translate the next upstream bytes; returns the Open Responses SSE frames they produce
         (the first call also returns `response.created` and `response.in_progress`)."""
     def finish(self) -> bytes:
         """End of the upstream stream: the frames that close the response and `data: [DONE]`."""
+    def fail(self, message: str, *, code: str = "server_error", type: str = "server_error") -> bytes:
+        """End the response as failed for a reason outside the upstream's bytes (timeout, shutdown, …):
+        the `error` event, `response.failed` and `data: [DONE]`; b"" if the response already ended."""
     def convert(self, body: bytes) -> bytes:
         """A whole non-streaming `chat.completion` body → the response object as JSON bytes."""
     @property

@@ -26,8 +26,7 @@ fn settings_from(request: Option<&Bound<'_, PyAny>>) -> PyResult<ResponseSetting
     } else if let Ok(text) = request.cast::<PyString>() {
         ResponseSettings::from_request(text.to_str()?.as_bytes())
     } else if request.hasattr("keys")? {
-        let json = request.py().import("json")?.call_method1("dumps", (request,))?;
-        ResponseSettings::from_request(json.cast::<PyString>()?.to_str()?.as_bytes())
+        ResponseSettings::from_request(super::pyjson::py_to_json(request)?.as_bytes())
     } else {
         return Err(PyTypeError::new_err("request must be JSON bytes or str, or a mapping"));
     };
