@@ -27,7 +27,11 @@ develop-debug: venv ## build the native module unoptimised (fast to compile; not
 	$(BIN)/maturin develop --quiet
 
 .PHONY: run
-run: develop ## set up and run ferroute's demo: translate a recorded vLLM stream and parse it back
+run: develop ## set up and run the router on its embedded defaults (built-in mock provider) on 127.0.0.1:8080
+	$(BIN)/ferroute serve $(ARGS)
+
+.PHONY: demo
+demo: develop ## translate a recorded Chat Completions stream and parse the result back (no server)
 	$(BIN)/ferroute demo
 
 .PHONY: lint

@@ -1,6 +1,27 @@
-"""ferroute (development placeholder: the explicit import list replaces this once every class lands)."""
+"""ferroute: an Open Responses router with a Rust streaming core, and that core's Python API.
 
-from ferroute import _core
+The fast parts are importable on their own:
+
+- `SSEDecoder` / `SSEEvent` / `encode_sse`: WHATWG server-sent events, incremental.
+- `JsonStream` / `parse_partial_json`: incremental JSON with partial values (O(n) over a stream).
+- `ResponseEventParser`: the bytes of any Open Responses stream → checked event dicts + the response.
+- `ChatCompletionsTranslator`: a Chat Completions stream → Open Responses SSE frames.
+"""
+
+from ferroute._core import (
+    ChatCompletionsTranslator,
+    JSONError,
+    JsonStream,
+    ResponseEventParser,
+    SSEDecoder,
+    SSEError,
+    SSEEvent,
+    StreamError,
+    UpstreamError,
+    __version__,
+    encode_sse,
+    parse_partial_json,
+)
 
 __all__ = [
     "ChatCompletionsTranslator",
@@ -12,8 +33,7 @@ __all__ = [
     "SSEEvent",
     "StreamError",
     "UpstreamError",
+    "__version__",
     "encode_sse",
     "parse_partial_json",
 ]
-globals().update({name: getattr(_core, name) for name in __all__ if hasattr(_core, name)})
-__version__ = _core.__version__

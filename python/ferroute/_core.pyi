@@ -3,6 +3,21 @@
 from collections.abc import Mapping
 from typing import Any, final
 
+__all__ = [
+    "ChatCompletionsTranslator",
+    "JSONError",
+    "JsonStream",
+    "ResponseEventParser",
+    "SSEDecoder",
+    "SSEError",
+    "SSEEvent",
+    "StreamError",
+    "UpstreamError",
+    "__version__",
+    "_panic",
+    "encode_sse",
+    "parse_partial_json",
+]
 __version__: str
 
 # --- errors ------------------------------------------------------------------------------------

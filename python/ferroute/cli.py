@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import ferroute
-from ferroute import _core
 
 # The recorded streams ship in the source tree (tests/fixtures), not in the wheel.
 _REPO_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "chat_completions"
@@ -23,8 +22,8 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     upstream = path.read_bytes()
     request = {"model": args.model, "input": "(recorded)"}
-    translator = _core.ChatCompletionsTranslator(request)
-    parser = _core.ResponseEventParser()
+    translator = ferroute.ChatCompletionsTranslator(request)
+    parser = ferroute.ResponseEventParser()
     events: list[dict[str, Any]] = []
     # Feed the recorded bytes the way a network hands them over, in reads of `--read-size` bytes.
     for start in range(0, len(upstream), args.read_size):

@@ -9,7 +9,6 @@
 //! Python's `int`), correctly rounded floats, lone surrogate escapes (through `json.loads` for that
 //! one string). Python's non-standard `NaN`/`Infinity` literals are rejected.
 
-
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
