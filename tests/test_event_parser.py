@@ -9,39 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openresponses_types import types as ort
-from pydantic import BaseModel
 
 import ferroute
 from tests.conftest import fixture_files
+from tests.grammar import EVENT_MODELS
 
 FIXTURES = fixture_files("responses")
 
-EVENT_MODELS: dict[str, type[BaseModel]] = {
-    "response.created": ort.ResponseCreatedStreamingEvent,
-    "response.queued": ort.ResponseQueuedStreamingEvent,
-    "response.in_progress": ort.ResponseInProgressStreamingEvent,
-    "response.completed": ort.ResponseCompletedStreamingEvent,
-    "response.failed": ort.ResponseFailedStreamingEvent,
-    "response.incomplete": ort.ResponseIncompleteStreamingEvent,
-    "response.output_item.added": ort.ResponseOutputItemAddedStreamingEvent,
-    "response.output_item.done": ort.ResponseOutputItemDoneStreamingEvent,
-    "response.content_part.added": ort.ResponseContentPartAddedStreamingEvent,
-    "response.content_part.done": ort.ResponseContentPartDoneStreamingEvent,
-    "response.output_text.delta": ort.ResponseOutputTextDeltaStreamingEvent,
-    "response.output_text.done": ort.ResponseOutputTextDoneStreamingEvent,
-    "response.refusal.delta": ort.ResponseRefusalDeltaStreamingEvent,
-    "response.refusal.done": ort.ResponseRefusalDoneStreamingEvent,
-    "response.reasoning.delta": ort.ResponseReasoningDeltaStreamingEvent,
-    "response.reasoning.done": ort.ResponseReasoningDoneStreamingEvent,
-    "response.reasoning_summary_part.added": ort.ResponseReasoningSummaryPartAddedStreamingEvent,
-    "response.reasoning_summary_part.done": ort.ResponseReasoningSummaryPartDoneStreamingEvent,
-    "response.reasoning_summary_text.delta": ort.ResponseReasoningSummaryDeltaStreamingEvent,
-    "response.reasoning_summary_text.done": ort.ResponseReasoningSummaryDoneStreamingEvent,
-    "response.function_call_arguments.delta": ort.ResponseFunctionCallArgumentsDeltaStreamingEvent,
-    "response.function_call_arguments.done": ort.ResponseFunctionCallArgumentsDoneStreamingEvent,
-    "error": ort.ErrorStreamingEvent,
-}
 # The legacy names real servers send, validated against the spec's model for the same shape.
 LEGACY = {
     "response.reasoning_text.delta": "response.reasoning.delta",

@@ -732,6 +732,37 @@ impl Default for ResponseChecker {
     }
 }
 
+/// A `.done` event's full text against what streamed: equal to the deltas when there were some,
+/// otherwise it is the text (a server may send `.done` alone); a second `.done` is an error.
+fn settle_done(
+    at: At,
+    kind: &str,
+    index: usize,
+    streamed: &mut String,
+    had_deltas: bool,
+    done: &mut bool,
+    text: &str,
+) -> Result<(), StreamError> {
+    if *done {
+        return Err(at.err(StreamErrorKind::DuplicateDone {
+            event: kind.to_owned(),
+            output_index: index as u64,
+        }));
+    }
+    if !had_deltas {
+        streamed.push_str(text);
+    } else if text != streamed.as_str() {
+        return Err(at.err(StreamErrorKind::TextMismatch {
+            event: kind.to_owned(),
+            output_index: index as u64,
+            streamed: streamed.clone(),
+            got: text.to_owned(),
+        }));
+    }
+    *done = true;
+    Ok(())
+}
+
 /// Where an event sits, for error reports.
 #[derive(Clone, Copy)]
 struct At {
@@ -1126,25 +1157,7 @@ impl ResponseChecker {
                             index: part_index,
                         })
                     })?;
-                if part.text_done {
-                    return Err(at.err(StreamErrorKind::DuplicateDone {
-                        event: kind.to_owned(),
-                        output_index: index as u64,
-                    }));
-                }
-                if part.deltas {
-                    if *text != part.text {
-                        return Err(at.err(StreamErrorKind::TextMismatch {
-                            event: kind.to_owned(),
-                            output_index: index as u64,
-                            streamed: part.text.clone(),
-                            got: text.to_string(),
-                        }));
-                    }
-                } else {
-                    part.text.push_str(text);
-                }
-                part.text_done = true;
+                settle_done(at, kind, index, &mut part.text, part.deltas, &mut part.text_done, text)?;
                 self.version += 1;
             }
             "response.function_call_arguments.delta" => {
@@ -1171,25 +1184,16 @@ impl ResponseChecker {
                 };
                 let index = self.open_item(kind, event.output_index, item_id(&event), at)?;
                 let item = &mut self.items[index];
-                if item.arguments_done {
-                    return Err(at.err(StreamErrorKind::DuplicateDone {
-                        event: kind.to_owned(),
-                        output_index: index as u64,
-                    }));
-                }
-                if item.argument_deltas {
-                    if *arguments != item.arguments {
-                        return Err(at.err(StreamErrorKind::TextMismatch {
-                            event: kind.to_owned(),
-                            output_index: index as u64,
-                            streamed: item.arguments.clone(),
-                            got: arguments.to_string(),
-                        }));
-                    }
-                } else {
-                    item.arguments.push_str(arguments);
-                }
-                item.arguments_done = true;
+                let deltas = item.argument_deltas;
+                settle_done(
+                    at,
+                    kind,
+                    index,
+                    &mut item.arguments,
+                    deltas,
+                    &mut item.arguments_done,
+                    arguments,
+                )?;
                 self.version += 1;
             }
             // `error` (before response.failed), hosted-tool and extension events: sequence checks only.
