@@ -49,6 +49,12 @@ def test_text_non_streaming_echoes_the_model_and_settings(server: Server) -> Non
     assert response["usage"]["output_tokens"] > 0
 
 
+def test_store_is_false_until_the_router_stores_anything(server: Server) -> None:
+    # The response store (issue #4) is not built: no response may claim it was stored.
+    assert create_ok(server, {"model": "m", "input": "hi"})["store"] is False
+    assert create_ok(server, {"model": "m", "input": "hi", "store": True})["store"] is False
+
+
 def test_text_streaming(server: Server) -> None:
     events, response = stream(server, {"model": "m:mock", "input": "Count from 1 to 5."})
     assert response["model"] == "m:mock"

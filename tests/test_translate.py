@@ -350,6 +350,9 @@ def test_request_settings_are_echoed() -> None:
         assert response["previous_response_id"] == "resp_prev"
     _, response = check_stream(translate(chunk({"content": "x"}, "stop") + DONE, request=request, model="other"))
     assert response["model"] == "other"
+    assert response["store"] is True  # the default when the request is silent
+    _, response = check_stream(translate(chunk({"content": "x"}, "stop") + DONE, request=request, store=False))
+    assert response["store"] is False
 
 
 def test_bad_request_argument() -> None:

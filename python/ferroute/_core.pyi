@@ -165,14 +165,15 @@ class ChatCompletionsTranslator:
     """Chat Completions stream (or body) → Open Responses SSE frames, sequence-numbered.
 
     `request` is the Open Responses request whose settings the response echoes (JSON bytes/str or a
-    mapping). `model` overrides the echoed model; `response_id` and `created_at` are generated when
-    omitted."""
+    mapping). `model` and `store` override the echoed values; `response_id` and `created_at` are
+    generated when omitted."""
 
     def __new__(
         cls,
         request: bytes | str | Mapping[str, Any] | None = None,
         *,
         model: str | None = None,
+        store: bool | None = None,
         response_id: str | None = None,
         created_at: int | None = None,
         max_line_length: int = 1_048_576,

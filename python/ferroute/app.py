@@ -293,7 +293,8 @@ class App:
             raise invalid_request("background responses are not supported by this router yet", "background")
         provider, upstream_model = self.router.resolve(request.model)
         log["provider"] = provider.name
-        translator = _core.ChatCompletionsTranslator(body, model=request.model)
+        # Nothing is stored until the state issue (#4) lands, so no response claims it was.
+        translator = _core.ChatCompletionsTranslator(body, model=request.model, store=False)
         log["response_id"] = translator.response_id
         exchange = _Exchange(
             send=send,

@@ -100,7 +100,9 @@ pub enum TextKind {
 #[derive(Debug, Clone)]
 pub struct ResponseSettings {
     model: String,
-    /// `,"key":value` for every echoed field except `model`.
+    /// `store` (the request's, default true), apart so the router can say what it really did.
+    store: bool,
+    /// `,"key":value` for every echoed field except `model` and `store`.
     rendered: String,
 }
 
@@ -156,7 +158,7 @@ impl ResponseSettings {
             Some(other) => other.clone(),
             None => Value::Array(Vec::new()),
         };
-        let fields: [(&str, Value); 21] = [
+        let fields: [(&str, Value); 20] = [
             ("previous_response_id", or("previous_response_id", Value::Null)),
             ("instructions", or("instructions", Value::Null)),
             ("tools", tools),
@@ -172,7 +174,6 @@ impl ResponseSettings {
             ("reasoning", reasoning),
             ("max_output_tokens", or("max_output_tokens", Value::Null)),
             ("max_tool_calls", or("max_tool_calls", Value::Null)),
-            ("store", or("store", true.into())),
             ("background", or("background", false.into())),
             ("service_tier", or("service_tier", "default".into())),
             ("metadata", or("metadata", Value::Object(Map::new()))),
@@ -190,12 +191,18 @@ impl ResponseSettings {
             Some(Value::String(model)) => model.clone(),
             _ => String::new(),
         };
-        Self { model, rendered }
+        let store = given("store").and_then(Value::as_bool).unwrap_or(true);
+        Self { model, store, rendered }
     }
 
     /// Echo `model` instead of the request's (the router echoes what the client sent).
     pub fn set_model(&mut self, model: &str) {
         model.clone_into(&mut self.model);
+    }
+
+    /// Echo `store` instead of the request's (false where the router keeps nothing).
+    pub fn set_store(&mut self, store: bool) {
+        self.store = store;
     }
 
     /// The model string the response echoes.
@@ -754,6 +761,11 @@ impl ResponseWriter {
             ),
             None => out.extend_from_slice(b"null"),
         }
+        out.extend_from_slice(if self.settings.store {
+            b",\"store\":true"
+        } else {
+            b",\"store\":false"
+        });
         out.extend_from_slice(self.settings.rendered.as_bytes());
         out.push(b'}');
     }

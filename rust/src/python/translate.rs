@@ -44,10 +44,12 @@ pub(crate) struct ChatCompletionsTranslator {
 #[pymethods]
 impl ChatCompletionsTranslator {
     #[new]
-    #[pyo3(signature = (request=None, *, model=None, response_id=None, created_at=None, max_line_length=1_048_576, max_event_size=16_777_216))]
+    #[pyo3(signature = (request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576, max_event_size=16_777_216))]
+    #[allow(clippy::too_many_arguments)] // the Python keyword arguments
     fn new(
         request: Option<&Bound<'_, PyAny>>,
         model: Option<&str>,
+        store: Option<bool>,
         response_id: Option<String>,
         created_at: Option<u64>,
         max_line_length: usize,
@@ -56,6 +58,9 @@ impl ChatCompletionsTranslator {
         let mut settings = settings_from(request)?;
         if let Some(model) = model {
             settings.set_model(model);
+        }
+        if let Some(store) = store {
+            settings.set_store(store);
         }
         let response_id = response_id.unwrap_or_else(|| crate::events::ids::new_id("resp"));
         let limits = SseLimits {
