@@ -434,3 +434,24 @@ def test_a_rust_panic_is_an_exception_not_an_abort() -> None:
     assert type(info.value).__name__ == "PanicException"
     # The interpreter and the module carry on.
     assert check_stream(translate(chunk({"content": "ok"}, "stop") + DONE))[1]["status"] == "completed"
+
+
+@pytest.mark.parametrize("path", CHAT, ids=lambda p: p.stem)
+@pytest.mark.parametrize("read", [None, 1, 4096], ids=["whole", "1B", "4KiB"])
+def test_event_parser_rebuilds_exactly_the_terminal_response(path: Path, read: int | None) -> None:
+    out = translate(path.read_bytes(), response_id="resp_rt", created_at=1)
+    parser = ferroute.ResponseEventParser()
+    pieces = [out] if read is None else [out[i : i + read] for i in range(0, len(out), read)]
+    events = [event for piece in pieces for event in parser.feed(piece)]
+    parser.close()
+    expected, _ = split_sse(out)
+    assert events == expected
+    assert parser.response == expected[-1]["response"]
+    # Before the terminal event, the parser's accumulated output already equals the final one.
+    partial = ferroute.ResponseEventParser()
+    terminal = out.rindex(b"event: response.")
+    partial.feed(out[:terminal])
+    assert partial.response is not None
+    assert partial.response["output"] == expected[-1]["response"]["output"]
+    with pytest.raises(ferroute.StreamError):
+        partial.close()
