@@ -53,6 +53,9 @@ test-rust: ## cargo tests (unit and property tests), without Python
 
 .PHONY: test-python
 test-python: develop ## pytest against the built module (benches run once each, untimed)
+	@command -v redis-server >/dev/null || { echo "installing redis-server (the Redis store tests start their own)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+		$$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	$(BIN)/pytest
 
 .PHONY: test

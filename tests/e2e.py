@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,12 +81,17 @@ def mock_upstream() -> Iterator[Server]:
 
 @contextlib.contextmanager
 def router(
-    config: str | None = None, env: dict[str, str] | None = None, startup_timeout: float = 30
+    config: str | None = None,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 30,
+    extra_args: list[str] | None = None,
 ) -> Iterator[Server]:
-    """`ferroute serve` on a free port with `config` (TOML text; None: no config file)."""
+    """`ferroute serve` on a free port with `config` (TOML text; None: no config file) and `extra_args`
+    (e.g. `["--workers", "2"]`)."""
     with tempfile.TemporaryDirectory(prefix="ferroute-e2e-") as tmp:
         port = free_port()
         args = [sys.executable, "-m", "ferroute", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        args += extra_args or []
         if config is not None:
             path = Path(tmp) / "ferroute.toml"
             path.write_text(config)
@@ -209,3 +215,46 @@ def raw_stream(server: Server, body: dict[str, Any], **kwargs: Any) -> bytes:
     with httpx.stream("POST", f"{server.url}/v1/responses", json={**body, "stream": True}, timeout=30, **kwargs) as r:
         assert r.status_code == 200, r.read()
         return r.read()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[Server]:
+    """A private `redis-server` on a free loopback port (no persistence); its `url` is `redis://…/0`."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make test installs it: apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode",
+         "yes", "--daemonize", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield Server(f"redis://127.0.0.1:{port}/0", process)
+    finally:
+        _stop(process)
+
+
+def store_section(backend: str, url: str | None = None, extra: str = "") -> str:
+    """A `[store]` table for `backend` (sqlite: a file in the router's working directory)."""
+    lines = ["[store]", f'backend = "{backend}"']
+    if url is not None:
+        lines.append(f'url = "{url}"')
+    return "\n".join(lines) + "\n" + extra + "\n"
+
+
+def requests_seen(upstream: Server) -> list[dict[str, Any]]:
+    """Everything the mock upstream received so far, oldest first."""
+    received: list[dict[str, Any]] = httpx.get(f"{upstream.url}/requests", timeout=5).json()
+    return received

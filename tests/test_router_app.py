@@ -26,7 +26,8 @@ class Boom(RuntimeError):
 
 
 def _app(chunks: list[bytes | Exception]) -> App:
-    app = App(parse_settings('[[providers]]\nname = "p"\nkind = "mock"\n'))
+    # The memory store: these in-process tests write no file into the working directory.
+    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
 
     async def stream() -> AsyncIterator[bytes]:
         for chunk in chunks:

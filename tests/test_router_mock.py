@@ -49,10 +49,11 @@ def test_text_non_streaming_echoes_the_model_and_settings(server: Server) -> Non
     assert response["usage"]["output_tokens"] > 0
 
 
-def test_store_is_false_until_the_router_stores_anything(server: Server) -> None:
-    # The response store (issue #4) is not built: no response may claim it was stored.
-    assert create_ok(server, {"model": "m", "input": "hi"})["store"] is False
-    assert create_ok(server, {"model": "m", "input": "hi", "store": True})["store"] is False
+def test_store_echoes_what_was_done(server: Server) -> None:
+    # Stored by default (the sqlite store in the working directory); `store: false` keeps nothing.
+    assert create_ok(server, {"model": "m", "input": "hi"})["store"] is True
+    assert create_ok(server, {"model": "m", "input": "hi", "store": True})["store"] is True
+    assert create_ok(server, {"model": "m", "input": "hi", "store": False})["store"] is False
 
 
 def test_text_streaming(server: Server) -> None:
@@ -168,12 +169,7 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
             "missing_required_parameter",
         ),
         ({"model": "m", "input": "x", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice.name", None),
-        ({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]", "unsupported_parameter"),
-        (
-            {"model": "m", "input": "x", "previous_response_id": "resp_1"},
-            "previous_response_id",
-            "unsupported_parameter",
-        ),
+        ({"model": "m", "input": "x", "background": True, "store": False}, "store", None),
         (
             {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}]},
             "input[0].content[0].file_data",
@@ -210,7 +206,16 @@ def test_body_over_the_limit_is_413(server: Server) -> None:
 def test_routes_and_methods(server: Server) -> None:
     assert _error(httpx.get(f"{server.url}/v1/responses"), 405)["code"] == "method_not_allowed"
     assert _error(httpx.get(f"{server.url}/nowhere"), 404)["type"] == "not_found"
-    assert _error(httpx.get(f"{server.url}/v1/responses/resp_123"), 404)["code"] == "store_unavailable"
+    assert _error(httpx.get(f"{server.url}/v1/responses/resp_123"), 404)["code"] == "not_found"
+    assert _error(httpx.put(f"{server.url}/v1/responses/resp_123"), 405)["code"] == "method_not_allowed"
+
+
+def test_unknown_ids_are_404(server: Server) -> None:
+    # An id or item that was never stored: 404 before anything goes upstream.
+    body = {"model": "m", "input": "x", "previous_response_id": "resp_1"}
+    assert _error(create(server, body), 404)["param"] == "previous_response_id"
+    body = {"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}
+    assert _error(create(server, body), 404)["param"] == "input[0].id"
 
 
 def test_accepts_the_openresponses_version_header(server: Server) -> None:

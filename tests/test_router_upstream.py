@@ -70,7 +70,8 @@ def _comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _direct(name: str, model: str) -> list[dict[str, Any]]:
     """The events of translating the fixture in-process (what the router must send)."""
-    translator = ferroute.ChatCompletionsTranslator({"model": model, "input": "hi"}, store=False)
+    # The router stores by default, and says so.
+    translator = ferroute.ChatCompletionsTranslator({"model": model, "input": "hi"}, store=True)
     raw = (fixture_files("chat_completions")[FIXTURES.index(name)]).read_bytes()
     return check_stream(translator.feed(raw) + translator.finish())[0]
 

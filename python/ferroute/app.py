@@ -3,6 +3,10 @@
 Plain ASGI, no framework. A streaming request costs, per upstream read, one call into Rust
 (`translator.feed`) and one ASGI `send` of whatever it returned; Python never sees a token.
 
+State (issue #4): with `store` on, the request's input items and the final response bytes from Rust
+are written to the store (`ferroute.store`) before `data: [DONE]` goes out; `previous_response_id`
+and `item_reference` are resolved against the caller's tenant before anything goes upstream.
+
 Each `POST /v1/responses` runs three tasks: the work (open the upstream, pump its bytes through the
 translator), a watcher that waits for `http.disconnect` (and cancels the work at once, which closes
 the upstream request), and a ticker that enforces the first-event and idle timeouts and sends
@@ -18,19 +22,23 @@ import json
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 
 from ferroute import _core
 from ferroute._types import Message, Receive, Scope, Send
-from ferroute.config import Settings, load_settings
-from ferroute.errors import RouterError, invalid_request
+from ferroute.config import Settings, StoreConfig, load_settings
+from ferroute.errors import RouterError, invalid_request, not_implemented
 from ferroute.metrics import Metrics
-from ferroute.models import ResponsesRequest, parse_request
+from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest, parse_request
 from ferroute.providers import Provider, Router, Upstream, build_providers
+from ferroute.store import ANONYMOUS, Record, StoreError, open_store, tenant_of
+from ferroute.store.crypto import ReasoningCipher, SealError, seal_item, seal_response
+from ferroute.store.items import find_in, normalize, output_ids, record_items, to_models
 
 access_log = logging.getLogger("ferroute.access")
 error_log = logging.getLogger("ferroute.error")
@@ -42,6 +50,9 @@ _SSE = [
     (b"x-accel-buffering", b"no"),
 ]
 _PING = b": ping\n\n"
+_DONE = b"data: [DONE]\n\n"
+_TERMINAL = (b"event: response.completed\n", b"event: response.incomplete\n", b"event: response.failed\n")
+_UNFINISHED = ("queued", "in_progress")
 
 
 class _ClientGone(Exception):
@@ -69,6 +80,12 @@ class _Exchange:
     error: RouterError | None = None  # failed before the first byte
     result: bytes | None = None  # the non-streaming response body
     log: dict[str, Any] = field(default_factory=dict)
+    tenant: str = ANONYMOUS
+    record: Record | None = None  # to be stored when the response ends (None: `store` is false)
+    saved: bool = False
+    on_end: Callable[[], Awaitable[None]] | None = None  # writes `record`; run before `[DONE]` is sent
+    seal: Callable[[bytes], bytes] | None = None  # adds `encrypted_content` to reasoning items (include)
+    cancel_requested: bool = False  # background: a cancel arrived at this process
 
     async def start(self) -> None:
         if not self.started:
@@ -86,12 +103,27 @@ class _Exchange:
             return
         out = translator.fail(message, code=code, type=kind)
         self.log["error_code"] = code
+        await self.end(out)
+
+    async def end(self, out: bytes) -> None:
+        """Send the last frames of a stream; a record to store is written before `[DONE]` goes out."""
         if self.pinging is not None:
             await self.pinging
         self.sending = True
         await self.start()
+        if self.seal is not None:
+            out = self.seal(out)
+        if self.on_end is not None and out.endswith(_DONE):
+            try:
+                await self.body(out[: -len(_DONE)], more=True)
+            finally:
+                await self.on_end()  # also when the client has gone: the response did end
+            out = _DONE
+        await self.body(out, more=False)
+
+    async def body(self, data: bytes, *, more: bool) -> None:
         try:
-            await self.send({"type": "http.response.body", "body": out, "more_body": False})
+            await self.send({"type": "http.response.body", "body": data, "more_body": more})
         except Exception as e:
             raise _ClientGone from e
 
@@ -104,7 +136,19 @@ class App:
         self.providers = build_providers(self.settings)
         self.router = Router(self.providers, self.settings.server.default_provider)
         self.api_keys = [key.encode() for key in self.settings.server.api_keys]
+        self.tenants = {key: tenant_of(key) for key in self.api_keys}
         self.metrics = Metrics()
+        self.store_config = self.settings.store or StoreConfig()
+        self.store = open_store(self.store_config)
+        self.store_errors: dict[str, int] = {}
+        self.cipher, generated = ReasoningCipher.from_env(self.store_config.encryption_key_env)
+        if generated:
+            error_log.warning(
+                "$%s is not set: reasoning.encrypted_content uses a key made up by this process; blobs will not "
+                "open after a restart or on another instance (set the variable on every instance)",
+                self.store_config.encryption_key_env,
+            )
+        self._jobs: dict[str, _Exchange] = {}  # background responses this process runs
         self.client: httpx.AsyncClient | None = None
         self.draining = False
         self.aborting = False
@@ -189,6 +233,8 @@ class App:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
+        with contextlib.suppress(Exception):
+            await self.store.close()
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -200,12 +246,12 @@ class App:
             if path == "/v1/responses":
                 if method != "POST":
                     raise RouterError(405, "use POST /v1/responses", code="method_not_allowed")
-                self._authorize(scope)
-                status = await self.responses(scope, receive, send, log, began)
+                tenant = self._authorize(scope)
+                status = await self.responses(scope, receive, send, log, began, tenant)
             elif path == "/healthz":
                 status = await _send_json(send, 200, b'{"status":"ok"}')
             elif path == "/metrics":
-                body = self.metrics.render().encode()
+                body = (self.metrics.render() + self._store_metrics()).encode()
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})  # fmt: skip
                 await send({"type": "http.response.body", "body": body})
@@ -214,13 +260,8 @@ class App:
                 self._authorize(scope)
                 status = await _send_json(send, 200, self._models())
             elif path.startswith("/v1/responses/"):
-                self._authorize(scope)
-                raise RouterError(
-                    404,
-                    "stored responses are not available: this router has no response store yet (issue #4)",
-                    type="not_found",
-                    code="store_unavailable",
-                )
+                tenant = self._authorize(scope)
+                status = await self.stored(scope, send, method, path[len("/v1/responses/") :], tenant)
             else:
                 raise RouterError(404, f"no route {method} {path}", type="not_found", code="not_found")
         except RouterError as e:
@@ -242,9 +283,10 @@ class App:
             if path == "/v1/responses":
                 self.metrics.request(log.get("provider", ""), status, bool(log.get("stream")))
 
-    def _authorize(self, scope: Scope) -> None:
+    def _authorize(self, scope: Scope) -> str:
+        """The caller's tenant (a hash of its key; one anonymous tenant without auth), or a 401."""
         if not self.api_keys:
-            return
+            return ANONYMOUS
         given = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -263,6 +305,7 @@ class App:
                 type="authentication_error",
                 code="invalid_api_key",
             )
+        return self.tenants[bytes(token)]
 
     def _models(self) -> bytes:
         data = [
@@ -274,7 +317,9 @@ class App:
 
     # --- POST /v1/responses ----------------------------------------------------------------------
 
-    async def responses(self, scope: Scope, receive: Receive, send: Send, log: dict[str, Any], began: float) -> int:
+    async def responses(
+        self, scope: Scope, receive: Receive, send: Send, log: dict[str, Any], began: float, tenant: str = ANONYMOUS
+    ) -> int:
         if self.draining:
             raise RouterError(503, "the router is shutting down", type="server_error", code="shutting_down")
         limits = self.settings.limits
@@ -282,30 +327,41 @@ class App:
         request = parse_request(body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items)
         log["model"] = request.model
         log["stream"] = bool(request.stream)
-        if request.previous_response_id is not None:
-            raise invalid_request(
-                "previous_response_id needs the response store, which this router does not have yet (issue #4); "
-                "send the whole conversation in input instead",
-                "previous_response_id",
-                code="unsupported_parameter",
-            )
+        store = request.store if request.store is not None else self.store_config.default_store
         if request.background:
-            raise invalid_request("background responses are not supported by this router yet", "background")
+            if not store:
+                raise invalid_request("a background response is stored: it cannot have store false", "store")
+            if request.stream:
+                raise not_implemented("streaming a background response", "stream")
         provider, upstream_model = self.router.resolve(request.model)
         log["provider"] = provider.name
-        # Nothing is stored until the state issue (#4) lands, so no response claims it was.
-        translator = _core.ChatCompletionsTranslator(body, model=request.model, store=False)
+        upstream_request, record = await self._prepare(request, tenant, store)
+        translator = _core.ChatCompletionsTranslator(body, model=request.model, store=store)
         log["response_id"] = translator.response_id
         exchange = _Exchange(
             send=send,
-            request=request,
+            request=upstream_request,
             provider=provider,
             upstream_model=upstream_model,
             translator=translator,
             stream=bool(request.stream),
             began=began,
             log=log,
+            tenant=tenant,
+            record=record,
         )
+        if record is not None:
+            record.id = translator.response_id
+
+            async def on_end() -> None:
+                await self._save(exchange)
+
+            exchange.on_end = on_end
+        if request.include and "reasoning.encrypted_content" in request.include:
+            cache: dict[str, str] = {}
+            exchange.seal = lambda out: self._seal_frames(tenant, cache, out)
+        if request.background:
+            return await self._start_background(exchange)
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
@@ -319,6 +375,10 @@ class App:
                 self.metrics.stream_done(provider.name, exchange.began, exchange.first_event_at)
             if task is not None:
                 self._streams.discard(task)
+            if record is not None and exchange.stream and exchange.started and not exchange.saved:
+                # The stream began but did not end (the client went away): stored as cancelled.
+                with contextlib.suppress(Exception):
+                    await self._save(exchange, _cancelled(translator))
             log["status_detail"] = translator.status
 
     async def _run(self, ex: _Exchange, receive: Receive) -> int:
@@ -368,7 +428,11 @@ class App:
                 self.metrics.upstream_error(ex.provider.name, ex.error.code or "error")
                 raise ex.error
             if ex.result is not None:
-                return await _send_json(ex.send, 200, ex.result)
+                await self._save(ex, ex.result)
+                body = ex.result
+                if ex.seal is not None:
+                    body = self._seal_body(ex.tenant, body)
+                return await _send_json(ex.send, 200, body)
             return 200
         finally:
             for task in tasks:
@@ -405,6 +469,7 @@ class App:
         assert upstream.chunks is not None
         feed = translator.feed
         send = ex.send
+        seal = ex.seal
         if not ex.stream:
             try:
                 async for chunk in upstream.chunks:
@@ -424,6 +489,8 @@ class App:
                 ex.reads += 1
                 out = feed(chunk)
                 if out:
+                    if seal is not None:  # only with include reasoning.encrypted_content
+                        out = seal(out)
                     if ex.pinging is not None:  # never two sends at once: wait for the keep-alive
                         await ex.pinging
                     ex.sending = True
@@ -439,15 +506,330 @@ class App:
             return
         except httpx.HTTPError:
             self.metrics.upstream_error(ex.provider.name, "connection_lost")
-        out = translator.finish()
-        if ex.pinging is not None:
-            await ex.pinging
-        ex.sending = True
-        await ex.start()
+        await ex.end(translator.finish())
+
+    # --- the store ---------------------------------------------------------------------------------
+
+    async def _prepare(
+        self, request: ResponsesRequest, tenant: str, store: bool
+    ) -> tuple[ResponsesRequest, Record | None]:
+        """The request the upstream gets (earlier turns, references and sealed reasoning resolved) and the
+        record to store (None with `store` false). Everything that can fail here fails before the upstream."""
+        items = request.items()
+        special = request.previous_response_id is not None or any(
+            isinstance(item, ItemReference) or (isinstance(item, ReasoningItem) and item.encrypted_content)
+            for item in items
+        )
+        if not special and not store:
+            return request, None
+        resolved: list[Any] = []
+        for i, item in enumerate(items):
+            if isinstance(item, ItemReference):
+                resolved.append(await self._reference(tenant, item.id, f"input[{i}].id"))
+            elif isinstance(item, ReasoningItem) and item.encrypted_content:
+                resolved.append(self._open_reasoning(tenant, item, f"input[{i}].encrypted_content"))
+            else:
+                resolved.append(item)
+        ancestors: list[str] = []
+        upstream = request
+        if special:
+            context: list[Any] = []
+            if request.previous_response_id is not None:
+                chain = await self._chain(tenant, request.previous_response_id)
+                stored_items = [item for record in chain for item in record_items(record)]
+                limit = self.settings.limits.max_input_items
+                if len(stored_items) + len(resolved) > limit:
+                    raise invalid_request(
+                        f"the conversation has {len(stored_items) + len(resolved)} items with its earlier turns; the "
+                        f"limit is {limit} (start a new chain, or send a shorter context in input)",
+                        "previous_response_id",
+                        code="context_too_long",
+                    )
+                context = to_models(stored_items)
+                ancestors = [record.id for record in chain]
+            upstream = request.model_copy(update={"input": context + resolved})
+        if not store:
+            return upstream, None
+        stored = [normalize(item) for item in resolved]
+        record = Record(
+            id="",
+            response=b"",
+            input_items=json.dumps(stored, ensure_ascii=False).encode(),
+            ancestors=ancestors,
+            settings=json.dumps({"model": request.model}).encode(),
+            item_ids=[item["id"] for item in stored],
+        )
+        return upstream, record
+
+    async def _chain(self, tenant: str, previous_id: str) -> list[Record]:
+        """The previous response and all its ancestors, oldest first: two store round trips at any depth."""
         try:
-            await send({"type": "http.response.body", "body": out, "more_body": False})
+            [previous] = await self.store.get_many(tenant, [previous_id])
+            if previous is None:
+                raise _not_found(previous_id, "previous_response_id")
+            earlier = await self.store.get_many(tenant, previous.ancestors) if previous.ancestors else []
+        except StoreError as e:
+            raise self._store_down("read", e) from None
+        if any(record is None for record in earlier):
+            raise RouterError(
+                404,
+                f"an earlier response in the chain of {previous_id!r} is no longer stored (deleted or expired)",
+                type="not_found",
+                code="not_found",
+                param="previous_response_id",
+            )
+        return [*(record for record in earlier if record is not None), previous]
+
+    async def _reference(self, tenant: str, item_id: str, param: str) -> Any:
+        try:
+            response_id = await self.store.find_item(tenant, item_id)
+            record = await self.store.get(tenant, response_id) if response_id else None
+        except StoreError as e:
+            raise self._store_down("read", e) from None
+        item = find_in(record, item_id) if record is not None else None
+        if item is None:
+            raise RouterError(
+                404, f"no stored item with id {item_id!r}", type="not_found", code="not_found", param=param
+            )
+        return to_models([item])[0]
+
+    def _open_reasoning(self, tenant: str, item: ReasoningItem, param: str) -> Any:
+        assert item.encrypted_content is not None
+        try:
+            opened = self.cipher.open(tenant, item.encrypted_content)
+        except SealError as e:
+            raise invalid_request(str(e), param, code="invalid_encrypted_content") from None
+        data: dict[str, Any] = {"type": "reasoning", "summary": opened.get("summary") or []}
+        if opened.get("content"):
+            data["content"] = opened["content"]
+        if item.id:
+            data["id"] = item.id
+        return to_models([data])[0]
+
+    async def _save(self, ex: _Exchange, response: bytes | None = None) -> None:
+        """Write the exchange's record (once). A failure is logged and counted; it never breaks the response."""
+        record = ex.record
+        if record is None or ex.saved:
+            return
+        ex.saved = True
+        record.response = ex.translator.response_json() if response is None else response
+        record.item_ids = record.item_ids + output_ids(record.response)
+        try:
+            # Shielded: a client that leaves during the write does not cut it in half.
+            await asyncio.shield(self.store.put(ex.tenant, record))
         except Exception as e:
-            raise _ClientGone from e
+            self._store_failed("write", e, record.id)
+
+    def _store_failed(self, op: str, error: BaseException, response_id: str | None = None) -> None:
+        self.store_errors[op] = self.store_errors.get(op, 0) + 1
+        error_log.error("store %s failed (%s store)%s: %s", op, self.store.name,
+                        f" for {response_id}" if response_id else "", error)  # fmt: skip
+
+    def _store_down(self, op: str, error: BaseException) -> RouterError:
+        self._store_failed(op, error)
+        return RouterError(
+            503,
+            f"the response store ({self.store.name}) is unavailable; try again later",
+            type="server_error",
+            code="store_unavailable",
+        )
+
+    def _store_metrics(self) -> str:
+        lines = [
+            "# HELP ferroute_store_errors_total Response store failures by operation (read, write).",
+            "# TYPE ferroute_store_errors_total counter",
+        ]
+        lines += [f'ferroute_store_errors_total{{op="{op}"}} {n}' for op, n in sorted(self.store_errors.items())]
+        lines += [
+            "# HELP ferroute_background_responses_running Background responses this process is running.",
+            "# TYPE ferroute_background_responses_running gauge",
+            f"ferroute_background_responses_running {len(self._jobs)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _seal_frames(self, tenant: str, cache: dict[str, str], out: bytes) -> bytes:
+        """Stream frames with `encrypted_content` on reasoning items (`output_item.done` and the terminal event)."""
+        if b"event: response.output_item.done\n" not in out and not any(t in out for t in _TERMINAL):
+            return out
+        frames = out.split(b"\n\n")
+        for k, frame in enumerate(frames):
+            item_done = frame.startswith(b"event: response.output_item.done\n") and b'"type":"reasoning"' in frame
+            if not item_done and not frame.startswith(_TERMINAL):
+                continue
+            head, sep, data = frame.partition(b"\ndata: ")
+            event = json.loads(data)
+            if item_done:
+                changed = seal_item(self.cipher, tenant, event.get("item"), cache)
+            else:
+                changed = seal_response(self.cipher, tenant, event.get("response") or {}, cache)
+            if changed:
+                frames[k] = head + sep + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        return b"\n\n".join(frames)
+
+    def _seal_body(self, tenant: str, body: bytes) -> bytes:
+        data = json.loads(body)
+        if seal_response(self.cipher, tenant, data, {}):
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        return body
+
+    # --- /v1/responses/{id}… ---------------------------------------------------------------------
+
+    async def stored(self, scope: Scope, send: Send, method: str, tail: str, tenant: str) -> int:
+        response_id, _, action = tail.partition("/")
+        if not response_id or action not in ("", "input_items", "cancel"):
+            raise RouterError(404, f"no route {method} /v1/responses/{tail}", type="not_found", code="not_found")
+        allowed = {"": ("GET", "DELETE"), "input_items": ("GET",), "cancel": ("POST",)}[action]
+        if method not in allowed:
+            raise RouterError(405, f"use {' or '.join(allowed)} here", code="method_not_allowed")
+        if action == "" and method == "DELETE":
+            try:
+                deleted = await self.store.delete(tenant, response_id)
+            except StoreError as e:
+                raise self._store_down("delete", e) from None
+            if not deleted:
+                raise _not_found(response_id)
+            job = self._jobs.get(response_id)
+            if job is not None and job.tenant == tenant:
+                job.cancel_requested = True
+                job.record = None  # nothing more is written for it
+            body = json.dumps({"id": response_id, "object": "response.deleted", "deleted": True}).encode()
+            return await _send_json(send, 200, body)
+        record = await self._get(tenant, response_id)
+        if action == "":
+            return await _send_json(send, 200, record.response)
+        if action == "input_items":
+            return await _send_json(send, 200, _input_items_page(record, scope.get("query_string", b"")))
+        return await _send_json(send, 200, await self._cancel(tenant, record))
+
+    async def _get(self, tenant: str, response_id: str) -> Record:
+        try:
+            record = await self.store.get(tenant, response_id)
+        except StoreError as e:
+            raise self._store_down("read", e) from None
+        if record is None:
+            raise _not_found(response_id)
+        return record
+
+    # --- background responses ----------------------------------------------------------------------
+
+    async def _start_background(self, ex: _Exchange) -> int:
+        """Store the response as `queued`, answer at once, and run it on in a task of this process."""
+        record = ex.record
+        assert record is not None
+        queued = _with_status(ex.translator.response_json(), "queued")
+        record.response = queued
+        try:
+            await self.store.put(ex.tenant, record)
+        except StoreError as e:
+            raise self._store_down("write", e) from None
+        original_send = ex.send
+
+        async def nowhere(message: Message) -> None:
+            return None
+
+        ex.send = nowhere
+        ex.on_end = None
+        job = asyncio.create_task(self._background(ex))
+        self._jobs[record.id] = ex
+        self._streams.add(job)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._streams.discard(task)
+            self._jobs.pop(record.id, None)
+
+        job.add_done_callback(done)
+        return await _send_json(original_send, 200, queued)
+
+    async def _background(self, ex: _Exchange) -> None:
+        translator = ex.translator
+        response_id = translator.response_id
+        interval = self.store_config.background_interval
+        work = asyncio.create_task(self._work(ex))
+        ticker = asyncio.create_task(self._tick(ex))
+        cancelled = False
+        try:
+            written = -1
+            while True:
+                done, _ = await asyncio.wait({work, ticker}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    break
+                if ex.cancel_requested or await self._cancel_flag(ex.tenant, response_id):
+                    cancelled = True
+                    break
+                if ex.reads != written and ex.record is not None:  # progress: the output so far
+                    written = ex.reads
+                    try:
+                        await self.store.update_response(ex.tenant, response_id, translator.response_json())
+                    except StoreError as e:
+                        self._store_failed("write", e, response_id)
+        except asyncio.CancelledError:  # the process is shutting down
+            work.cancel()
+            ticker.cancel()
+            if translator.status == "in_progress":
+                translator.fail("the router shut down before the response finished", code="shutting_down")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._save(ex))
+            raise
+        finally:
+            for task in (work, ticker):
+                task.cancel()
+            await asyncio.wait({work, ticker})
+            if ex.upstream is not None:
+                with contextlib.suppress(Exception):
+                    await ex.upstream.aclose()
+        if cancelled:
+            await self._save(ex, _cancelled(translator))
+            return
+        failure = work.exception() if work.done() and not work.cancelled() else None
+        if translator.status == "in_progress":
+            if ex.timeout == "shutdown":
+                translator.fail("the router shut down before the response finished", code="shutting_down")
+            elif ex.timeout is not None:
+                message = f"provider {ex.provider.name!r} timed out ({ex.timeout.replace('_', ' ')})"
+                translator.fail(message, code="upstream_timeout", type="model_error")
+            elif ex.error is not None:
+                translator.fail(ex.error.message, code=ex.error.code or "upstream_error", type=ex.error.type)
+            else:
+                if failure is not None and not isinstance(failure, RouterError):
+                    error_log.error("background response %s failed", response_id, exc_info=failure)
+                translator.fail("internal error in the router", code="internal_error", type="server_error")
+        await self._save(ex)
+
+    async def _cancel_flag(self, tenant: str, response_id: str) -> bool:
+        try:
+            return await self.store.cancel_requested(tenant, response_id)
+        except StoreError as e:
+            self._store_failed("read", e, response_id)
+            return False
+
+    async def _cancel(self, tenant: str, record: Record) -> bytes:
+        """Cancel a background response, wherever it runs: a flag in the store that its worker polls."""
+        response = json.loads(record.response)
+        if not response.get("background"):
+            raise invalid_request("only a background response can be cancelled", code="not_background")
+        if response.get("status") not in _UNFINISHED:
+            return record.response
+        job = self._jobs.get(record.id)
+        if job is not None and job.tenant == tenant:
+            job.cancel_requested = True
+        try:
+            await self.store.request_cancel(tenant, record.id)
+        except StoreError as e:
+            raise self._store_down("write", e) from None
+        deadline = time.monotonic() + max(5.0, 4 * self.store_config.background_interval)
+        latest = record
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(0.05, self.store_config.background_interval))
+            latest = await self._get(tenant, record.id)
+            if json.loads(latest.response).get("status") not in _UNFINISHED:
+                return latest.response
+        # No worker answered (its process is gone): the router cancels the record itself.
+        final = _with_status(latest.response, "cancelled")
+        try:
+            await self.store.update_response(tenant, record.id, final)
+        except StoreError as e:
+            raise self._store_down("write", e) from None
+        return final
 
     async def _tick(self, ex: _Exchange) -> None:
         """Timeouts and keep-alives; returns when a timeout fires."""
@@ -497,6 +879,59 @@ def _non_streaming_result(response: bytes, translator: _core.ChatCompletionsTran
             code=str(error.get("code") or "upstream_error"),
         )
     return response
+
+
+def _not_found(response_id: str, param: str | None = None) -> RouterError:
+    """The one 404 for an id that never existed, was deleted, or belongs to another key."""
+    return RouterError(404, f"no response with id {response_id!r}", type="not_found", code="not_found", param=param)
+
+
+def _with_status(response: bytes, status: str) -> bytes:
+    data = json.loads(response)
+    data["status"] = status
+    if status == "cancelled":
+        data["error"] = None
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _cancelled(translator: _core.ChatCompletionsTranslator) -> bytes:
+    """The response as it stands, closed and marked `cancelled` (the core knows no such ending)."""
+    if translator.status == "in_progress":
+        translator.fail("the response was cancelled", code="cancelled", type="server_error")
+        return _with_status(translator.response_json(), "cancelled")
+    return translator.response_json()
+
+
+def _input_items_page(record: Record, query_string: bytes) -> bytes:
+    query = parse_qs(query_string.decode("latin-1"))
+    raw_limit = query.get("limit", ["20"])[-1]
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise invalid_request("limit must be an integer from 1 to 100", "limit")
+    order = query.get("order", ["desc"])[-1]
+    if order not in ("asc", "desc"):
+        raise invalid_request("order must be asc or desc", "order")
+    items: list[dict[str, Any]] = json.loads(record.input_items)
+    if order == "desc":
+        items.reverse()
+    after = query.get("after", [None])[-1]
+    if after is not None:
+        position = next((i for i, item in enumerate(items) if item.get("id") == after), None)
+        if position is None:
+            raise invalid_request(f"after: no input item {after!r} in this response", "after")
+        items = items[position + 1 :]
+    page = items[:limit]
+    body = {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 async def _as_stream(body: bytes) -> AsyncIterator[bytes]:

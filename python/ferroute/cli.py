@@ -57,8 +57,9 @@ def _serve(args: argparse.Namespace) -> int:
     from granian.constants import Interfaces, Loops
     from granian.log import LOGGING_CONFIG
 
-    from ferroute.config import ConfigError, load_settings
+    from ferroute.config import ConfigError, StoreConfig, load_settings
     from ferroute.providers import build_providers
+    from ferroute.store.crypto import ReasoningCipher
 
     config = str(Path(args.config).resolve()) if args.config else None
     try:
@@ -71,10 +72,19 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or server.host
     port = server.port if args.port is None else args.port
     workers = args.workers or server.workers
-    if settings.store is not None:
+    store = settings.store or StoreConfig()
+    if store.backend == "memory" and workers > 1:
         print(
-            "ferroute serve: warning: [store] is configured but the response store is not built yet (issue #4); "
-            "responses are not stored and previous_response_id is rejected",
+            "ferroute serve: warning: the memory store is per process; with several workers a response stored by "
+            "one is unknown to the others (use sqlite or redis)",
+            file=sys.stderr,
+        )
+    if not os.environ.get(store.encryption_key_env):
+        # One key for all of this server's workers (each would otherwise make up its own).
+        os.environ[store.encryption_key_env] = ReasoningCipher.generate_secret()
+        print(
+            f"ferroute serve: warning: ${store.encryption_key_env} is not set; reasoning.encrypted_content is "
+            "sealed with a key made up for this run (blobs stop opening on restart and on other hosts)",
             file=sys.stderr,
         )
     # The workers build the app from this (Granian imports the factory in each worker process).
@@ -117,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--read-size", type=int, default=4096, help="bytes per simulated network read")
     demo.set_defaults(run=_demo)
     serve = commands.add_parser("serve", help="run the router (Granian, ASGI)")
-    serve.add_argument("--config", help="TOML config file (default: the built-in mock provider, no store)")
+    serve.add_argument(
+        "--config", help="TOML config file (default: the built-in mock provider, sqlite store in the working directory)"
+    )
     serve.add_argument("--host", help="address to bind (default: [server] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: [server] port, 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers, 1)")

@@ -66,8 +66,28 @@ class LimitsConfig(_Section):
 
 class StoreConfig(_Section):
     backend: Literal["memory", "sqlite", "redis"] = "sqlite"
+    # sqlite: the database file (relative to the working directory).
     path: str = "ferroute.sqlite3"
+    # redis: `redis://[:password@]host:port/db` (or `rediss://`, `unix://`).
     url: str | None = None
+    # `store` for requests that do not say (OpenAI's default is true).
+    default_store: bool = True
+    # Seconds a stored response is kept: redis sets it as the keys' TTL (renewed when a chain is
+    # continued); sqlite prunes older rows now and then. 0 keeps them forever.
+    ttl_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    # redis: the prefix of every key (several routers may share one Redis under different prefixes).
+    key_prefix: str = "ferroute:"
+    # The variable holding the key that encrypts `reasoning.encrypted_content` (any string; hashed
+    # to an AES-256 key). Unset: one key per `ferroute serve`, shared by its workers, lost on restart.
+    encryption_key_env: str = "FERROUTE_ENCRYPTION_KEY"
+    # Seconds between progress writes (and cancel checks) of a background response.
+    background_interval: float = Field(default=0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> StoreConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("the redis store needs url (e.g. redis://127.0.0.1:6379/0)")
+        return self
 
 
 class ProviderConfig(_Section):

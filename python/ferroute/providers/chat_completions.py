@@ -154,12 +154,8 @@ def chat_messages(request: ResponsesRequest, *, send_reasoning: bool) -> list[di
                 assistant = assistant or {"role": "assistant"}
                 assistant["reasoning_content"] = assistant.get("reasoning_content", "") + text
         elif isinstance(item, ItemReference):
-            raise invalid_request(
-                "item_reference needs the response store, which this router does not have yet (issue #4); send the "
-                "referenced item itself",
-                f"{param}",
-                code="unsupported_parameter",
-            )
+            # The app resolves references against the store before a provider sees the request.
+            raise invalid_request("item_reference was not resolved", f"{param}", code="unsupported_parameter")
         else:
             raise not_implemented(f"input items of type {item.type!r}", f"{param}.type")
     flush()

@@ -1,0 +1,96 @@
+"""`reasoning.encrypted_content` for clients that store nothing (`store: false`).
+
+The router seals a reasoning item's text (raw `content` and `summary`) with AES-256-GCM under its
+own key, bound to the tenant (the associated data), and opens it again when the item comes back as
+input, so the upstream sees the reasoning although the router kept nothing. A changed byte, a blob
+from another key (another deployment) or from another tenant fails authentication: a 400.
+
+The key: `[store] encryption_key_env` names a variable (default `FERROUTE_ENCRYPTION_KEY`) holding
+any string, hashed to 32 bytes. Every router process that may receive a blob back (all instances
+behind one load balancer) must have the same value. Unset, `ferroute serve` generates one at start
+and hands it to its own workers (they agree with each other), with a warning: blobs then stop
+opening when the server restarts and are not understood by other hosts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import secrets
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_MAGIC = "ferroute1."
+_AAD = b"ferroute reasoning v1\0"
+
+
+class SealError(ValueError):
+    """The blob is not one this router sealed for this tenant (tampered, foreign, or malformed)."""
+
+
+class ReasoningCipher:
+    def __init__(self, secret: str) -> None:
+        self.aead = AESGCM(hashlib.sha256(b"ferroute-reasoning-key\0" + secret.encode()).digest())
+
+    @staticmethod
+    def generate_secret() -> str:
+        return secrets.token_urlsafe(32)
+
+    @classmethod
+    def from_env(cls, name: str) -> tuple[ReasoningCipher, bool]:
+        """The cipher keyed from `$name`, and whether the key was generated here (not configured)."""
+        secret = os.environ.get(name)
+        if secret:
+            return cls(secret), False
+        return cls(cls.generate_secret()), True
+
+    def seal(self, tenant: str, item: dict[str, Any]) -> str:
+        payload = json.dumps(
+            {"content": item.get("content") or [], "summary": item.get("summary") or []}, separators=(",", ":")
+        ).encode()
+        nonce = secrets.token_bytes(12)
+        sealed = self.aead.encrypt(nonce, payload, _AAD + tenant.encode())
+        return _MAGIC + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+    def open(self, tenant: str, blob: str) -> dict[str, Any]:
+        """`{"content": [...], "summary": [...]}`; raises SealError."""
+        if not blob.startswith(_MAGIC):
+            raise SealError("encrypted_content was not produced by this router")
+        text = blob[len(_MAGIC) :]
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise SealError("encrypted_content is malformed") from None
+        if len(raw) < 12 + 16:
+            raise SealError("encrypted_content is malformed")
+        try:
+            payload = self.aead.decrypt(raw[:12], raw[12:], _AAD + tenant.encode())
+        except InvalidTag:
+            raise SealError("encrypted_content failed authentication (changed, or sealed by another key)") from None
+        data: dict[str, Any] = json.loads(payload)
+        return data
+
+
+def seal_response(cipher: ReasoningCipher, tenant: str, response: dict[str, Any], cache: dict[str, str]) -> bool:
+    """Set `encrypted_content` on every reasoning item of a response object; True if any changed."""
+    changed = False
+    for item in response.get("output") or []:
+        if seal_item(cipher, tenant, item, cache):
+            changed = True
+    return changed
+
+
+def seal_item(cipher: ReasoningCipher, tenant: str, item: Any, cache: dict[str, str]) -> bool:
+    if not isinstance(item, dict) or item.get("type") != "reasoning":
+        return False
+    key = str(item.get("id"))
+    blob = cache.get(key)
+    if blob is None:  # the item's `output_item.done` and the terminal event carry the same blob
+        blob = cache[key] = cipher.seal(tenant, item)
+    item["encrypted_content"] = blob
+    return True

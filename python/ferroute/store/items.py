@@ -1,0 +1,79 @@
+"""Items as the store keeps them, and the context a continuation rebuilds from them.
+
+Input items are stored as JSON dicts, each with an id (`msg_`/`fc_`/`fco_`/`rs_` + 48 hex chars when
+the client sent none), so `input_items` can list them and `item_reference` can find them. Output
+item ids are read from the response bytes with a pattern (no JSON round trip on the write path):
+inside a JSON string a `"` is always escaped, so `"id":"msg_…"` can only be a key of an object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from ferroute.errors import RouterError
+from ferroute.models import InputItem, MessageItem
+from ferroute.store import Record
+
+_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+_OUTPUT_IDS = re.compile(rb'"id":"((?:msg|rs|fc)_[0-9a-f]{48})"')
+# Output item types a later turn passes back (slug-prefixed extension items are not model context).
+_CONTEXT_TYPES = {"message", "function_call", "function_call_output", "reasoning"}
+_ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[InputItem])
+
+
+def new_id(kind: str) -> str:
+    return f"{_PREFIX.get(kind, 'item')}_{secrets.token_hex(24)}"
+
+
+def normalize(item: Any) -> dict[str, Any]:
+    """An input item model → the dict the store keeps (with an id; string content as parts)."""
+    data: dict[str, Any] = item.model_dump(mode="json", exclude_none=True, by_alias=True)
+    if isinstance(item, MessageItem):
+        data["type"] = "message"
+        if isinstance(item.content, str):
+            if item.role == "assistant":
+                data["content"] = [{"type": "output_text", "text": item.content, "annotations": []}]
+            else:
+                data["content"] = [{"type": "input_text", "text": item.content}]
+        data.setdefault("status", "completed")
+    if not data.get("id"):
+        data["id"] = new_id(data["type"])
+    return data
+
+
+def output_ids(response: bytes) -> list[str]:
+    return [m.decode() for m in _OUTPUT_IDS.findall(response)]
+
+
+def record_items(record: Record) -> list[dict[str, Any]]:
+    """A record's input items followed by its output items (the turn as the next one sees it)."""
+    items: list[dict[str, Any]] = json.loads(record.input_items)
+    output = json.loads(record.response).get("output") or []
+    items += [item for item in output if isinstance(item, dict) and item.get("type") in _CONTEXT_TYPES]
+    return items
+
+
+def find_in(record: Record, item_id: str) -> dict[str, Any] | None:
+    for item in record_items(record):
+        if item.get("id") == item_id:
+            return item
+    return None
+
+
+def to_models(items: Iterable[dict[str, Any]]) -> list[Any]:
+    """Stored dicts → input item models (what the providers read)."""
+    try:
+        return _ITEMS.validate_python(list(items))
+    except ValidationError as e:
+        raise RouterError(
+            500, f"a stored item cannot be read back: {e.errors()[0]['msg']}", type="server_error", code="store_corrupt"
+        ) from None
+
+
+__all__ = ["find_in", "new_id", "normalize", "output_ids", "record_items", "to_models"]

@@ -1,0 +1,128 @@
+"""The store backends and the reasoning cipher in-process: what the server tests cannot see (TTLs,
+pruning, what a tenant key looks like, round trips)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as sync_redis
+
+from ferroute.app import App
+from ferroute.config import ConfigError, parse_settings
+from ferroute.store import ANONYMOUS, Record, tenant_of
+from ferroute.store.crypto import ReasoningCipher, SealError
+from ferroute.store.memory import MemoryStore
+from ferroute.store.redis import RedisStore
+from ferroute.store.sqlite import SQLiteStore
+from tests.e2e import redis_server
+
+
+def test_tenants_are_hashes_of_keys() -> None:
+    key = b"sk-secret-key-123"
+    tenant = tenant_of(key)
+    assert len(tenant) == 32
+    assert "secret" not in tenant
+    assert tenant == tenant_of(key) != tenant_of(b"sk-secret-key-124")
+    assert tenant_of(None) == ANONYMOUS
+
+
+def test_sqlite_prunes_past_its_retention(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = SQLiteStore(str(tmp_path / "s.sqlite3"), retention=0.05)
+        await store.put("t", Record(id="old", response=b"{}", item_ids=["msg_old"]))
+        await asyncio.sleep(0.1)
+        for k in range(1000):  # pruning runs every 1000 writes
+            await store.put("t", Record(id=f"r{k}", response=b"{}"))
+        assert await store.get("t", "old") is None
+        assert await store.find_item("t", "msg_old") is None
+        assert await store.get("t", "r999") is not None
+        await store.close()
+        with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite3")) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # WAL is a property of the file
+
+    asyncio.run(run())
+
+
+def test_redis_sets_and_renews_the_ttl() -> None:
+    with redis_server() as server:
+        client = sync_redis.Redis.from_url(server.url)
+
+        async def run() -> None:
+            store = RedisStore(server.url, ttl=1000, prefix="p:")
+            await store.put("t", Record(id="a", response=b"{}", item_ids=["msg_a"]))
+            await store.put("t", Record(id="b", response=b"{}", ancestors=["a"]))
+            for key in ("p:o:t:a", "p:m:t:a", "p:i:t:msg_a"):
+                assert 990 < client.ttl(key) <= 1000
+            client.expire("p:o:t:a", 10)
+            client.expire("p:m:t:a", 10)
+            records = await store.get_many("t", ["missing", "a", "b"])  # one command, renewing the chain
+            assert [r.id if r else None for r in records] == [None, "a", "b"]
+            assert records[2] is not None and records[2].ancestors == ["a"]
+            assert client.ttl("p:o:t:a") > 990 and client.ttl("p:m:t:a") > 990
+            # A background progress update keeps the TTL and does not bring back a deleted record.
+            await store.update_response("t", "a", b'{"v":2}')
+            assert client.ttl("p:o:t:a") > 990
+            assert await store.delete("t", "a")
+            await store.update_response("t", "a", b'{"v":3}')
+            assert await store.get("t", "a") is None
+            assert await store.get("other", "a") is None
+            await store.close()
+
+        asyncio.run(run())
+        client.close()
+
+
+def test_cipher_round_trip_and_refusals() -> None:
+    cipher = ReasoningCipher("k1")
+    item = {"type": "reasoning", "content": [{"type": "reasoning_text", "text": "because"}], "summary": []}
+    blob = cipher.seal("tenant-a", item)
+    assert cipher.open("tenant-a", blob)["content"] == item["content"]
+    assert cipher.seal("tenant-a", item) != blob  # a fresh nonce each time
+    for tenant, text, key in [("tenant-b", blob, "k1"), ("tenant-a", blob, "k2"), ("tenant-a", blob[:-2], "k1")]:
+        with pytest.raises(SealError):
+            ReasoningCipher(key).open(tenant, text)
+
+
+def test_store_config() -> None:
+    settings = parse_settings('[store]\nbackend = "memory"\ndefault_store = false\nttl_seconds = 60\n')
+    assert settings.store is not None
+    assert (settings.store.default_store, settings.store.ttl_seconds) == (False, 60)
+    with pytest.raises(ConfigError, match=r":1: store: the redis store needs url"):
+        parse_settings('[store]\nbackend = "redis"\n')
+
+
+def _post(app: App, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+    out: dict[str, Any] = {"status": 0, "body": b""}
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+        else:
+            out["body"] += message.get("body", b"")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
+    asyncio.run(app(scope, receive, send))
+    return out["status"], json.loads(out["body"])
+
+
+def test_default_store_false_stores_nothing_unless_asked() -> None:
+    app = App(parse_settings('[store]\nbackend = "memory"\ndefault_store = false\n'))
+    status, response = _post(app, {"model": "m", "input": "hi"})
+    assert status == 200 and response["store"] is False
+    status, stored = _post(app, {"model": "m", "input": "hi", "store": True})
+    assert status == 200 and stored["store"] is True
+    assert isinstance(app.store, MemoryStore)
+    assert [id for _, id in app.store.records] == [stored["id"]]
