@@ -275,18 +275,8 @@ CODEX_TOOL_PROMPT = "Please exec something"  # "exec": the mock calls Codex's `e
 #   - `client_metadata`: an object of strings (session/turn ids; one value is ~700 chars of JSON);
 #   - tools of type `namespace` (`multi_agent_v1`: nested function tools) and `web_search`
 #     (`{"type": "web_search", "external_web_access": false}`).
-# ferroute 400s on each (models.py: `ResponsesRequest` forbids unknown fields; `tools` is
-# `list[FunctionTool]`). The fix: accept `client_metadata` (dict[str, str], no per-value limit; not
-# forwarded upstream), accept `namespace` and `web_search` tools and leave out the ones a provider cannot
-# run (chat_completions and mock: no hosted web search; namespaced functions flattened or left out).
-CODEX_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ferroute 400s Codex's request: `client_metadata: unknown parameter` and `tools[4].type` "
-        "(`namespace`) / `tools[8].type` (`web_search`) not `function`; fix in python/ferroute/models.py "
-        "ResponsesRequest (accept client_metadata; accept namespace/web_search tools, drop for chat upstreams)"
-    ),
-)
+# ferroute accepts them: `client_metadata` is neither forwarded nor echoed; hosted tools are echoed and
+# not offered to a Chat Completions upstream (or the mock), which can only call function tools.
 
 
 def codex_config(base_url: str, model: str = MOCK) -> str:
@@ -351,29 +341,25 @@ def run_codex(tmp_path: Path, base_url: str, prompt: str) -> Completed:
     return done
 
 
-class CodexShim:
-    """A recording proxy between Codex and ferroute that applies, to each request, the change the router
-    needs (drop `client_metadata`, keep only `function` tools): it shows the rest of Codex's traffic works."""
+class CodexRecorder:
+    """A transparent recording proxy between Codex and ferroute: what Codex sends and what it gets back."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.requests: list[dict[str, Any]] = []
         self.responses: list[tuple[int, str, bytes]] = []
-        shim = self
+        recorder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
-                shim.requests.append(body)
-                fixed = {k: v for k, v in body.items() if k != "client_metadata"}
-                if "tools" in fixed:
-                    fixed["tools"] = [t for t in fixed["tools"] if t.get("type") == "function"]
+                recorder.requests.append(body)
                 headers = {"authorization": self.headers.get("authorization", ""), "accept": "text/event-stream"}
-                reply = httpx.post(f"{shim.target}{self.path}", json=fixed, headers=headers, timeout=30)
+                reply = httpx.post(f"{recorder.target}{self.path}", json=body, headers=headers, timeout=30)
                 content_type = reply.headers.get("content-type", "application/json")
-                shim.responses.append((reply.status_code, content_type, reply.content))
+                recorder.responses.append((reply.status_code, content_type, reply.content))
                 self.send_response(reply.status_code)
                 self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(reply.content)))
@@ -388,7 +374,7 @@ class CodexShim:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> CodexShim:
+    def __enter__(self) -> CodexRecorder:
         self.thread.start()
         return self
 
@@ -399,56 +385,54 @@ class CodexShim:
 
 
 @pytest.fixture
-def codex_shim(node: str) -> Iterator[CodexShim]:
-    with CodexShim(shared_router().url) as shim:
-        yield shim
+def codex_recorder(node: str) -> Iterator[CodexRecorder]:
+    with CodexRecorder(shared_router().url) as recorder:
+        yield recorder
 
 
 def _codex_failure(done: Completed) -> str:
     return f"codex exec exited {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
 
 
-@CODEX_XFAIL
 def test_codex_exec(node: str, tmp_path: Path) -> None:
     done = run_codex(tmp_path, shared_router().url, CODEX_PROMPT)
     assert done.returncode == 0, _codex_failure(done)
     assert MOCK_HELLO + CODEX_PROMPT in done.stdout
 
 
-@CODEX_XFAIL
 def test_codex_exec_tool_round_trip(node: str, tmp_path: Path) -> None:
     done = run_codex(tmp_path, shared_router().url, CODEX_TOOL_PROMPT)
     assert done.returncode == 0, _codex_failure(done)
     assert "The tool returned: " in done.stdout
 
 
-def test_codex_exec_through_shim(codex_shim: CodexShim, tmp_path: Path) -> None:
-    """Codex against ferroute with only the missing router change applied in between: Codex accepts the stream."""
-    done = run_codex(tmp_path, codex_shim.url, CODEX_PROMPT)
+def test_codex_exec_through_recorder(codex_recorder: CodexRecorder, tmp_path: Path) -> None:
+    """What Codex sends ferroute (its own tool types, client_metadata) is accepted, and Codex accepts the stream."""
+    done = run_codex(tmp_path, codex_recorder.url, CODEX_PROMPT)
     assert done.returncode == 0, _codex_failure(done)
     assert MOCK_HELLO + CODEX_PROMPT in done.stdout
-    [sent] = codex_shim.requests
-    # What ferroute must accept from Codex (the xfail tests above fail on exactly these).
+    [sent] = codex_recorder.requests
+    # What ferroute accepts from Codex beyond the basics.
     assert isinstance(sent["client_metadata"], dict)
     assert all(isinstance(v, str) for v in sent["client_metadata"].values())
     assert {t["type"] for t in sent["tools"]} == {"function", "namespace", "web_search"}
     assert sent["stream"] is True and sent["store"] is False
     assert sent["include"] == ["reasoning.encrypted_content"]
-    [(status, content_type, body)] = codex_shim.responses
+    [(status, content_type, body)] = codex_recorder.responses
     assert status == 200 and content_type.startswith("text/event-stream")
     check_stream(body)
 
 
-def test_codex_exec_tool_round_trip_through_shim(codex_shim: CodexShim, tmp_path: Path) -> None:
+def test_codex_exec_tool_round_trip_through_recorder(codex_recorder: CodexRecorder, tmp_path: Path) -> None:
     """The mock calls Codex's `exec_command`; Codex runs it (read-only sandbox) and sends the output back."""
-    done = run_codex(tmp_path, codex_shim.url, CODEX_TOOL_PROMPT)
+    done = run_codex(tmp_path, codex_recorder.url, CODEX_TOOL_PROMPT)
     assert done.returncode == 0, _codex_failure(done)
     assert "The tool returned: " in done.stdout
-    _first, second = codex_shim.requests
+    _first, second = codex_recorder.requests
     call, output = second["input"][-2:]
     assert call["type"] == "function_call" and call["name"] == "exec_command"
     assert json.loads(call["arguments"]) == {"cmd": "example"}
     assert output["type"] == "function_call_output" and output["call_id"] == call["call_id"]
-    for status, content_type, body in codex_shim.responses:
+    for status, content_type, body in codex_recorder.responses:
         assert status == 200 and content_type.startswith("text/event-stream")
         check_stream(body)

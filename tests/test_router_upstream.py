@@ -197,6 +197,23 @@ def test_allowed_tools_only_sends_the_allowed_ones(server: Server, upstream: Ser
     assert sent["tool_choice"] == "required"
 
 
+def test_hosted_tools_and_client_metadata_are_accepted_but_not_sent_upstream(server: Server, upstream: Server) -> None:
+    # What Codex sends: hosted and namespaced tools a Chat Completions upstream cannot run, client_metadata.
+    tools = [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}},
+        {"type": "web_search", "external_web_access": False},
+        {"type": "namespace", "name": "multi_agent_v1", "tools": [{"type": "function", "name": "spawn_agent"}]},
+    ]
+    body = {"model": "x:up", "input": "hi", "tools": tools, "client_metadata": {"x-codex-turn-metadata": "{}" * 400}}
+    response = create_ok(server, body)
+    sent = last_request(upstream)["body"]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["f"]
+    assert "client_metadata" not in sent
+    assert "client_metadata" not in response
+    assert [t["type"] for t in response["tools"]] == ["function", "web_search", "namespace"]
+    assert response["tools"][1] == tools[1]
+
+
 def test_a_json_answer_to_a_stream_request(server: Server) -> None:
     model = "json:openai-gpt-4o-mini-text-usage:up"
     body = create_ok(server, {"model": model, "input": "hi"})

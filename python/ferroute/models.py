@@ -162,6 +162,26 @@ class FunctionTool(_Model):
     strict: bool | None = None
 
 
+class HostedTool(BaseModel):
+    """A tool the model does not call through the client: the spec's hosted tools and providers' own
+    (`web_search`, `mcp`, Codex's `namespace`, `custom`, `local_shell`, …). Accepted and echoed as sent;
+    a provider offers the model only the tools it can run (Chat Completions upstreams: function tools)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    type: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.:-]+$")
+
+
+def _tool_type(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "function" if kind == "function" else "hosted"
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("function")] | Annotated[HostedTool, Tag("hosted")],
+    Discriminator(_tool_type),
+]
+
+
 class FunctionChoice(_Model):
     type: Literal["function"]
     name: str
@@ -215,7 +235,7 @@ class ResponsesRequest(_Model):
     instructions: str | None = None
     previous_response_id: str | None = None
     include: list[Literal["reasoning.encrypted_content", "message.output_text.logprobs"]] | None = None
-    tools: list[FunctionTool] | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=512)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_tool_calls: int | None = Field(default=None, ge=1)
@@ -237,6 +257,12 @@ class ResponsesRequest(_Model):
     safety_identifier: str | None = Field(default=None, max_length=64)
     prompt_cache_key: str | None = Field(default=None, max_length=64)
     user: str | None = None
+    # Sent by Codex (turn and session ids); the router neither forwards nor echoes it.
+    client_metadata: dict[str, str] | None = Field(default=None, max_length=64)
+
+    def function_tools(self) -> list[FunctionTool]:
+        """The function tools, in order (hosted tools are the provider's business)."""
+        return [tool for tool in self.tools or [] if isinstance(tool, FunctionTool)]
 
     def items(self) -> list[Any]:
         """The input as items (a string is one user message)."""

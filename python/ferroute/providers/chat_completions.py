@@ -183,7 +183,7 @@ def chat_request(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    tools = request.tools or []
+    tools = request.function_tools()
     names = {tool.name for tool in tools}
     choice = request.tool_choice
     if isinstance(choice, str) or choice is None:

@@ -77,7 +77,7 @@ def _words(name: str) -> list[str]:
 
 def choose_tool(request: ResponsesRequest) -> FunctionTool | None:
     """The tool the mock calls, or None for a text answer."""
-    tools = list(request.tools or [])
+    tools = request.function_tools()
     items = request.items()
     if not tools or (items and isinstance(items[-1], FunctionCallOutputItem)):
         return None
