@@ -261,6 +261,8 @@ impl ChatCompletionsTranslator {
     pub fn feed(&mut self, data: &[u8]) -> &[u8] {
         let Self { sse, state } = self;
         state.writer.clear_output();
+        // Each upstream chunk becomes roughly as many bytes of frames: grow once, not by doubling.
+        state.writer.reserve(data.len() + data.len() / 2);
         state.writer.start();
         if !state.writer.is_finished() {
             if let Err(error) = sse.feed(data, |event| state.on_event(&event)) {
