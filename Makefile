@@ -66,6 +66,14 @@ bench: develop ## pytest-benchmark comparisons (figures for the README) and crit
 	$(BIN)/pytest bench --benchmark-enable --benchmark-only --benchmark-columns=min,median,mean,ops --benchmark-sort=name
 	cargo bench --workspace
 
+.PHONY: bench-compare
+bench-compare: develop ## the same load against the mock upstream, ferroute and open-responses-server (bench/results/compare.*)
+	$(BIN)/python -m bench.compare $(ARGS)
+
+.PHONY: bench-router
+bench-router: develop ## router overhead vs the upstream direct, concurrency 1 and 256 (bench/results/router_overhead.*)
+	$(BIN)/python -m bench.router_overhead $(ARGS)
+
 .PHONY: fuzz
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60); needs `cargo install cargo-fuzz`
 	cd rust/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \

@@ -1,12 +1,15 @@
 """ferroute's native core (Rust). Import the public names from `ferroute`, not from here."""
 
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any, final
 
 __all__ = [
     "ChatCompletionsTranslator",
     "JSONError",
     "JsonStream",
+    "LoadGenerator",
+    "MockUpstream",
     "ResponseEventParser",
     "SSEDecoder",
     "SSEError",
@@ -196,6 +199,94 @@ class ChatCompletionsTranslator:
         """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
     def response_json(self) -> bytes:
         """The response object as it stands (the terminal event's `response` once finished)."""
+
+# --- load testing ------------------------------------------------------------------------------
+
+@final
+class MockUpstream:
+    """A mock LLM upstream on its own threads (no GIL): `POST …/chat/completions`, `…/messages` and
+    `…/responses` answered with Chat Completions, Anthropic Messages and OpenAI Responses streams (or
+    whole bodies) built once at start. Started by the constructor; `stop()` (or leaving a `with`
+    block) closes every connection and joins the threads.
+
+    Timing: `ttft_ms` before the first token, then a gap per token, fixed (`gap_ms`) or uniform in
+    `gap_ms..gap_max_ms`. Content: `tokens` text tokens, `reasoning_tokens` first, and with
+    `tool_call` a function call whose arguments arrive in fragments. Failures at `error_rate` (0-1):
+    `error_kind` is `status:<code>`, `drop` (connection closed mid-stream) or `stall` (half the
+    answer, then silence)."""
+
+    def __new__(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ttft_ms: float = 0.0,
+        gap_ms: float = 0.0,
+        gap_max_ms: float | None = None,
+        tokens: int = 20,
+        reasoning_tokens: int = 0,
+        tool_call: bool = False,
+        error_rate: float = 0.0,
+        error_kind: str = "status:503",
+        chunked: bool = True,
+        seed: int = 0,
+    ) -> MockUpstream: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one chosen when 0 was asked for)."""
+    @property
+    def url(self) -> str:
+        """`http://host:port`."""
+    @property
+    def stopped(self) -> bool: ...
+    def stats(self) -> dict[str, Any]:
+        """connections, requests, streams, events, bytes, errors_injected, cpu_s (the server threads'
+        CPU time), uptime_s; still readable after `stop()`."""
+    def events_per_stream(self, dialect: str) -> int:
+        """SSE events in one complete streaming answer ("chat_completions", "anthropic", "responses")."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block without the GIL until stopped (True) or `timeout` seconds pass (False); signal
+        handlers run (Ctrl-C raises KeyboardInterrupt)."""
+    def stop(self) -> None: ...
+    def __enter__(self) -> MockUpstream: ...
+    def __exit__(self, a: type[BaseException] | None, b: BaseException | None, c: TracebackType | None) -> None: ...
+
+@final
+class LoadGenerator:
+    """A load run against an Open Responses endpoint (`url`: `http://host:port/path`), started by the
+    constructor on its own threads: `concurrency` clients in a loop, or `rate` requests/s started on
+    schedule (open model), for `duration` seconds or `requests` requests after `warmup` seconds.
+    Every stream is checked by the Rust grammar checker and a broken one is an error
+    (`check_grammar=False` only counts and times SSE events: for servers that do not speak Open
+    Responses, reported as such)."""
+
+    def __new__(
+        cls,
+        url: str,
+        body: bytes,
+        *,
+        stream: bool = True,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        duration: float | None = None,
+        requests: int | None = None,
+        warmup: float = 0.0,
+        timeout: float = 30.0,
+        require_done: bool = True,
+        headers: list[str] = ...,
+        max_in_flight: int = 10_000,
+        check_grammar: bool = True,
+    ) -> LoadGenerator: ...
+    def progress(self) -> dict[str, Any]:
+        """elapsed_s, measuring, completed, failed, events, in_flight."""
+    @property
+    def finished(self) -> bool: ...
+    def abort(self) -> None:
+        """Abandon the requests in flight (counted as `aborted`)."""
+    def result(self) -> str:
+        """Wait (without the GIL) and return the report as JSON text; once only."""
 
 def _panic(message: str) -> None:
     """Test hook: panics inside Rust, to show a panic becomes an exception, not an abort."""

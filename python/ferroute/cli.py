@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-access-log", dest="access_log", action="store_false", help="no JSON line per request on stdout"
     )
     serve.set_defaults(run=_serve)
+    from ferroute.loadtest.cli import add_subcommands as add_loadtest_commands
+
+    add_loadtest_commands(commands)
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code

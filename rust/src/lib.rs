@@ -4,6 +4,8 @@
 
 pub mod events;
 pub mod json;
+pub mod loadgen;
+pub mod mock_upstream;
 pub mod sse;
 pub mod translate;
 

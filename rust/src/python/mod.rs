@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod events;
 mod json;
+mod loadtest;
 mod pyjson;
 mod sse;
 mod translate;
@@ -16,6 +17,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     json::register(m)?;
     events::register(m)?;
     translate::register(m)?;
+    loadtest::register(m)?;
     m.add_function(wrap_pyfunction!(_panic, m)?)?;
     Ok(())
 }
