@@ -232,9 +232,18 @@ def _overlay(core_so: Path, tmp: Path) -> Path:
     return package.parent
 
 
+def _store_config(store: str | None) -> str:
+    """`--store`: the router's default (sqlite), `memory`, or `off` (`default_store = false`)."""
+    if store is None:
+        return ""
+    if store == "off":
+        return "\n[store]\ndefault_store = false\n"
+    return f'\n[store]\nbackend = "{store}"\n'
+
+
 @contextlib.contextmanager
 def start_router(
-    upstream_port: int, core: int | None, core_so: Path | None
+    upstream_port: int, core: int | None, core_so: Path | None, store: str | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     with tempfile.TemporaryDirectory(prefix="ferroute-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -249,6 +258,7 @@ name = "fast"
 kind = "chat_completions"
 base_url = "http://127.0.0.1:{upstream_port}/v1"
 """
+            + _store_config(store)
         )
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -890,6 +900,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--core", type=Path, help="run the router with this native module (.so) instead of the installed one"
     )
+    parser.add_argument(
+        "--store", choices=["sqlite", "memory", "off"], help="the router's store (default: its default, sqlite)"
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(REPO)})")
     args = parser.parse_args(argv)
@@ -928,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {other_core})
         with (
             start_upstream(other_core) as (upstream, upstream_port),
-            start_router(upstream_port, router_core, args.core) as (
+            start_router(upstream_port, router_core, args.core, args.store) as (
                 router,
                 router_port,
             ),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 
@@ -32,6 +34,8 @@ from ferroute.models import (
     TextFormatJsonSchema,
 )
 from ferroute.providers import Provider, Upstream
+
+T = TypeVar("T")
 
 # Upstream error bodies are read (and dropped) up to this size, so the connection can be reused.
 _MAX_ERROR_BODY = 64 * 1024
@@ -234,7 +238,11 @@ class ChatCompletionsProvider(Provider):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         assert self.config.base_url is not None  # config.py requires it for this kind
-        self.url = self.config.base_url.rstrip("/") + "/chat/completions"
+        # Parsed once (a string URL is parsed again by every `build_request`: ~26 µs per request, micro-benchmark).
+        self.url = httpx.URL(self.config.base_url.rstrip("/") + "/chat/completions")
+        # Reads have no httpx timeout: the app's ticker enforces the first-event and idle timeouts.
+        connect = self.timeouts.connect
+        self.timeout = httpx.Timeout(connect=connect, read=None, write=connect, pool=connect)
 
     async def open(self, request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
         body = chat_request(
@@ -248,14 +256,11 @@ class ChatCompletionsProvider(Provider):
         key = self.config.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        # Reads have no httpx timeout: the app's ticker enforces the first-event and idle timeouts.
-        connect = self.timeouts.connect
-        timeout = httpx.Timeout(connect=connect, read=None, write=connect, pool=connect)
         upstream_request = client.build_request(
-            "POST", self.url, content=json.dumps(body).encode(), headers=headers, timeout=timeout
+            "POST", self.url, content=json.dumps(body).encode(), headers=headers, timeout=self.timeout
         )
         try:
-            response = await asyncio.wait_for(client.send(upstream_request, stream=True), self.timeouts.first_event)
+            response = await _within(client.send(upstream_request, stream=True), self.timeouts.first_event)
         except asyncio.TimeoutError:
             raise RouterError(
                 504,
@@ -278,6 +283,15 @@ class ChatCompletionsProvider(Provider):
             await response.aclose()
             raise
         return Upstream(chunks=response.aiter_raw(), response=response)
+
+
+async def _within(awaitable: Coroutine[Any, Any, T], seconds: float) -> T:
+    """`asyncio.wait_for` without its extra task per call (on 3.11+, `asyncio.timeout`): ~8 µs less per
+    request (micro-benchmark of a ready coroutine under load: 16-17 µs -> 8 µs)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 async def _drain(response: httpx.Response, limit: int) -> bytes:
