@@ -732,6 +732,17 @@ impl Default for ResponseChecker {
     }
 }
 
+/// A full text (`.done`, `content_part.done`, `output_item.done`) that differs from its deltas.
+#[cold]
+fn text_mismatch(at: At, kind: &str, index: usize, streamed: &str, got: &str) -> StreamError {
+    at.err(StreamErrorKind::TextMismatch {
+        event: kind.to_owned(),
+        output_index: index as u64,
+        streamed: streamed.to_owned(),
+        got: got.to_owned(),
+    })
+}
+
 /// A `.done` event's full text against what streamed: equal to the deltas when there were some,
 /// otherwise it is the text (a server may send `.done` alone); a second `.done` is an error.
 fn settle_done(
@@ -752,12 +763,7 @@ fn settle_done(
     if !had_deltas {
         streamed.push_str(text);
     } else if text != streamed.as_str() {
-        return Err(at.err(StreamErrorKind::TextMismatch {
-            event: kind.to_owned(),
-            output_index: index as u64,
-            streamed: streamed.clone(),
-            got: text.to_owned(),
-        }));
+        return Err(text_mismatch(at, kind, index, streamed, text));
     }
     *done = true;
     Ok(())
@@ -1011,12 +1017,7 @@ impl ResponseChecker {
                 if item.argument_deltas {
                     if let Some(arguments) = value.get("arguments").and_then(Value::as_str) {
                         if arguments != item.arguments {
-                            return Err(at.err(StreamErrorKind::TextMismatch {
-                                event: kind.to_owned(),
-                                output_index: index as u64,
-                                streamed: item.arguments.clone(),
-                                got: arguments.to_owned(),
-                            }));
+                            return Err(text_mismatch(at, kind, index, &item.arguments, arguments));
                         }
                     }
                 }
@@ -1075,12 +1076,7 @@ impl ResponseChecker {
                 if part.deltas || part.text_done {
                     if let Some(text) = value.get(part.text_key).and_then(Value::as_str) {
                         if text != part.text {
-                            return Err(at.err(StreamErrorKind::TextMismatch {
-                                event: kind.to_owned(),
-                                output_index: index as u64,
-                                streamed: part.text.clone(),
-                                got: text.to_owned(),
-                            }));
+                            return Err(text_mismatch(at, kind, index, &part.text, text));
                         }
                     }
                 }
