@@ -691,6 +691,28 @@ impl Item {
         }
     }
 
+    /// The open part `part_index` of `list`; an event naming any other part is an error.
+    fn open_part(
+        &mut self,
+        list: PartList,
+        part_index: u64,
+        at: At,
+        kind: &str,
+        index: usize,
+    ) -> Result<&mut Part, StreamError> {
+        self.parts(list)
+            .get_mut(part_index as usize)
+            .filter(|part| part.open)
+            .ok_or_else(|| {
+                at.err(StreamErrorKind::PartNotOpen {
+                    event: kind.to_owned(),
+                    output_index: index as u64,
+                    field: list.field(),
+                    index: part_index,
+                })
+            })
+    }
+
     fn build(&self) -> Value {
         let mut value = self.value.clone();
         if self.open {
@@ -1061,18 +1083,7 @@ impl ResponseChecker {
                 let part_index = part_index(&event, list).ok_or_else(|| bad_field(at, kind, list.field()))?;
                 let index = self.open_item(kind, event.output_index, item_id(&event), at)?;
                 let value = object(event.part).ok_or_else(|| bad_field(at, kind, "part"))?;
-                let part = self.items[index]
-                    .parts(list)
-                    .get_mut(part_index as usize)
-                    .filter(|part| part.open)
-                    .ok_or_else(|| {
-                        at.err(StreamErrorKind::PartNotOpen {
-                            event: kind.to_owned(),
-                            output_index: index as u64,
-                            field: list.field(),
-                            index: part_index,
-                        })
-                    })?;
+                let part = self.items[index].open_part(list, part_index, at, kind, index)?;
                 if part.deltas || part.text_done {
                     if let Some(text) = value.get(part.text_key).and_then(Value::as_str) {
                         if text != part.text {
@@ -1141,18 +1152,7 @@ impl ResponseChecker {
                 };
                 let part_index = part_index(&event, list).ok_or_else(|| bad_field(at, kind, list.field()))?;
                 let index = self.open_item(kind, event.output_index, item_id(&event), at)?;
-                let part = self.items[index]
-                    .parts(list)
-                    .get_mut(part_index as usize)
-                    .filter(|part| part.open)
-                    .ok_or_else(|| {
-                        at.err(StreamErrorKind::PartNotOpen {
-                            event: kind.to_owned(),
-                            output_index: index as u64,
-                            field: list.field(),
-                            index: part_index,
-                        })
-                    })?;
+                let part = self.items[index].open_part(list, part_index, at, kind, index)?;
                 settle_done(at, kind, index, &mut part.text, part.deltas, &mut part.text_done, text)?;
                 self.version += 1;
             }
