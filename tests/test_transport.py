@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ferroute._transport import StreamTransport, _Dechunker, upstream_client
+from ferroute._core import ChunkedDecoder, ChunkedError
+from ferroute._transport import StreamTransport, upstream_client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -21,19 +22,30 @@ def _chunked(pieces: list[bytes], trailer: bytes = b"") -> bytes:
     return out + b"0\r\n" + trailer + b"\r\n"
 
 
-def test_dechunker_any_split() -> None:
+def test_chunked_decoder_any_split() -> None:
     pieces = [b"data: %d\n\n" % i * (i % 7 + 1) for i in range(40)]
     wire = _chunked(pieces, trailer=b"x-t: 1\r\n")
     for size in (1, 2, 3, 5, 17, 64, len(wire)):
-        d = _Dechunker()
+        d = ChunkedDecoder()
         out = b"".join(d.feed(wire[i : i + size]) for i in range(0, len(wire), size))
         assert out == b"".join(pieces), size
         assert d.done and not d.extra
-    d = _Dechunker()
+    d = ChunkedDecoder()
     assert d.feed(wire + b"HTTP/1.1 200") == b"".join(pieces)
     assert d.done and d.extra
-    with pytest.raises(httpx.RemoteProtocolError):
-        _Dechunker().feed(b"zz\r\n")
+
+
+def test_chunked_decoder_errors_name_the_offset_and_stick() -> None:
+    d = ChunkedDecoder()
+    assert d.feed(b"2\r\nok\r\n") == b"ok"
+    with pytest.raises(ChunkedError, match="malformed chunk-size line at byte 7"):
+        d.feed(b"zz\r\n")
+    with pytest.raises(ChunkedError):
+        d.feed(b"2\r\nok\r\n")
+    with pytest.raises(ChunkedError, match="not followed by CRLF"):
+        ChunkedDecoder().feed(b"2\r\nokX")
+    with pytest.raises(ChunkedError, match="too long"):
+        ChunkedDecoder().feed(b"1" * 5000)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
@@ -149,6 +161,8 @@ def test_errors_are_httpx_errors() -> None:
         request = await _read_request(reader)
         if b"/cut" in request:
             writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        elif b"/badframe" in request:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nnot hex\r\n")
         else:
             writer.write(b"garbage\r\n\r\n")
         await writer.drain()
@@ -162,6 +176,9 @@ def test_errors_are_httpx_errors() -> None:
             assert await anext(pieces) == b"hello"
             with pytest.raises(httpx.RemoteProtocolError):
                 await anext(pieces)
+        async with client.stream("POST", url.replace("completions", "badframe"), content=b"{}") as response:
+            with pytest.raises(httpx.RemoteProtocolError, match="malformed chunk-size line at byte 10"):
+                await response.aread()
 
     asyncio.run(_serve(handler, body))
     with socket.socket() as s:

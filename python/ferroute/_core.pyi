@@ -6,6 +6,8 @@ from typing import Any, final
 
 __all__ = [
     "ChatCompletionsTranslator",
+    "ChunkedDecoder",
+    "ChunkedError",
     "JSONError",
     "JsonStream",
     "LoadGenerator",
@@ -41,6 +43,26 @@ class StreamError(ValueError):
 class UpstreamError(ValueError):
     """An upstream body that is not what its dialect promises (whole-body conversion only; a bad
     stream is reported in-band as `error` + `response.failed` instead)."""
+
+class ChunkedError(ValueError):
+    """Malformed HTTP/1.1 chunked framing; the message names the problem and its byte offset in the body."""
+
+# --- HTTP/1.1 chunked bodies (the router's upstream transport) ----------------------------------
+
+@final
+class ChunkedDecoder:
+    """Removes HTTP/1.1 chunked transfer coding from a body, one socket read at a time."""
+
+    def __new__(cls) -> ChunkedDecoder: ...
+    def feed(self, data: bytes) -> bytes:
+        """The payload bytes `data` holds (b"" if none). Raises ChunkedError on malformed framing, and
+        again on every later call."""
+    @property
+    def done(self) -> bool:
+        """The body has ended: the last chunk and its trailers were read."""
+    @property
+    def extra(self) -> bool:
+        """Bytes came after the end of the body (the connection cannot be reused)."""
 
 # --- SSE ---------------------------------------------------------------------------------------
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import httpx
 
+from ferroute._core import ChunkedDecoder, ChunkedError
+
 _MAX_HEAD = 64 * 1024  # response status line + headers
-_MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) or a trailer line
 _HIGH_WATER = 1 << 20  # stop reading the socket with this much unconsumed (resume once taken)
 
 Origin = tuple[str, int]
@@ -102,76 +103,6 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
-class _Dechunker:
-    """HTTP/1.1 chunked transfer coding removed from whatever bytes arrive, in one pass per read."""
-
-    __slots__ = ("done", "extra", "pending", "remaining", "skip", "trailer")
-
-    def __init__(self) -> None:
-        self.remaining = 0  # payload bytes left in the current chunk
-        self.skip = 0  # CRLF bytes left after a chunk's payload
-        self.pending = b""  # an incomplete chunk-size or trailer line
-        self.trailer = False  # past the last (0-size) chunk: reading trailer lines
-        self.done = False
-        self.extra = False  # bytes after the end of the body (the connection cannot be reused)
-
-    def feed(self, data: bytes) -> bytes:
-        if self.pending:
-            data = self.pending + data
-            self.pending = b""
-        out: list[bytes] = []
-        pos, size = 0, len(data)
-        while pos < size:
-            if self.done:
-                self.extra = True
-                break
-            remaining = self.remaining
-            if remaining:
-                end = pos + remaining
-                if end >= size:
-                    out.append(data[pos:] if pos else data)
-                    self.remaining = end - size
-                    if end == size:
-                        self.skip = 2
-                    break
-                out.append(data[pos:end])
-                self.remaining = 0
-                pos = end + 2  # the payload's CRLF (checked loosely, as h11 does not either)
-                if pos > size:
-                    self.skip = pos - size
-                continue
-            if self.skip:
-                take = min(self.skip, size - pos)
-                pos += take
-                self.skip -= take
-                continue
-            eol = data.find(b"\r\n", pos)
-            if eol < 0:
-                if size - pos > _MAX_CHUNK_LINE:
-                    raise httpx.RemoteProtocolError("chunk-size line too long")
-                self.pending = data[pos:]
-                break
-            line = data[pos:eol]
-            pos = eol + 2
-            if self.trailer:
-                if not line:
-                    self.done = True
-                continue
-            try:
-                length = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError("malformed chunk-size line") from None
-            if length < 0:
-                raise httpx.RemoteProtocolError("malformed chunk-size line")
-            if length == 0:
-                self.trailer = True
-            else:
-                self.remaining = length
-        if not out:
-            return b""
-        return out[0] if len(out) == 1 else b"".join(out)
-
-
 class _Body(httpx.AsyncByteStream):
     """A response body: de-framed socket reads; the connection goes back to the pool at its end."""
 
@@ -201,7 +132,7 @@ class _Body(httpx.AsyncByteStream):
             return
         data = self.initial
         self.initial = b""
-        dechunker = _Dechunker() if framing == "chunked" else None
+        dechunker = ChunkedDecoder() if framing == "chunked" else None
         left = self.length
         while True:
             if not data:
@@ -219,7 +150,11 @@ class _Body(httpx.AsyncByteStream):
                         "peer closed connection without sending complete message body", request=self.request
                     )
             if dechunker is not None:
-                piece = dechunker.feed(data)
+                try:
+                    piece = dechunker.feed(data)
+                except ChunkedError as e:
+                    self._release(False)
+                    raise httpx.RemoteProtocolError(str(e), request=self.request) from None
                 if dechunker.done:
                     self._release(not dechunker.extra)
                     if piece:

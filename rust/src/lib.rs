@@ -2,6 +2,7 @@
 //! translators from upstream dialects. Pure Rust; the PyO3 glue lives in [`python`] behind the
 //! `python` feature so `cargo test` needs no interpreter.
 
+pub mod chunked;
 pub mod events;
 pub mod json;
 pub mod loadgen;

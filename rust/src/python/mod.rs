@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+mod chunked;
 mod events;
 mod json;
 mod loadtest;
@@ -14,6 +15,7 @@ mod translate;
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     sse::register(m)?;
+    chunked::register(m)?;
     json::register(m)?;
     events::register(m)?;
     translate::register(m)?;
