@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -53,7 +54,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,7 +244,11 @@ def _store_config(store: str | None) -> str:
 
 @contextlib.contextmanager
 def start_router(
-    upstream_port: int, core: int | None, core_so: Path | None, store: str | None = None
+    upstream_port: int,
+    core: int | None,
+    core_so: Path | None,
+    store: str | None = None,
+    serve_args: Sequence[str] = (),
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     with tempfile.TemporaryDirectory(prefix="ferroute-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -264,7 +269,7 @@ base_url = "http://127.0.0.1:{upstream_port}/v1"
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         if core_so is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_overlay(core_so, tmp)), env.get("PYTHONPATH")]))
-        args = [sys.executable, "-m", "ferroute", "serve", "--config", str(config), "--host", "127.0.0.1"]
+        args = [sys.executable, "-m", "ferroute", "serve", "--config", str(config), "--host", "127.0.0.1", *serve_args]
         log_path = tmp / "router.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -903,6 +908,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store", choices=["sqlite", "memory", "off"], help="the router's store (default: its default, sqlite)"
     )
+    parser.add_argument(
+        "--serve-args", default="", help='extra `ferroute serve` options, e.g. "--loop uvloop --task-impl rust"'
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(REPO)})")
     args = parser.parse_args(argv)
@@ -941,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {other_core})
         with (
             start_upstream(other_core) as (upstream, upstream_port),
-            start_router(upstream_port, router_core, args.core, args.store) as (
+            start_router(upstream_port, router_core, args.core, args.store, shlex.split(args.serve_args)) as (
                 router,
                 router_port,
             ),

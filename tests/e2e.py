@@ -168,11 +168,15 @@ def shared_upstream() -> Server:
     return _shared["upstream"]
 
 
-def shared_router() -> Server:
-    """A router with providers `up` (the mock upstream), `slow` (1 s timeouts), `dead` (nothing listens), `mock`."""
-    if "router" not in _shared:
-        _shared["router"] = _stack.enter_context(router(upstream_config(shared_upstream().url), env=ROUTER_ENV))
-    return _shared["router"]
+def shared_router(granian: str = "") -> Server:
+    """A router with providers `up` (the mock upstream), `slow` (1 s timeouts), `dead` (nothing listens), `mock`;
+    `granian`: extra `ferroute serve` options (e.g. "--interface asgi --loop asyncio"), one router for each."""
+    key = f"router {granian}"
+    if key not in _shared:
+        _shared[key] = _stack.enter_context(
+            router(upstream_config(shared_upstream().url), env=ROUTER_ENV, extra_args=granian.split())
+        )
+    return _shared[key]
 
 
 def shared_plain() -> Server:

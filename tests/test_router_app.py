@@ -131,3 +131,63 @@ def test_lifespan_and_plain_routes(path: str) -> None:
         return status
 
     assert asyncio.run(run()) == 200
+
+
+@pytest.mark.parametrize("split", ["one read", "two reads", "done alone"])
+def test_the_record_is_stored_before_done_leaves(split: str) -> None:
+    # Whether `[DONE]` arrives in the same upstream read as the rest (as a fast upstream sends it), or alone:
+    # the store write completes before the client can see `[DONE]`, so a follow-up turn never finds nothing.
+    done = TEXT.rindex(b"data: [DONE]")
+    chunks = {"one read": [TEXT], "two reads": [TEXT[:400], TEXT[400:]], "done alone": [TEXT[:done], TEXT[done:]]}
+    app = _app(list(chunks[split]))
+    order: list[str] = []
+    put = app.store.put
+
+    async def recording_put(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.01)  # a store that takes a moment
+        await put(*args, **kwargs)
+        order.append("stored")
+
+    app.store.put = recording_put  # type: ignore[method-assign]
+    messages = [{"type": "http.request", "body": b'{"model":"m","input":"hi","stream":true}', "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    out = bytearray()
+
+    async def send(message: Any) -> None:
+        body = message.get("body", b"")
+        out.extend(body)
+        if b"data: [DONE]" in body:
+            order.append("done sent")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
+    asyncio.run(app(scope, receive, send))
+    assert order == ["stored", "done sent"]
+    assert check_stream(bytes(out))[1]["status"] == "completed"
+
+
+def test_an_upstream_that_never_ends_its_body_after_done_does_not_hold_the_client() -> None:
+    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+    drained: list[bool] = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield TEXT
+        try:
+            await asyncio.Event().wait()  # an upstream that keeps its body open after `[DONE]`
+        finally:
+            drained.append(True)
+        yield b""  # (unreachable)
+
+    async def open_(request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
+        return Upstream(chunks=stream())
+
+    app.providers["p"].open = open_  # type: ignore[method-assign]
+    status, raw = asyncio.run(asyncio.wait_for(_call(app, {"model": "m", "input": "hi", "stream": True}), 5))
+    assert status == 200
+    assert check_stream(raw)[1]["status"] == "completed"
+    assert drained == [True]  # given up on after a moment

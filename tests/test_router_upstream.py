@@ -41,9 +41,11 @@ from tests.mock_upstream import SECRET
 FIXTURES = [path.stem for path in fixture_files("chat_completions")]
 
 
-@pytest.fixture(scope="module")
-def server() -> Server:
-    return shared_router()
+# Every case runs against the default serving stack (Granian's RSGI interface, uvloop) and against the
+# other one `ferroute serve` offers (ASGI, asyncio's loop): the behaviour must be the same.
+@pytest.fixture(scope="module", params=["", "--interface asgi --loop asyncio"], ids=["rsgi-uvloop", "asgi-asyncio"])
+def server(request: pytest.FixtureRequest) -> Server:
+    return shared_router(request.param)
 
 
 @pytest.fixture(scope="module")

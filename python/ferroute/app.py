@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ _SSE = [
 ]
 _PING = b": ping\n\n"
 _DONE = b"data: [DONE]\n\n"
+_DRAIN_AFTER_DONE = 0.1  # seconds the upstream's body end is awaited after its `[DONE]`
 _TERMINAL = (b"event: response.completed\n", b"event: response.incomplete\n", b"event: response.failed\n")
 _UNFINISHED = ("queued", "in_progress")
 # A big first upstream read (an answer the upstream had ready) is fed in two: its first this many bytes
@@ -122,7 +124,8 @@ class _Exchange:
             try:
                 await self.body(out[: -len(_DONE)], more=True)
             finally:
-                await self.on_end()  # also when the client has gone: the response did end
+                on_end, self.on_end = self.on_end, None  # (it refers to this exchange: no cycle left behind)
+                await on_end()  # also when the client has gone: the response did end
             out = _DONE
         await self.body(out, more=False)
 
@@ -176,13 +179,17 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._client()
-                self._watch_signals()
+                self.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def startup(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Once per worker, on its event loop's thread, before the first request."""
+        self._client()
+        self._watch_signals(loop or asyncio.get_running_loop())
 
     def _client(self) -> httpx.AsyncClient:
         if self.client is None:
@@ -193,28 +200,27 @@ class App:
             self.client = upstream_client(max_keepalive=256, keepalive_expiry=60)
         return self.client
 
-    def _watch_signals(self) -> None:
+    def _watch_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start draining when the worker is told to stop.
 
         Granian stops a worker by signal and then waits for its in-flight requests (up to its kill
-        timeout) before the ASGI lifespan shutdown runs, which is too late to end streams cleanly. So
-        its asyncio signal handlers are chained: on SIGTERM/SIGINT new requests get 503, and streams
-        still running `shutdown_grace` seconds later are ended with `response.failed`. (Uses the loop's
-        private `_signal_handlers`; on a loop without it, Granian's own behaviour applies.)"""
-        loop = asyncio.get_running_loop()
-        handlers = getattr(loop, "_signal_handlers", None)
-        if not isinstance(handlers, dict):
+        timeout) before the shutdown hook runs, which is too late to end streams cleanly. So on
+        SIGTERM/SIGINT new requests get 503, and streams still running `shutdown_grace` seconds later
+        are ended with `response.failed`. The Python-level handler is chained: Granian's own, registered
+        with `loop.add_signal_handler`, still runs (the loop learns of the signal through its wakeup fd,
+        on asyncio and uvloop alike). Only in the main thread, where Python delivers signals."""
+        if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGINT):
-            original = handlers.get(signum)
-            if original is None:
+            previous = signal.getsignal(signum)
+            if not callable(previous):  # nobody handles it (the default ends the process; nothing to drain)
                 continue
 
-            def chained(original: Any = original) -> None:
-                self.begin_drain()
-                original._run()
+            def chained(number: int, frame: Any, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self.begin_drain)
+                previous(number, frame)
 
-            loop.add_signal_handler(signum, chained)
+            signal.signal(signum, chained)
 
     def begin_drain(self) -> None:
         if not self.draining:
@@ -489,15 +495,27 @@ class App:
             ex.result = _non_streaming_result(translator.response_json(), translator)
             return
         # The hot path: one call into Rust per upstream read, one ASGI send per non-empty output.
+        # Output that ends with `[DONE]` goes through `ex.end` (the record is stored first).
+        ended = False
+        chunks = upstream.chunks
         try:
-            async for chunk in upstream.chunks:
+            async for chunk in chunks:
                 ex.reads += 1
                 if not ex.started and len(chunk) > _FIRST_PIECE:
                     # A big first read (the upstream had much of the answer ready): its first events go out
                     # before the rest is translated.
-                    await self._emit(ex, feed(chunk[:_FIRST_PIECE]))
+                    out = feed(chunk[:_FIRST_PIECE])
+                    if out.endswith(_DONE):
+                        ended = True
+                        await ex.end(out)
+                        break
+                    await self._emit(ex, out)
                     chunk = chunk[_FIRST_PIECE:]
                 out = feed(chunk)
+                if out.endswith(_DONE):
+                    ended = True
+                    await ex.end(out)
+                    break
                 if out:
                     if seal is not None:  # only with include reasoning.encrypted_content
                         out = seal(out)
@@ -516,11 +534,14 @@ class App:
             return
         except httpx.HTTPError:
             self.metrics.upstream_error(ex.provider.name, "connection_lost")
-        await ex.end(translator.finish())
+        if ended:
+            await _finish_body(chunks)
+        else:
+            await ex.end(translator.finish())
 
     @staticmethod
     async def _emit(ex: _Exchange, out: bytes) -> None:
-        """One ASGI send of translator output (as the hot loop in `_work` does inline)."""
+        """One ASGI send of translator output (as the hot loop in `_work` does inline), not the last."""
         if not out:
             return
         if ex.seal is not None:
@@ -975,6 +996,19 @@ async def _as_stream(body: bytes) -> AsyncIterator[bytes]:
         yield b"data: " + json.dumps(data).encode() + b"\n\ndata: [DONE]\n\n"
     else:
         yield b"data: {malformed upstream body}\n\n"
+
+
+async def _finish_body(chunks: AsyncIterator[bytes]) -> None:
+    """Read what the upstream sends after `[DONE]` (the end of its body, so that its connection can be kept
+    alive), for a moment at most: the client has its answer, and an upstream that never ends its body
+    only costs its connection (closed when the exchange ends)."""
+
+    async def drain() -> None:
+        async for _ in chunks:
+            pass
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(drain(), _DRAIN_AFTER_DONE)
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

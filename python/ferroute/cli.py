@@ -49,12 +49,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_GRANIAN_KNOBS = ("interface", "loop", "runtime_threads", "runtime_mode", "task_impl", "backpressure")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import copy
+    import importlib.util
     import os
 
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import Interfaces, Loops, RuntimeModes, TaskImpl
     from granian.log import LOGGING_CONFIG
 
     from ferroute.config import ConfigError, StoreConfig, load_settings
@@ -72,6 +76,14 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or server.host
     port = server.port if args.port is None else args.port
     workers = args.workers or server.workers
+    # Command-line Granian knobs override the config file's.
+    tuning = {key: getattr(args, key) for key in _GRANIAN_KNOBS if getattr(args, key, None) is not None}
+    if tuning:
+        try:
+            server = type(server).model_validate({**server.model_dump(), **tuning})
+        except ValueError as e:
+            print(f"ferroute serve: {e}", file=sys.stderr)
+            return 2
     store = settings.store or StoreConfig()
     if store.backend == "memory" and workers > 1:
         print(
@@ -102,14 +114,23 @@ def _serve(args: argparse.Namespace) -> int:
     logging_config["loggers"]["ferroute.error"] = {"handlers": ["stderr"], "level": "INFO", "propagate": False}
     providers = ", ".join(f"{p.name} ({p.kind})" for p in settings.providers)
     print(f"ferroute serve: {settings.source}; providers: {providers}; http://{host}:{port}", file=sys.stderr)
+    loop = server.loop
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        print("ferroute serve: uvloop is not installed; using asyncio's event loop", file=sys.stderr)
+        loop = "asyncio"
+    rsgi = server.interface == "rsgi"
     Granian(
-        "ferroute.app:create_app",
+        "ferroute.rsgi:create_rsgi_app" if rsgi else "ferroute.app:create_app",
         factory=True,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if rsgi else Interfaces.ASGI,
         workers=workers,
-        loop=Loops.auto,
+        loop=Loops(loop),
+        runtime_threads=server.runtime_threads,
+        runtime_mode=RuntimeModes(server.runtime_mode),
+        task_impl=TaskImpl(server.task_impl),
+        backpressure=server.backpressure,
         websockets=False,
         log_dictconfig=logging_config,
         workers_kill_timeout=int(server.shutdown_grace) + 5,
@@ -133,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default: [server] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: [server] port, 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers, 1)")
+    tuning = serve.add_argument_group('Granian tuning (default: the [server] settings; README "Granian tuning")')
+    tuning.add_argument("--interface", choices=["rsgi", "asgi"], help="how Granian calls the app")
+    tuning.add_argument("--loop", choices=["uvloop", "asyncio"], help="the workers' event loop")
+    tuning.add_argument("--runtime-threads", type=int, help="Granian runtime threads per worker")
+    tuning.add_argument("--runtime-mode", choices=["auto", "st", "mt"], help="Granian runtime mode")
+    tuning.add_argument("--task-impl", choices=["asyncio", "rust"], help="asyncio task implementation")
+    tuning.add_argument("--backpressure", type=int, help="most requests a worker handles at once")
     serve.add_argument(
         "--no-access-log", dest="access_log", action="store_false", help="no JSON line per request on stdout"
     )

@@ -43,6 +43,19 @@ class ServerConfig(_Section):
     keepalive_interval: float = Field(default=15.0, gt=0)
     # Seconds in-flight streams get to finish on shutdown.
     shutdown_grace: float = Field(default=10.0, ge=0)
+    # Granian's knobs (README "Granian tuning" has the measurements behind the defaults).
+    # How Granian calls the app: "rsgi" (its native interface, cheaper per send) or "asgi".
+    interface: Literal["rsgi", "asgi"] = "rsgi"
+    # The workers' event loop. (Granian's rloop is not offered: with it a client's disconnect goes unseen.)
+    loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Granian's Rust runtime threads per worker (socket I/O and HTTP framing).
+    runtime_threads: int = Field(default=1, ge=1, le=64)
+    # "st": one single-threaded runtime per thread; "mt": one multi-threaded runtime.
+    runtime_mode: Literal["auto", "st", "mt"] = "auto"
+    # "rust": Granian's own asyncio task implementation (CPython < 3.12 only), else asyncio's.
+    task_impl: Literal["asyncio", "rust"] = "asyncio"
+    # Most requests a worker handles at once; the rest wait in the accept queue (default: Granian's).
+    backpressure: int | None = Field(default=None, ge=1)
 
     @field_validator("api_keys")
     @classmethod
