@@ -35,7 +35,7 @@ def _app(chunks: list[bytes | Exception]) -> App:
                 raise chunk
             yield chunk
 
-    async def open_(request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
+    async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
         return Upstream(chunks=stream())
 
     app.providers["p"].open = open_  # type: ignore[method-assign]
@@ -117,7 +117,7 @@ def test_lifespan_and_plain_routes(path: str) -> None:
 
         await app({"type": "lifespan"}, receive, send)
         assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-        assert app.client is None  # closed on shutdown
+        assert app.transport is None  # closed on shutdown
         status = 0
 
         async def send_http(message: Any) -> None:
@@ -183,7 +183,7 @@ def test_an_upstream_that_never_ends_its_body_after_done_does_not_hold_the_clien
             drained.append(True)
         yield b""  # (unreachable)
 
-    async def open_(request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
+    async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
         return Upstream(chunks=stream())
 
     app.providers["p"].open = open_  # type: ignore[method-assign]

@@ -7,8 +7,9 @@ is de-chunked in one pass and handed up whole: one read of many events → one `
 It also keeps its own keep-alive pool (a dict of idle connections per origin), avoiding httpcore's
 pool bookkeeping, which is quadratic in the number of open connections.
 
-The client API stays httpx (`AsyncClient(transport=StreamTransport())`); `https://` and anything
-else this transport does not speak goes to httpx's own transport. Errors are httpx's
+The API stays httpx: the router hands it `httpx.Request`s and reads `httpx.Response`s (or wrap it in an
+`AsyncClient`, as `upstream_client` does); `https://` and anything else this transport does not speak
+goes to httpx's own transport. Errors are httpx's
 (`ConnectError`, `ConnectTimeout`, `ReadError`, `RemoteProtocolError`). Closing a response before
 its body ended closes the socket at once (that is how a client's disconnect cancels the upstream).
 """

@@ -41,7 +41,9 @@ class Provider(ABC):
         return list(self.config.models)
 
     @abstractmethod
-    async def open(self, request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
+    async def open(
+        self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
+    ) -> Upstream:
         """Start the upstream request; raises `RouterError` for anything that fails before it streams."""
 
 

@@ -50,7 +50,9 @@ _GENERIC = {"get", "set", "do", "run", "call", "the", "fetch", "list", "make", "
 
 
 class MockProvider(Provider):
-    async def open(self, request: ResponsesRequest, upstream_model: str, client: httpx.AsyncClient) -> Upstream:
+    async def open(
+        self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
+    ) -> Upstream:
         # The same request validation as a real upstream gets (unsupported items are a 400 here too).
         chat_request(request, upstream_model)
         return Upstream(chunks=_aiter(mock_stream(request, upstream_model)))
