@@ -170,7 +170,7 @@ def shared_upstream() -> Server:
 
 def shared_router(granian: str = "") -> Server:
     """A router with providers `up` (the mock upstream), `slow` (1 s timeouts), `dead` (nothing listens), `mock`;
-    `granian`: extra `ferroute serve` options (e.g. "--interface asgi --loop asyncio"), one router for each."""
+    `granian`: extra `ferroute serve` options (e.g. "--interface rsgi --loop asyncio"), one router for each."""
     key = f"router {granian}"
     if key not in _shared:
         _shared[key] = _stack.enter_context(

@@ -41,9 +41,9 @@ from tests.mock_upstream import SECRET
 FIXTURES = [path.stem for path in fixture_files("chat_completions")]
 
 
-# Every case runs against the default serving stack (Granian's RSGI interface, uvloop) and against the
-# other one `ferroute serve` offers (ASGI, asyncio's loop): the behaviour must be the same.
-@pytest.fixture(scope="module", params=["", "--interface asgi --loop asyncio"], ids=["rsgi-uvloop", "asgi-asyncio"])
+# Every case runs against the default serving stack (Granian's ASGI interface, uvloop) and against the
+# other one `ferroute serve` offers (RSGI, asyncio's loop): the behaviour must be the same.
+@pytest.fixture(scope="module", params=["", "--interface rsgi --loop asyncio"], ids=["asgi-uvloop", "rsgi-asyncio"])
 def server(request: pytest.FixtureRequest) -> Server:
     return shared_router(request.param)
 

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (default: [server] port, 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers, 1)")
     tuning = serve.add_argument_group('Granian tuning (default: the [server] settings; README "Granian tuning")')
-    tuning.add_argument("--interface", choices=["rsgi", "asgi"], help="how Granian calls the app")
+    tuning.add_argument("--interface", choices=["asgi", "rsgi"], help="how Granian calls the app")
     tuning.add_argument("--loop", choices=["uvloop", "asyncio"], help="the workers' event loop")
     tuning.add_argument("--runtime-threads", type=int, help="Granian runtime threads per worker")
     tuning.add_argument("--runtime-mode", choices=["auto", "st", "mt"], help="Granian runtime mode")

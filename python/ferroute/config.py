@@ -44,8 +44,10 @@ class ServerConfig(_Section):
     # Seconds in-flight streams get to finish on shutdown.
     shutdown_grace: float = Field(default=10.0, ge=0)
     # Granian's knobs (README "Granian tuning" has the measurements behind the defaults).
-    # How Granian calls the app: "rsgi" (its native interface, cheaper per send) or "asgi".
-    interface: Literal["rsgi", "asgi"] = "rsgi"
+    # How Granian calls the app: "asgi", or "rsgi" (its native interface). Granian 2.8.7's RSGI stream
+    # transport queues every send without bound, so a client that reads slowly makes the worker hold the
+    # rest of its response in memory; its ASGI `send` waits while the client is behind.
+    interface: Literal["asgi", "rsgi"] = "asgi"
     # The workers' event loop. (Granian's rloop is not offered: with it a client's disconnect goes unseen.)
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Granian's Rust runtime threads per worker (socket I/O and HTTP framing).

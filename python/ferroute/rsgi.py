@@ -1,10 +1,14 @@
-"""Granian's RSGI interface onto the ASGI app: the same behaviour, for less per request and per send.
+"""Granian's RSGI interface onto the ASGI app: an option (`[server] interface = "rsgi"`), not the default.
 
-`ferroute serve` runs the app through this adapter unless `[server] interface = "asgi"`. Measured on
-Granian 2.8.7 (README "Granian tuning"): an RSGI `send_bytes` costs ~0.6 µs of server CPU where an ASGI
-`send` of a body costs ~5.8 µs, and a request's first byte leaves ~50 µs sooner. The app itself stays a
-plain ASGI application (`ferroute.app:create_app` runs under any ASGI server); this module only maps
-RSGI's calls onto ASGI messages:
+Measured on Granian 2.8.7 (README "Granian tuning"): an RSGI `send_bytes` costs ~0.6 µs of server CPU
+where an ASGI `send` of a body costs ~5.8 µs, but with one send per upstream read the whole router
+measures the same either way. And RSGI's stream transport queues every send in an unbounded channel:
+`send_bytes` never waits, so a client that reads slowly makes the worker hold the rest of its response
+in memory (tests/test_router_backpressure.py shows it), where Granian's ASGI `send` waits while the
+client is behind. Hence ASGI is the default.
+
+The app itself stays a plain ASGI application (`ferroute.app:create_app` runs under any ASGI server);
+this module only maps RSGI's calls onto ASGI messages:
 
 - scope: method, path, query string and headers (as bytes, lower-case names, as ASGI has them);
 - receive: the body (one message when the request declared a Content-Length, else as it streams in),
