@@ -73,6 +73,13 @@ def test_non_streaming_requests(mock: MockUpstream) -> None:
     result = run_load(f"{mock.url}/v1/responses", body, stream=False, concurrency=2, requests=30)
     assert result["ok"] == 30 and result["errors"] == 0
     assert result["events"] == 0 and result["ttfe_ms"]["count"] == 30
+    # Unchecked, a body of another kind (a chat.completion) counts; checked, it is a grammar error.
+    chat = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    url = f"{mock.url}/v1/chat/completions"
+    result = run_load(url, chat, stream=False, concurrency=2, requests=10, check_grammar=False)
+    assert result["ok"] == 10 and result["errors"] == 0, result["error_examples"]
+    result = run_load(url, chat, stream=False, concurrency=2, requests=10)
+    assert result["errors_by_kind"] == {"grammar": 10}
 
 
 def test_missing_done_counts_unless_not_required(mock: MockUpstream) -> None:
