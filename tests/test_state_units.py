@@ -15,7 +15,7 @@ import redis as sync_redis
 
 from ferroute.app import App
 from ferroute.config import ConfigError, parse_settings
-from ferroute.store import ANONYMOUS, Record, tenant_of
+from ferroute.store import ANONYMOUS, Record, StoreError, tenant_of
 from ferroute.store.crypto import ReasoningCipher, SealError
 from ferroute.store.memory import MemoryStore
 from ferroute.store.redis import RedisStore
@@ -45,6 +45,41 @@ def test_sqlite_prunes_past_its_retention(tmp_path: Path) -> None:
         await store.close()
         with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite3")) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # WAL is a property of the file
+
+    asyncio.run(run())
+
+
+def test_sqlite_commits_queued_puts_together_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+
+    async def blocked(store: SQLiteStore, records: list[Record]) -> list[BaseException | None]:
+        """Put `records` while another connection holds the write lock, so they queue behind the writer's
+        first transaction; release the lock once all are queued."""
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        tasks = [asyncio.ensure_future(store.put("t", record)) for record in records]
+        await asyncio.sleep(0.3)
+        assert not any(task.done() for task in tasks)  # nothing is reported before it is committed
+        blocker.execute("COMMIT")
+        blocker.close()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run() -> None:
+        store = SQLiteStore(str(path))
+        await store.put("t", Record(id="first", response=b"{}"))  # creates the schema
+        assert store.commits == 1
+        results = await blocked(store, [Record(id=f"r{k}", response=b"{}", item_ids=[f"msg_{k}"]) for k in range(50)])
+        assert results == [None] * 50
+        # The writer's first (blocked) transaction took what was queued by then; the rest went in one more.
+        assert store.commits <= 1 + 2
+        assert await store.find_item("t", "msg_7") == "r7"
+        bad = Record(id="bad", response=object())  # type: ignore[arg-type]  # sqlite refuses it
+        results = await blocked(store, [Record(id="a", response=b"{}"), bad, Record(id="b", response=b"{}")])
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], StoreError) and "sqlite store" in str(results[1])
+        assert [r is not None for r in await store.get_many("t", ["a", "bad", "b", "r49"])] == [True, False, True, True]
+        await store.close()
+        assert store.writer is None
 
     asyncio.run(run())
 
