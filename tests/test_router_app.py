@@ -191,3 +191,43 @@ def test_an_upstream_that_never_ends_its_body_after_done_does_not_hold_the_clien
     assert status == 200
     assert check_stream(raw)[1]["status"] == "completed"
     assert drained == [True]  # given up on after a moment
+
+
+@pytest.mark.parametrize(
+    ("chunks", "body"),
+    [
+        ([TEXT], {"model": "m:p", "input": "hi"}),
+        ([TEXT], {"model": "m:p", "input": "hi", "stream": True}),
+        ([TEXT[:300], Boom("upstream library bug")], {"model": "m:p", "input": "hi", "stream": True}),
+        ([TEXT], {"model": "m:p", "input": "hi", "store": False}),
+        ([TEXT], {"model": "m:nowhere", "input": "hi"}),
+        ([TEXT], {"model": "m:p", "input": 5}),
+    ],
+    ids=["whole", "stream", "stream-failing", "store-false", "unknown-provider", "bad-request"],
+)
+def test_a_request_leaves_no_reference_cycles(chunks: list[bytes | Exception], body: dict[str, Any]) -> None:
+    """Per-request objects are freed by reference counting, not left for the cyclic collector (whose full
+    passes pause the worker, and which would keep the translator's buffers alive until it runs)."""
+    import gc
+
+    app = _app(chunks)
+
+    async def run() -> int:
+        await _call(app, body)  # warm: lazy imports and caches
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(5):
+                await _call(app, body)
+            await asyncio.sleep(0)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            found = gc.collect()
+            garbage = sorted({type(o).__name__ for o in gc.garbage})
+            assert found == 0, f"cyclic garbage per request: {found / 5:g} objects ({', '.join(garbage[:12])})"
+            return found
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+
+    asyncio.run(run())

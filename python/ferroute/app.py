@@ -397,6 +397,7 @@ class App:
                 with contextlib.suppress(Exception):
                     await self._save(exchange, _cancelled(translator))
             log["status_detail"] = translator.status
+            exchange.on_end = None  # (it refers to the exchange: a cycle the collector would have to find)
 
     async def _run(self, ex: _Exchange, receive: Receive) -> int:
         work = asyncio.create_task(self._work(ex))
