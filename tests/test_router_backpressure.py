@@ -66,7 +66,7 @@ def _read_response(sock: socket.socket) -> bytes:
     return b"".join(parts)
 
 
-def _slow_reader(server: Server) -> tuple[float, bytes]:
+def _slow_reader(server: Server, stall: float = STALL) -> tuple[float, bytes]:
     """(worker memory growth while the client reads nothing, the raw response read afterwards)."""
     body = json.dumps({"model": "m:up", "input": "go", "stream": True, "store": False}).encode()
     host, port = server.url.removeprefix("http://").split(":")
@@ -80,7 +80,7 @@ def _slow_reader(server: Server) -> tuple[float, bytes]:
             + body
         )
         peak = baseline
-        deadline = time.monotonic() + STALL
+        deadline = time.monotonic() + stall
         while time.monotonic() < deadline:
             time.sleep(0.1)
             peak = max(peak, _rss_mb(server.process.pid))
@@ -88,8 +88,9 @@ def _slow_reader(server: Server) -> tuple[float, bytes]:
     return peak - baseline, raw
 
 
-def _config(upstream: MockUpstream) -> str:
+def _config(upstream: MockUpstream, extra: str = "") -> str:
     return f"""
+{extra}
 [[providers]]
 name = "up"
 kind = "chat_completions"
@@ -122,3 +123,25 @@ def test_the_rsgi_interface_buffers_for_a_slow_reader(upstream: MockUpstream) ->
         growth, raw = _slow_reader(server)
     _check_complete(raw)
     assert growth < MAX_GROWTH_MB, f"the worker grew by {growth:.0f} MB while the client read nothing"
+
+
+def test_a_client_that_reads_nothing_is_dropped_after_client_write(upstream: MockUpstream) -> None:
+    """A send that waits on the client longer than `[timeouts] client_write` ends the exchange as if the
+    client had gone: the upstream request is cancelled and the worker lets go of the stream."""
+    with router(_config(upstream, "[timeouts]\nclient_write = 1.0\n")) as server:
+        before = upstream.stats()["bytes"]
+        growth, raw = _slow_reader(server, stall=4.0)
+        sent = upstream.stats()["bytes"] - before
+        deadline = time.monotonic() + 5
+        while '"error_code":"client_write_timeout"' not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = server.log()
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
+    assert b"data: [DONE]" not in raw[-64:]  # cut: nothing more could be sent, not even an error event
+    assert raw.count(b"event: response.output_text.delta") < TOKENS
+    assert '"error_code":"client_write_timeout"' in log
+    assert '"status":499' in log
+    assert growth < MAX_GROWTH_MB
+    # The mock writes its whole answer (~46 MB) in one write and counts it once written: the router hung up
+    # on the upstream long before reading it all.
+    assert sent < 16 * 2**20

@@ -81,6 +81,7 @@ class _Exchange:
     upstream: Upstream | None = None
     started: bool = False  # the 200 and its headers went out
     sending: bool = False  # the work is in an ASGI send (the ticker sends no keep-alive then)
+    writes: int = 0  # ASGI sends of body bytes completed (the ticker's clock for a client that reads nothing)
     pinging: asyncio.Future[None] | None = None  # a keep-alive is being sent (the work waits for it)
     reads: int = 0  # upstream reads so far (the ticker's idleness clock)
     first_event_at: float | None = None
@@ -135,6 +136,7 @@ class _Exchange:
             await self.send({"type": "http.response.body", "body": data, "more_body": more})
         except Exception as e:
             raise _ClientGone from e
+        self.writes += 1
 
 
 class App:
@@ -164,7 +166,12 @@ class App:
         self._streams: set[asyncio.Task[Any]] = set()
         server = self.settings.server
         timeouts = [p.timeouts for p in self.providers.values()]
-        shortest = min([server.keepalive_interval] + [t.idle for t in timeouts] + [t.first_event for t in timeouts])
+        shortest = min(
+            [server.keepalive_interval]
+            + [t.idle for t in timeouts]
+            + [t.first_event for t in timeouts]
+            + [t.client_write for t in timeouts]
+        )
         self.tick = max(0.05, min(1.0, shortest / 4))
 
     # --- ASGI ----------------------------------------------------------------------------------
@@ -416,6 +423,10 @@ class App:
                 # The client went away (a keep-alive that cannot be sent says so too).
                 ex.log["error_code"] = "client_disconnected"
                 raise _ClientGone
+            if ex.timeout == "client_write" and work not in done:
+                # The client reads nothing: nothing more can be sent to it, not even an error event.
+                ex.log["error_code"] = "client_write_timeout"
+                raise _ClientGone
             exc = failures.get(work)
             if exc is not None:
                 if isinstance(exc, _ClientGone):
@@ -536,6 +547,7 @@ class App:
                     except Exception as e:
                         raise _ClientGone from e
                     ex.sending = False
+                    ex.writes += 1
         except httpx.TimeoutException:
             ex.timeout = "first_event" if ex.reads == 0 else "idle"
             return
@@ -563,6 +575,7 @@ class App:
         except Exception as e:
             raise _ClientGone from e
         ex.sending = False
+        ex.writes += 1
 
     # --- the store ---------------------------------------------------------------------------------
 
@@ -895,12 +908,24 @@ class App:
         seen = -1
         quiet_since = ex.began
         pinged = ex.began
+        written = -1  # `ex.writes` when the current send was first seen pending
+        stuck_since = 0.0
         while True:
             await asyncio.sleep(self.tick)
             now = loop_time()
             if self.aborting:
                 ex.timeout = "shutdown"
                 return
+            if ex.sending:
+                # Waiting on the client, not the upstream: the upstream's clock stops meanwhile.
+                quiet_since = pinged = now
+                if ex.writes != written:
+                    written, stuck_since = ex.writes, now
+                elif now - stuck_since >= timeouts.client_write:
+                    ex.timeout = "client_write"
+                    return
+                continue
+            written = -1
             if ex.reads != seen:
                 seen = ex.reads
                 quiet_since = pinged = now

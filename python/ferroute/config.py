@@ -71,6 +71,9 @@ class TimeoutsConfig(_Section):
     connect: float = Field(default=10.0, gt=0)
     first_event: float = Field(default=120.0, gt=0)
     idle: float = Field(default=120.0, gt=0)
+    # Longest one send to the client may wait while the client reads nothing; then the stream is dropped
+    # (its upstream request cancelled) as if the client had gone.
+    client_write: float = Field(default=60.0, gt=0)
 
 
 class LimitsConfig(_Section):
