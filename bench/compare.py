@@ -3,7 +3,7 @@
 installed by this script into its own virtualenv under target/), both routers in front of that same
 mock upstream.
 
-    .venv/bin/python -m bench.compare            # (`make bench-compare`) ~3-4 minutes
+    .venv/bin/python -m bench.compare            # (`make bench-compare`) ~5 minutes
     .venv/bin/python -m bench.compare --quick    # ~1 minute: fewer levels, shorter runs
 
 Use a release build of the native module (`make develop`): the load generator and the mock upstream
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="levels 1,16,64; 1 round; 2 s runs")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", default="1,16,64,256", help="comma-separated levels")
+    parser.add_argument("--concurrency", default="1,16,32,64,128,256", help="comma-separated levels")
     parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per run before measuring")
     parser.add_argument("--tokens", type=int, default=100, help="tokens per answer")
@@ -500,6 +500,23 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {v['streams'] if v['streams'] is not None else '-'} | {_f(v['events_per_s'], ',.0f')} | "
             f"{_f(v['events_per_s_per_server_core'], ',.0f')} | {data['peak_rss_mb'][name]:.0f} |"
+        )
+    ours, theirs = s["sustainable"].get("ferroute", {}), s["sustainable"].get("open-responses-server", {})
+    if ours.get("events_per_s_per_server_core") and theirs.get("events_per_s_per_server_core"):
+        ratio = ours["events_per_s_per_server_core"] / theirs["events_per_s_per_server_core"]
+        lines.append(
+            f"\nferroute / open-responses-server, events/s per server core within the bound: {ratio:.1f}x "
+            f"(target >= 5x: {'met' if ratio >= 5 else 'not met'})."
+        )
+    headroom = []
+    for level in s["per_level"].get("mock", {}):
+        mock, router = s["per_level"]["mock"][level], s["per_level"].get("ferroute", {}).get(level)
+        if router and mock["server_cpu_us_per_event"] and router["server_cpu_us_per_event"]:
+            headroom.append(f"{level}: {router['server_cpu_us_per_event'] / mock['server_cpu_us_per_event']:.1f}x")
+    if headroom:
+        lines.append(
+            "The mock upstream's headroom (ferroute's CPU per event / the mock's, i.e. how many times ferroute's "
+            "event rate the mock serves on the same cores), by concurrency: " + ", ".join(headroom) + "."
         )
     for name, probe in data["probes"].items():
         if probe["ok"] < 5:
