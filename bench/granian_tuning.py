@@ -2,7 +2,7 @@
 
 Run from the repository root, with a release build of the native module (`make develop`):
 
-    .venv/bin/python -m bench.granian_tuning             # ~4 minutes; writes bench/results/granian_tuning.*
+    .venv/bin/python -m bench.granian_tuning             # ~5 minutes; writes bench/results/granian_tuning.*
     .venv/bin/python -m bench.granian_tuning --rounds 1 --variants "--interface rsgi"
 
 Each variant is `ferroute serve` with the default settings plus some options (`--interface`, `--loop`,
@@ -32,7 +32,14 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "granian_tuning.json"
-VARIANTS = ["", "--interface rsgi", "--loop asyncio", "--runtime-threads 2", "--task-impl rust"]
+VARIANTS = [
+    "",
+    "--interface rsgi",
+    "--loop asyncio",
+    "--runtime-threads 2 --runtime-mode st",
+    "--runtime-threads 2 --runtime-mode mt",
+    "--task-impl rust",
+]
 
 
 def measures(result: dict[str, Any]) -> dict[str, float | None]:
