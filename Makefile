@@ -74,6 +74,18 @@ bench-compare: develop ## the same load against the mock upstream, ferroute and 
 bench-router: develop ## router overhead vs the upstream direct, concurrency 1 and 256 (bench/results/router_overhead.*)
 	$(BIN)/python -m bench.router_overhead $(ARGS)
 
+.PHONY: bench-tuning
+bench-tuning: develop ## each Granian knob measured by the router overhead bench (bench/results/granian_tuning.*)
+	$(BIN)/python -m bench.granian_tuning $(ARGS)
+
+.PHONY: bench-memory
+bench-memory: develop ## worker memory with 1,000 open streams, and a slow reader (bench/results/memory.*)
+	$(BIN)/python -m bench.memory $(ARGS)
+
+.PHONY: bench-nonstream
+bench-nonstream: develop ## non-streaming requests/s per worker core against a 20 ms mock (bench/results/nonstream.*)
+	$(BIN)/python -m bench.nonstream $(ARGS)
+
 .PHONY: fuzz
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60); needs `cargo install cargo-fuzz`
 	cd rust/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
@@ -95,4 +107,4 @@ clean: ## remove build outputs and the virtualenv
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
