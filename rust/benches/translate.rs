@@ -38,21 +38,32 @@ fn stream() -> Vec<u8> {
     raw
 }
 
+/// One pass over the stream in `read`-byte reads; returns the bytes written.
+fn translate(raw: &[u8], read: usize) -> usize {
+    let mut t = ChatCompletionsTranslator::new(ResponseSettings::default(), None, None, SseLimits::default());
+    let mut bytes = 0;
+    for chunk in raw.chunks(read) {
+        bytes += t.feed(chunk).len();
+    }
+    bytes + t.finish().len()
+}
+
 fn bench(c: &mut Criterion) {
     let raw = stream();
+    // `TRANSLATE_PASSES=n [TRANSLATE_READ=bytes]`: n passes and no criterion, for instruction counts
+    // under callgrind (the difference between two values of n, over 10,000 events per pass).
+    if let Ok(passes) = std::env::var("TRANSLATE_PASSES") {
+        let read = std::env::var("TRANSLATE_READ").map_or(raw.len(), |r| r.parse().expect("TRANSLATE_READ"));
+        let passes: usize = passes.parse().expect("TRANSLATE_PASSES");
+        let bytes: usize = (0..passes).map(|_| translate(std::hint::black_box(&raw), read)).sum();
+        std::hint::black_box(bytes);
+        return;
+    }
     let mut group = c.benchmark_group("translate_chat_completions");
     group.throughput(Throughput::Elements(EVENTS as u64));
     for (name, read) in [("whole", raw.len()), ("4KiB_reads", 4096)] {
         group.bench_function(name, |b| {
-            b.iter(|| {
-                let mut t =
-                    ChatCompletionsTranslator::new(ResponseSettings::default(), None, None, SseLimits::default());
-                let mut bytes = 0;
-                for chunk in raw.chunks(read) {
-                    bytes += t.feed(chunk).len();
-                }
-                bytes + t.finish().len()
-            });
+            b.iter(|| translate(&raw, read));
         });
     }
     group.finish();

@@ -314,7 +314,13 @@ impl SseDecoder {
         let mut borrowed = Borrowed::default();
         while i < chunk.len() {
             let rest = &chunk[i..];
-            let Some(k) = memchr2(b'\n', b'\r', rest) else {
+            // A blank line (the end of every event) needs no search: ~40 instructions per event.
+            let found = if matches!(rest[0], b'\n' | b'\r') {
+                Some(0)
+            } else {
+                memchr2(b'\n', b'\r', rest)
+            };
+            let Some(k) = found else {
                 self.buffer_partial(rest, base + i as u64)?;
                 break;
             };
@@ -420,7 +426,7 @@ impl SseDecoder {
             Some(_) => {}
         }
         self.event_len += bytes.len();
-        if let Ok(line) = std::str::from_utf8(bytes) {
+        if let Some(line) = utf8_line(bytes) {
             let (name, value) = split_field(line);
             self.field(b, name, Value::Chunk(value));
         } else {
@@ -436,7 +442,7 @@ impl SseDecoder {
             Some(_) => {}
         }
         self.event_len += bytes.len();
-        if let Ok(line) = std::str::from_utf8(bytes) {
+        if let Some(line) = utf8_line(bytes) {
             let (name, value) = split_field(line);
             self.field(b, name, Value::Temp(value));
         } else {
@@ -535,6 +541,41 @@ impl SseDecoder {
     }
 }
 
+/// `bytes` as text, if it is UTF-8. Lines are mostly ASCII (JSON escapes most non-ASCII text), which
+/// is checked with vector ORs: ~130 instead of ~240 instructions for a 330-byte Chat Completions
+/// `data:` line with `std::str::from_utf8` (which the rest still goes through).
+#[inline]
+fn utf8_line(bytes: &[u8]) -> Option<&str> {
+    if is_ascii(bytes) {
+        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+/// Whether every byte is below 0x80: 32 bytes at a time into one accumulator, vector code without a
+/// branch per block (`<[u8]>::is_ascii` goes a word at a time).
+#[inline]
+fn is_ascii(bytes: &[u8]) -> bool {
+    let mut acc = [0u8; 32];
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        for (a, &b) in acc.iter_mut().zip(block) {
+            *a |= b;
+        }
+    }
+    let tail = match bytes.len().checked_sub(32) {
+        // The last 32 bytes again, overlapping what the loop saw: cheaper than a byte loop.
+        Some(start) if !blocks.remainder().is_empty() => &bytes[start..],
+        _ => blocks.remainder(),
+    };
+    for (a, &b) in acc.iter_mut().zip(tail) {
+        *a |= b;
+    }
+    acc.iter().fold(0, |x, &a| x | a) < 0x80
+}
+
 /// `name: value` → (name, value without its one leading space); `name` alone → (name, "").
 #[inline]
 fn split_field(line: &str) -> (&str, &str) {
@@ -587,6 +628,30 @@ pub fn encode_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) -> Resul
     }
     out.push(b'\n');
     Ok(())
+}
+
+#[cfg(test)]
+mod ascii_tests {
+    use super::{is_ascii, utf8_line};
+
+    #[test]
+    fn every_byte_is_looked_at() {
+        for len in 0..100 {
+            assert!(is_ascii(&vec![b'a'; len]));
+            for at in 0..len {
+                let mut bytes = vec![0x7f; len];
+                bytes[at] = 0x80;
+                assert!(!is_ascii(&bytes), "{len} {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_lines_are_still_checked() {
+        assert_eq!(utf8_line("data: é中😀".as_bytes()), Some("data: é中😀"));
+        assert_eq!(utf8_line(b"data: \xff"), None);
+        assert_eq!(utf8_line(b"data: \xe4\xb8"), None);
+    }
 }
 
 #[cfg(test)]

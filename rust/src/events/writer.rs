@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::ids::new_id;
+use crate::json::scan::find_string_end;
 
 /// `write!` into a byte buffer, which cannot fail.
 macro_rules! put {
@@ -269,6 +270,9 @@ enum Body {
 #[derive(Debug)]
 struct Item {
     id: String,
+    /// `,"item_id":…,"output_index":…` as `write_locator` writes them, kept for the delta events:
+    /// ~300 fewer instructions per text delta than writing them again each time.
+    locator: Vec<u8>,
     status: ItemStatus,
     body: Body,
 }
@@ -391,7 +395,9 @@ impl ResponseWriter {
             TextKind::Reasoning => "response.reasoning.delta",
         };
         self.event(ty, |w, out| {
-            write_locator(out, &w.items[index].id, index, Some(content_index));
+            out.extend_from_slice(&w.items[index].locator);
+            out.extend_from_slice(b",\"content_index\":");
+            out.extend_from_slice(itoa::Buffer::new().format(content_index).as_bytes());
             out.extend_from_slice(b",\"delta\":");
             write_str(out, delta);
             if kind == TextKind::OutputText {
@@ -443,7 +449,7 @@ impl ResponseWriter {
             return true;
         }
         self.event("response.function_call_arguments.delta", |w, out| {
-            write_locator(out, &w.items[output_index].id, output_index, None);
+            out.extend_from_slice(&w.items[output_index].locator);
             out.extend_from_slice(b",\"delta\":");
             write_str(out, delta);
         });
@@ -556,8 +562,12 @@ impl ResponseWriter {
 
     fn push_item(&mut self, prefix: &str, body: Body) -> usize {
         let index = self.items.len();
+        let id = new_id(prefix);
+        let mut locator = Vec::with_capacity(id.len() + 40);
+        write_locator(&mut locator, &id, index, None);
         self.items.push(Item {
-            id: new_id(prefix),
+            id,
+            locator,
             status: ItemStatus::InProgress,
             body,
         });
@@ -887,9 +897,78 @@ fn write_error_fields(out: &mut Vec<u8>, error: &ErrorInfo) {
     }
 }
 
-/// A JSON string literal (serde_json's escaping: `"`, `\`, control characters; UTF-8 kept as is).
+/// A JSON string literal, byte for byte as serde_json writes it: `"`, `\\`, `\b \f \n \r \t` and
+/// `\u00xx` (lowercase hex) for the other control characters; UTF-8 kept as is. Runs without an
+/// escape are found eight bytes at a time and copied whole: ~200 instead of ~600 instructions per
+/// text delta event (item id and delta) with `serde_json::to_writer`.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    loop {
+        let end = find_string_end::<true>(bytes, start);
+        out.extend_from_slice(&bytes[start..end]);
+        let Some(&byte) = bytes.get(end) else { break };
+        let short = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0C => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            _ => 0,
+        };
+        if short == 0 {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xF)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
+        }
+        start = end + 1;
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod write_str_tests {
+    use super::write_str;
+    use proptest::prelude::*;
+
+    #[test]
+    fn escapes_as_serde_does() {
+        for s in [
+            "",
+            "plain",
+            "q\"b\\s/",
+            "\u{0}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}",
+            "é中😀\u{2028}",
+            "0123456789abcdef\"",
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_written_as_serde_writes_it(s in "(?s:.{0,40})|[\\x00-\\x22\\\\a-z]{0,40}") {
+            let mut out = b"prefix".to_vec();
+            write_str(&mut out, &s);
+            let mut expected = b"prefix".to_vec();
+            expected.extend(serde_json::to_vec(&s).unwrap());
+            prop_assert_eq!(out, expected);
+        }
+    }
 }
 
 #[cfg(test)]

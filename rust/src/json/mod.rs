@@ -14,6 +14,7 @@
 
 mod error;
 mod parser;
+pub(crate) mod scan;
 mod tree;
 
 #[cfg(test)]
