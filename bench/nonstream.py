@@ -119,7 +119,8 @@ def measure(args: argparse.Namespace, mock_port: int, router: Any, router_port: 
         cpu_per_request = 1e6 * cpu / answered if answered else None
         routed["cpu_s"] = round(cpu, 3)
         routed["cpu_percent_of_one_core"] = round(100 * cpu / wall, 1)
-        routed["cpu_us_per_request"] = round(cpu_per_request, 1) if cpu_per_request else None
+        routed["cpu_us_per_request"] = round(cpu_per_request, 1) if cpu_per_request is not None else None
+        # (CPU time comes in 10 ms ticks: a tiny run may read 0.)
         routed["requests_per_s_per_core"] = round(1e6 / cpu_per_request) if cpu_per_request else None
         added = None
         if routed["latency_p99_ms"] is not None and direct["latency_p99_ms"] is not None:
