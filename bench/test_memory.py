@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.smoke import run_bench
 
 
 def test_memory_small(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
     args = ["--streams", "6", "--steps", "2", "--waves", "2", "--events", "30", "--gap", "0.1", "--settle", "0.3"]
     args += ["--slow-events", "2000", "--stall", "0.3"]
-    process = subprocess.run(
-        [sys.executable, "-m", "bench.memory", *args, "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert process.returncode == 0, process.stdout + process.stderr
-    results = json.loads(out.read_text())
+    results, stdout = run_bench("memory", args, out)
     waves = results["open_streams"]
     assert set(waves) == {"idle", "events_per_stream", "gap_s", "wave_1", "wave_2"}
     for wave in ("wave_1", "wave_2"):
@@ -32,4 +21,4 @@ def test_memory_small(tmp_path: Path) -> None:
         assert waves[wave]["levels"][0]["worker"] > 0
     assert set(results["slow_reader"]) == {"asgi (default)", "rsgi"}
     assert all(slow["complete"] for slow in results["slow_reader"].values())
-    assert "slow reader" in process.stdout
+    assert "slow reader" in stdout

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.smoke import run_bench
 
 
 def test_nonstream_small(tmp_path: Path) -> None:
     out = tmp_path / "nonstream.json"
     args = ["--rates", "20,40", "--duration", "0.5", "--warmup", "0.2", "--latency-ms", "5", "--store", "memory"]
-    process = subprocess.run(
-        [sys.executable, "-m", "bench.nonstream", *args, "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert process.returncode == 0, process.stdout + process.stderr
-    results = json.loads(out.read_text())
+    results, stdout = run_bench("nonstream", args, out)
     assert [level["rate"] for level in results["levels"]] == [20, 40]
     for level in results["levels"]:
         assert level["router"]["errors"] == level["direct"]["errors"] == 0
@@ -29,4 +18,4 @@ def test_nonstream_small(tmp_path: Path) -> None:
         assert level["router"]["cpu_us_per_request"] >= 0  # (10 ms CPU ticks: may read 0 in a tiny run)
         assert level["added_p99_ms"] is not None
     assert set(results["target"]) == {"best_rate_within_bound", "requests_per_s_per_core", "met"}
-    assert "req/s/core" in process.stdout
+    assert "req/s/core" in stdout

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.smoke import run_bench
 
 
 def test_router_overhead_quick(tmp_path: Path) -> None:
     out = tmp_path / "router_overhead.json"
     args = ["--quick", "--requests", "5", "--warmup", "1", "--events-c1", "20", "--concurrency", "4"]
     args += ["--duration", "0.5", "--load-warmup", "0.3", "--events", "30", "--paced-events", "5", "--gap", "0.01"]
-    process = subprocess.run(
-        [sys.executable, "-m", "bench.router_overhead", *args, "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert process.returncode == 0, process.stdout + process.stderr
-    results = json.loads(out.read_text())
+    results, stdout = run_bench("router_overhead", args, out)
     assert {"machine", "native", "concurrency_1", "load", "targets", "failures_total"} <= set(results)
     assert {"nproc", "cpu_model", "granian"} <= set(results["machine"])
     c1 = results["concurrency_1"]
@@ -35,4 +24,4 @@ def test_router_overhead_quick(tmp_path: Path) -> None:
             assert phase[target]["failures"]["count"] == 0
             assert phase[target]["events"] > 0
     assert results["failures_total"] == 0
-    assert "Concurrency 1" in process.stdout
+    assert "Concurrency 1" in stdout
