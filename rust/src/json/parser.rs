@@ -7,6 +7,7 @@
 use memchr::memchr2;
 
 use super::error::{JsonError, JsonErrorKind};
+use super::scan::{hex_digit, short_escape};
 
 /// A complete scalar handed to a [`JsonBuilder`] (or the trailing partial one, see [`JsonParser::partial`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -601,32 +602,15 @@ impl JsonParser {
 
     fn escape_byte(&mut self, byte: u8) -> Result<(), JsonErrorKind> {
         self.esc = match self.esc {
+            // `\u`, or the `u` of a low surrogate's `\u` after a high one.
+            Esc::Backslash | Esc::NeedLowU if byte == b'u' => Esc::Unicode { n: 0, acc: 0 },
             Esc::Backslash => {
-                let c = match byte {
-                    b'"' => '"',
-                    b'\\' => '\\',
-                    b'/' => '/',
-                    b'b' => '\u{8}',
-                    b'f' => '\u{c}',
-                    b'n' => '\n',
-                    b'r' => '\r',
-                    b't' => '\t',
-                    b'u' => {
-                        self.esc = Esc::Unicode { n: 0, acc: 0 };
-                        return Ok(());
-                    }
-                    _ => return Err(JsonErrorKind::InvalidEscape),
-                };
+                let c = short_escape(byte).ok_or(JsonErrorKind::InvalidEscape)?;
                 self.push_char(c);
                 Esc::None
             }
             Esc::Unicode { n, acc } => {
-                let d = match byte {
-                    b'0'..=b'9' => byte - b'0',
-                    b'a'..=b'f' => byte - b'a' + 10,
-                    b'A'..=b'F' => byte - b'A' + 10,
-                    _ => return Err(JsonErrorKind::InvalidEscape),
-                };
+                let d = hex_digit(byte).ok_or(JsonErrorKind::InvalidEscape)?;
                 let acc = (acc << 4) | u16::from(d);
                 if n < 3 {
                     Esc::Unicode { n: n + 1, acc }
@@ -649,7 +633,6 @@ impl JsonParser {
                 }
             }
             Esc::NeedLow if byte == b'\\' => Esc::NeedLowU,
-            Esc::NeedLowU if byte == b'u' => Esc::Unicode { n: 0, acc: 0 },
             Esc::NeedLow | Esc::NeedLowU => return Err(JsonErrorKind::LoneSurrogate),
             Esc::None => Esc::None,
         };

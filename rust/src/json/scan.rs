@@ -31,6 +31,43 @@ pub(crate) fn find_string_end<const CONTROLS: bool>(b: &[u8], from: usize) -> us
     i
 }
 
+/// The character a one-letter JSON escape stands for (`n` → `'\n'`): `None` for `u` (four hex
+/// digits follow) and for any byte that is not an escape.
+#[inline]
+pub(crate) fn short_escape(byte: u8) -> Option<char> {
+    Some(match byte {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        _ => return None,
+    })
+}
+
+/// The value of one hex digit.
+#[inline]
+pub(crate) fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The UTF-16 unit of a `\u` escape's four hex digits (`None` if there are fewer or one is not hex).
+#[inline]
+pub(crate) fn hex4(digits: &[u8]) -> Option<u16> {
+    let digits = digits.get(..4)?;
+    digits
+        .iter()
+        .try_fold(0u16, |n, &d| Some(n << 4 | u16::from(hex_digit(d)?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::find_string_end;

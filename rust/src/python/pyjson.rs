@@ -14,6 +14,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
 
+use crate::json::scan::{hex4, short_escape};
+
 /// Nesting bound: deeper documents are an error, never a stack overflow.
 const MAX_DEPTH: u32 = 512;
 
@@ -420,14 +422,6 @@ impl<'j, 'py> Parser<'j, '_, 'py> {
                         .ok_or_else(|| self.error("unterminated string"))?;
                     self.pos += 2;
                     let unescaped = match escape {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
                         b'u' => {
                             let unit = self.hex4()?;
                             if (0xd800..0xdc00).contains(&unit)
@@ -453,8 +447,12 @@ impl<'j, 'py> Parser<'j, '_, 'py> {
                             }
                         }
                         _ => {
-                            self.pos -= 1;
-                            return Err(self.error("invalid escape"));
+                            if let Some(c) = short_escape(escape) {
+                                c
+                            } else {
+                                self.pos -= 1;
+                                return Err(self.error("invalid escape"));
+                            }
                         }
                     };
                     self.scratch.push(unescaped);
@@ -470,15 +468,9 @@ impl<'j, 'py> Parser<'j, '_, 'py> {
             .bytes
             .get(self.pos..self.pos + 4)
             .ok_or_else(|| self.error("truncated \\u escape"))?;
-        let mut unit = 0;
-        for &digit in digits {
-            let value = char::from(digit)
-                .to_digit(16)
-                .ok_or_else(|| self.error("invalid \\u escape"))?;
-            unit = unit * 16 + value;
-        }
+        let unit = hex4(digits).ok_or_else(|| self.error("invalid \\u escape"))?;
         self.pos += 4;
-        Ok(unit)
+        Ok(u32::from(unit))
     }
 
     fn digits(&mut self) -> usize {

@@ -27,7 +27,7 @@
 //! decoder's event size limit (16 MiB by default) stops such a chunk long before.
 
 use super::{UpstreamErrorBody, UsageIn};
-use crate::json::scan::find_string_end;
+use crate::json::scan::{find_string_end, hex4, short_escape};
 
 /// A string of the chunk: a range of the input (no escapes) or of the reader's scratch buffer.
 /// `u32` offsets keep the views small (copied per choice); chunks over 4 GiB are rejected.
@@ -638,14 +638,6 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
         };
         self.i += 1;
         let decoded = match c {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
             b'u' => {
                 let n = self.hex4()?;
                 let code = match n {
@@ -665,7 +657,7 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
                 };
                 char::from_u32(code).ok_or(Malformed)?
             }
-            _ => return Err(Malformed),
+            _ => short_escape(c).ok_or(Malformed)?,
         };
         out.push(decoded);
         Ok(())
@@ -673,17 +665,7 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
 
     /// Four hex digits.
     fn hex4(&mut self) -> Result<u16, Malformed> {
-        let digits = self.b.get(self.i..self.i + 4).ok_or(Malformed)?;
-        let mut n = 0u16;
-        for &d in digits {
-            let v = match d {
-                b'0'..=b'9' => d - b'0',
-                b'a'..=b'f' => d - b'a' + 10,
-                b'A'..=b'F' => d - b'A' + 10,
-                _ => return Err(Malformed),
-            };
-            n = n << 4 | u16::from(v);
-        }
+        let n = hex4(self.b.get(self.i..).unwrap_or_default()).ok_or(Malformed)?;
         self.i += 4;
         Ok(n)
     }
