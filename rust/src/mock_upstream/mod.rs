@@ -1,7 +1,12 @@
 //! A mock LLM upstream fast enough not to be the bottleneck of a load test: a small HTTP/1.1
-//! server on `std::net` (a thread per connection, keep-alive, `Content-Length` request bodies,
-//! chunked or close-delimited streaming responses) that answers Chat Completions, Anthropic
-//! Messages and OpenAI Responses requests with answers built once, as bytes, at start-up.
+//! server on `std::net` (keep-alive, `Content-Length` request bodies, chunked or close-delimited
+//! streaming responses) that answers Chat Completions, Anthropic Messages and OpenAI Responses
+//! requests with answers built once, as bytes, at start-up.
+//!
+//! A thread per connection reads requests and writes heads and untimed answers; paced streams
+//! (a time to first token or a gap between tokens) are timed by a few pacer threads that write
+//! the due groups of all their streams in one pass on non-blocking sockets, so a paced event costs
+//! about one `send` rather than a sleep, a wake-up and a context switch of its own (see `server`).
 //!
 //! Timing (time to first token, a fixed or uniformly random gap between tokens), content (tokens,
 //! reasoning tokens, a tool call with arguments in fragments) and failures (an HTTP status, a drop
