@@ -86,6 +86,14 @@ bench-memory: develop ## worker memory with 1,000 open streams, and a slow reade
 bench-nonstream: develop ## non-streaming requests/s per worker core against a 20 ms mock (bench/results/nonstream.*)
 	$(BIN)/python -m bench.nonstream $(ARGS)
 
+.PHONY: bench-mock
+bench-mock: develop ## the mock upstream's own CPU per event and capacity per core (bench/results/mock_upstream_capacity.*)
+	$(BIN)/python -m bench.mock_upstream_capacity $(ARGS)
+
+.PHONY: bench-send-cost
+bench-send-cost: develop ## server CPU per streamed send, ASGI vs RSGI, on a floor app (bench/results/granian_send_cost.*)
+	$(BIN)/python -m bench.granian_send_cost $(ARGS)
+
 .PHONY: fuzz
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60); needs `cargo install cargo-fuzz`
 	cd rust/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \

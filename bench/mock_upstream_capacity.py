@@ -1,6 +1,6 @@
 """The mock upstream's own cost: its CPU per streamed event when the Rust load generator drives it directly.
 
-    .venv/bin/python -m bench.mock_upstream_capacity                      # ~40 s: the build on sys.path
+    .venv/bin/python -m bench.mock_upstream_capacity     # ~40 s; writes bench/results/mock_upstream_capacity.json
     .venv/bin/python -m bench.mock_upstream_capacity --build old=/tmp/overlay-old --build new=/tmp/overlay-new
 
 The mock (`MockUpstream`, what `ferroute mock-upstream` runs: `--tokens` tokens, `--gap-ms` ms
@@ -40,6 +40,7 @@ from typing import Any
 from ferroute._core import LoadGenerator
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "mock_upstream_capacity.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}).encode()
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "--build", action="append", default=[], metavar="LABEL=PYTHONPATH",
         help="a mock build to measure (repeatable); default: the ferroute this process imports",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(REPO)})")
     parser.add_argument("--serve-mock", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_mock:
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds > 1:
         print(f"median of {args.rounds} rounds (by mock µs/event):")
     print(table(medians))
-    if args.out is not None:
+    if args.out:
         settings = {"tokens": args.tokens, "gap_ms": args.gap_ms, "duration_s": args.duration, "cores": CORES}
         results = {"settings": settings, "medians": medians, "runs": runs}
         args.out.write_text(json.dumps(results, indent=2) + "\n")
