@@ -16,6 +16,7 @@ import redis as sync_redis
 from ferroute.app import App
 from ferroute.config import ConfigError, parse_settings
 from ferroute.store import ANONYMOUS, Record, StoreError, tenant_of
+from ferroute.store import sqlite as sqlite_store
 from ferroute.store.crypto import ReasoningCipher, SealError
 from ferroute.store.memory import MemoryStore
 from ferroute.store.redis import RedisStore
@@ -47,6 +48,33 @@ def test_sqlite_prunes_past_its_retention(tmp_path: Path) -> None:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # WAL is a property of the file
 
     asyncio.run(run())
+
+
+def test_sqlite_checkpoints_beside_the_writer_and_keeps_the_wal_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's connection never checkpoints (SQLite's own checkpoint held every queued put for up to
+    230 ms); the checkpointer thread and the writer's catch-up keep the WAL rewound under steady puts."""
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_BYTES", 256 * 1024)
+    path = tmp_path / "s.sqlite3"
+    body = b"x" * 8192
+
+    async def run() -> None:
+        store = SQLiteStore(str(path))
+        # 16 MB in all, 8 puts per batch so that the writer commits back to back, leaving no quiet moment
+        # in which a concurrent checkpoint alone could find the WAL fully copied.
+        monkeypatch.setattr(sqlite_store, "_BATCH", 8)
+        await asyncio.gather(*(store.put("t", Record(id=f"r{k}", response=body)) for k in range(2000)))
+        assert store.checkpoints >= 4
+        assert store.checkpointer is not None and store.checkpointer.is_alive()
+        assert [r is not None for r in await store.get_many("t", ["r0", "r999", "r1999"])] == [True] * 3
+        await store.close()
+        assert store.checkpointer is None
+
+    asyncio.run(run())
+    # Never rewound, the WAL would hold all 16 MB and more (26 MB measured: the writer does no automatic checkpoint).
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size < 8 * 1024 * 1024, wal.stat().st_size
 
 
 def test_sqlite_commits_queued_puts_together_and_a_bad_one_fails_alone(tmp_path: Path) -> None:

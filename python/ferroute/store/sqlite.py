@@ -12,10 +12,14 @@ put cost as much CPU as the rest of a non-streaming request (bench/nonstream.py)
 returns only once its row is committed, and a put that fails fails alone (the batch is retried one
 put per transaction).
 
-Checkpoints stay SQLite's own (in the commit that takes the WAL past 8,192 pages): puts that arrive
-meanwhile wait, and then go in one transaction. (Checkpointing from another thread instead, in PASSIVE
-mode, let the WAL grow without end under steady writes: it is only rewound when a writer finds every
-frame already copied, which a concurrent checkpoint never leaves it.)
+Checkpoints (copying the WAL into the database file, with its fsyncs) are kept off the puts' path. SQLite's
+own, in the commit that crossed `wal_autocheckpoint`, held every put queued behind it: 170-230 ms each
+at 8,192 pages on a virtual disk, a p99 of +120 ms on non-streaming requests at 250/s (bench/nonstream.py).
+So the writer's connection does none; after about `_CHECKPOINT_BYTES` of puts a checkpointer thread (its
+own connection) copies the WAL in PASSIVE mode while the writer goes on committing, and then the writer,
+between two batches, copies the few frames committed meanwhile (a few ms). That last step matters: the
+WAL is only rewound when a transaction begins with every frame copied, which a concurrent checkpoint
+alone never leaves it under steady writes (the WAL grew without end).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ CREATE INDEX IF NOT EXISTS items_response ON items (tenant, response_id);
 """
 _COLUMNS = "id, response, input_items, ancestors, settings"
 _BATCH = 256  # most puts in one transaction
+_CHECKPOINT_BYTES = 1 << 20  # puts (bytes) between checkpoints: ~2 MB of WAL, copied in ~10-20 ms
 
 
 @dataclass(slots=True)
@@ -101,6 +106,13 @@ class SQLiteStore(Store):
         self.commits = 0  # transactions the writer committed (puts / commits = the mean batch)
         self.queue: queue.SimpleQueue[_Put | None] = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
+        self.checkpoints = 0  # checkpoint passes run (the checkpointer's and the writer's catch-ups)
+        self.checkpointer: threading.Thread | None = None
+        self._unchecked = 0  # bytes put since the last checkpoint was asked for (writer thread only)
+        self._in_pass = False  # a checkpointer pass and its catch-up are under way (writer thread only)
+        self._wake = threading.Event()  # the writer asks the checkpointer for a pass
+        self._catch_up = threading.Event()  # the checkpointer asks the writer to copy what came meanwhile
+        self._closing = False
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self.local, "conn", None)
@@ -109,8 +121,8 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
-            # Checkpoint (and fsync) every 8,192 WAL pages (32 MB) rather than 1,000: in-process, the mean
-            # commit went from 164 to 94 µs, the checkpoint's fsync being most of it on a virtual disk.
+            # The writer turns this off (the checkpointer does its checkpoints); for the other writes
+            # (cancel, delete, background progress) SQLite's own stays as a backstop the WAL never reaches.
             conn.execute("PRAGMA wal_autocheckpoint=8192")
             with self.lock:
                 if not self.schema_ready:
@@ -142,6 +154,8 @@ class SQLiteStore(Store):
 
     def _write_loop(self) -> None:
         """The writer thread: take what is queued (up to `_BATCH`), commit it together, report back."""
+        conn = self._conn()
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # see the module's doc: the checkpointer does them
         while True:
             first = self.queue.get()
             if first is None:
@@ -164,8 +178,48 @@ class SQLiteStore(Store):
             for loop, done in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_settle, done)
+            self._unchecked += sum(
+                len(put.record.response) + len(put.record.input_items)
+                for put, error in zip(batch, errors, strict=True)
+                if error is None
+            )
+            if self._catch_up.is_set():
+                self._catch_up.clear()
+                self._checkpoint(conn)
+                self._in_pass = False
+            elif not self._in_pass and self._unchecked >= _CHECKPOINT_BYTES:
+                # (Never while a pass runs: the catch-up must find no other checkpoint running, or it is
+                # refused as busy and the WAL is not rewound.)
+                self._unchecked = 0
+                self._in_pass = True
+                if self.checkpointer is None:
+                    self.checkpointer = threading.Thread(
+                        target=self._checkpoint_loop, name="ferroute-sqlite-checkpointer", daemon=True
+                    )
+                    self.checkpointer.start()
+                self._wake.set()
             if stop:
                 return
+
+    def _checkpoint_loop(self) -> None:
+        """The checkpointer thread: a PASSIVE checkpoint when the writer asks, beside its commits."""
+        conn = self._conn()
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            self._checkpoint(conn)
+            # It copied the WAL as it was when it began; what was committed meanwhile the writer copies
+            # between two batches (with nothing new, that is no work), so that its next transaction finds
+            # every frame copied and rewinds the WAL.
+            self._catch_up.set()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """One PASSIVE checkpoint (busy or a transient error: the next one catches up)."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
 
     def _prune(self) -> None:
         """Drop responses older than the retention, and their items, in a transaction of its own after the
@@ -282,6 +336,11 @@ class SQLiteStore(Store):
             self.queue.put(None)  # after every queued put
             await asyncio.get_running_loop().run_in_executor(None, self.writer.join)
             self.writer = None
+        if self.checkpointer is not None:
+            self._closing = True
+            self._wake.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.checkpointer.join)
+            self.checkpointer = None
         self.pool.shutdown(wait=True)
         with self.lock:
             for conn in self.connections:
