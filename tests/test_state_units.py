@@ -77,6 +77,24 @@ def test_sqlite_checkpoints_beside_the_writer_and_keeps_the_wal_small(
     assert not wal.exists() or wal.stat().st_size < 8 * 1024 * 1024, wal.stat().st_size
 
 
+def test_sqlite_truncates_a_wal_past_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backstop for WAL growth this process does not pace (other workers writing the same file)."""
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(sqlite_store, "_WAL_LIMIT", 0)
+    path = tmp_path / "s.sqlite3"
+
+    async def run() -> None:
+        store = SQLiteStore(str(path))
+        body = b"y" * 8192
+        for start in range(0, 200, 10):
+            await asyncio.gather(*(store.put("t", Record(id=f"r{k}", response=body)) for k in range(start, start + 10)))
+        assert store.truncations >= 1
+        assert [r is not None for r in await store.get_many("t", ["r0", "r199"])] == [True, True]
+        await store.close()
+
+    asyncio.run(run())
+
+
 def test_sqlite_commits_queued_puts_together_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -65,6 +66,9 @@ CREATE INDEX IF NOT EXISTS items_response ON items (tenant, response_id);
 _COLUMNS = "id, response, input_items, ancestors, settings"
 _BATCH = 256  # most puts in one transaction
 _CHECKPOINT_BYTES = 1 << 20  # puts (bytes) between checkpoints: ~2 MB of WAL, copied in ~10-20 ms
+# A WAL past this size at a catch-up is checkpointed in TRUNCATE mode (waiting for other connections, then
+# emptying the file): the backstop for writes this process does not pace (other workers on the same file).
+_WAL_LIMIT = 64 << 20
 
 
 @dataclass(slots=True)
@@ -107,6 +111,7 @@ class SQLiteStore(Store):
         self.queue: queue.SimpleQueue[_Put | None] = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
         self.checkpoints = 0  # checkpoint passes run (the checkpointer's and the writer's catch-ups)
+        self.truncations = 0  # catch-ups that found the WAL past `_WAL_LIMIT`
         self.checkpointer: threading.Thread | None = None
         self._unchecked = 0  # bytes put since the last checkpoint was asked for (writer thread only)
         self._in_pass = False  # a checkpointer pass and its catch-up are under way (writer thread only)
@@ -185,7 +190,7 @@ class SQLiteStore(Store):
             )
             if self._catch_up.is_set():
                 self._catch_up.clear()
-                self._checkpoint(conn)
+                self._checkpoint(conn, "TRUNCATE" if self._wal_bytes() > _WAL_LIMIT else "PASSIVE")
                 self._in_pass = False
             elif not self._in_pass and self._unchecked >= _CHECKPOINT_BYTES:
                 # (Never while a pass runs: the catch-up must find no other checkpoint running, or it is
@@ -215,11 +220,19 @@ class SQLiteStore(Store):
             # every frame copied and rewinds the WAL.
             self._catch_up.set()
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """One PASSIVE checkpoint (busy or a transient error: the next one catches up)."""
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str = "PASSIVE") -> None:
+        """One checkpoint (busy or a transient error: the next one catches up)."""
         with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
             self.checkpoints += 1
+            if mode == "TRUNCATE":
+                self.truncations += 1
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
 
     def _prune(self) -> None:
         """Drop responses older than the retention, and their items, in a transaction of its own after the
