@@ -209,7 +209,8 @@ class StreamTransport(httpx.AsyncBaseTransport):
             return await self.fallback.handle_async_request(request)
         origin = (url.host, url.port or 80)
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        body = await request.aread()
+        # A body given as bytes (what the providers send) is read without `aread`'s async iteration.
+        body = request.read() if isinstance(request.stream, httpx.SyncByteStream) else await request.aread()
         head = self._head(request)
         while True:
             conn = self._take(origin)
