@@ -95,6 +95,17 @@ def test_sqlite_truncates_a_wal_past_its_limit(tmp_path: Path, monkeypatch: pyte
     asyncio.run(run())
 
 
+def test_sqlite_put_to_a_file_that_cannot_open_fails_and_does_not_hang(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = SQLiteStore(str(tmp_path / "missing-dir" / "s.sqlite3"))
+        for _ in range(2):  # the writer thread lives on after a failure
+            with pytest.raises(StoreError, match="sqlite store"):
+                await asyncio.wait_for(store.put("t", Record(id="r", response=b"{}")), 10)
+        await store.close()
+
+    asyncio.run(run())
+
+
 def test_sqlite_commits_queued_puts_together_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
 

@@ -115,6 +115,7 @@ class SQLiteStore(Store):
         self.checkpointer: threading.Thread | None = None
         self._unchecked = 0  # bytes put since the last checkpoint was asked for (writer thread only)
         self._in_pass = False  # a checkpointer pass and its catch-up are under way (writer thread only)
+        self._writer_ready = False  # the writer's connection has its automatic checkpoint off
         self._wake = threading.Event()  # the writer asks the checkpointer for a pass
         self._catch_up = threading.Event()  # the checkpointer asks the writer to copy what came meanwhile
         self._closing = False
@@ -159,8 +160,6 @@ class SQLiteStore(Store):
 
     def _write_loop(self) -> None:
         """The writer thread: take what is queued (up to `_BATCH`), commit it together, report back."""
-        conn = self._conn()
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # see the module's doc: the checkpointer does them
         while True:
             first = self.queue.get()
             if first is None:
@@ -190,7 +189,8 @@ class SQLiteStore(Store):
             )
             if self._catch_up.is_set():
                 self._catch_up.clear()
-                self._checkpoint(conn, "TRUNCATE" if self._wal_bytes() > _WAL_LIMIT else "PASSIVE")
+                with contextlib.suppress(sqlite3.Error):
+                    self._checkpoint(self._writer_conn(), "TRUNCATE" if self._wal_bytes() > _WAL_LIMIT else "PASSIVE")
                 self._in_pass = False
             elif not self._in_pass and self._unchecked >= _CHECKPOINT_BYTES:
                 # (Never while a pass runs: the catch-up must find no other checkpoint running, or it is
@@ -206,15 +206,24 @@ class SQLiteStore(Store):
             if stop:
                 return
 
+    def _writer_conn(self) -> sqlite3.Connection:
+        """The writer thread's connection, which leaves checkpoints to the checkpointer (see the module's doc)."""
+        conn = self._conn()
+        if not self._writer_ready:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._writer_ready = True
+        return conn
+
     def _checkpoint_loop(self) -> None:
         """The checkpointer thread: a PASSIVE checkpoint when the writer asks, beside its commits."""
-        conn = self._conn()
         while True:
             self._wake.wait()
             self._wake.clear()
             if self._closing:
                 return
-            self._checkpoint(conn)
+            # (If this thread cannot connect, the writer's catch-up still copies the whole WAL.)
+            with contextlib.suppress(sqlite3.Error):
+                self._checkpoint(self._conn())
             # It copied the WAL as it was when it began; what was committed meanwhile the writer copies
             # between two batches (with nothing new, that is no work), so that its next transaction finds
             # every frame copied and rewinds the WAL.
@@ -259,7 +268,7 @@ class SQLiteStore(Store):
     def _commit(self, batch: list[_Put]) -> list[BaseException | None]:
         """One transaction for the whole batch; if it fails, one per put, so a failure stays its own."""
         try:
-            self._transaction(self._conn(), batch)
+            self._transaction(self._writer_conn(), batch)
             return [None] * len(batch)
         except Exception as e:
             if len(batch) == 1:
