@@ -37,11 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.router_overhead import cpu_seconds
 from ferroute._core import LoadGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "mock_upstream_capacity.json"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}).encode()
 
@@ -71,7 +71,7 @@ class Mock:
         self.stdin.write("\n")
         self.stdin.flush()
         written = int(json.loads(self.stdout.readline())["bytes"])
-        return time.monotonic(), cpu_seconds(self.process.pid), written
+        return time.monotonic(), cpu_seconds(self.process.pid, tree=False), written
 
     def close(self) -> None:
         self.stdin.close()
@@ -98,13 +98,6 @@ def serve_mock(tokens: int, gap_ms: str) -> None:
         print(server.port, flush=True)
         for _ in sys.stdin:
             print(json.dumps(server.stats()), flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads, exited ones included)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def pin(core: int) -> Any:
