@@ -189,8 +189,7 @@ class SQLiteStore(Store):
             )
             if self._catch_up.is_set():
                 self._catch_up.clear()
-                with contextlib.suppress(sqlite3.Error):
-                    self._checkpoint(self._writer_conn(), "TRUNCATE" if self._wal_bytes() > _WAL_LIMIT else "PASSIVE")
+                self._checkpoint(self._writer_conn, "TRUNCATE" if self._wal_bytes() > _WAL_LIMIT else "PASSIVE")
                 self._in_pass = False
             elif not self._in_pass and self._unchecked >= _CHECKPOINT_BYTES:
                 # (Never while a pass runs: the catch-up must find no other checkpoint running, or it is
@@ -222,17 +221,17 @@ class SQLiteStore(Store):
             if self._closing:
                 return
             # (If this thread cannot connect, the writer's catch-up still copies the whole WAL.)
-            with contextlib.suppress(sqlite3.Error):
-                self._checkpoint(self._conn())
+            self._checkpoint(self._conn)
             # It copied the WAL as it was when it began; what was committed meanwhile the writer copies
             # between two batches (with nothing new, that is no work), so that its next transaction finds
             # every frame copied and rewinds the WAL.
             self._catch_up.set()
 
-    def _checkpoint(self, conn: sqlite3.Connection, mode: str = "PASSIVE") -> None:
-        """One checkpoint (busy or a transient error: the next one catches up)."""
+    def _checkpoint(self, connect: Callable[[], sqlite3.Connection], mode: str = "PASSIVE") -> None:
+        """One checkpoint on the calling thread's connection (no connection, busy or a transient error: the
+        next one catches up)."""
         with contextlib.suppress(sqlite3.Error):
-            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            connect().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
             self.checkpoints += 1
             if mode == "TRUNCATE":
                 self.truncations += 1
