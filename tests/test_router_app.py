@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -231,3 +232,87 @@ def test_a_request_leaves_no_reference_cycles(chunks: list[bytes | Exception], b
             gc.enable()
 
     asyncio.run(run())
+
+
+def _hanging_app(closed: list[str]) -> App:
+    """An app whose upstream sends nothing, and says when its body is closed (the upstream request cancelled)."""
+    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            closed.append("upstream closed")
+        yield b""  # (unreachable)
+
+    async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
+        return Upstream(chunks=stream())
+
+    app.providers["p"].open = open_  # type: ignore[method-assign]
+    return app
+
+
+@pytest.mark.parametrize("receive_kind", ["future", "coroutine"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_a_disconnect_cancels_the_work_at_once_and_leaves_nothing_running(receive_kind: str, stream: bool) -> None:
+    """The work runs in the request's task; `receive()` is watched with a callback (Granian's returns a
+    future) or a task (a coroutine, as other servers give): either way the disconnect cancels the
+    upstream at once, and no task, clock entry or callback outlives the request."""
+    closed: list[str] = []
+    app = _hanging_app(closed)
+    body = json.dumps({"model": "m", "input": "hi", "stream": stream}).encode()
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+        loop.call_later(0.2, gone.set_result, {"type": "http.disconnect"})
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def wait_gone() -> dict[str, Any]:
+            return await asyncio.shield(gone)
+
+        def receive() -> Any:
+            if messages:
+                first = loop.create_future()
+                first.set_result(messages.pop())
+                return first if receive_kind == "future" else wait_for_result(first)
+            return asyncio.shield(gone) if receive_kind == "future" else wait_gone()
+
+        async def wait_for_result(future: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+            return await future
+
+        async def send(message: Any) -> None:
+            return None
+
+        began = time.monotonic()
+        scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
+        await app(scope, receive, send)
+        took = time.monotonic() - began
+        await asyncio.sleep(0.05)  # (let cancelled callbacks run)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not others, others
+        assert not app._timed
+        return took
+
+    took = asyncio.run(run())
+    assert closed == ["upstream closed"]
+    assert took < 1.0  # the tick is 1 s here: the watcher, not the clock, ended it
+
+
+def test_the_clock_times_out_a_silent_upstream_and_then_stops() -> None:
+    closed: list[str] = []
+    app = _hanging_app(closed)
+    app.tick = 0.05
+    app.providers["p"].timeouts.first_event = 0.2
+
+    async def run() -> tuple[int, bytes]:
+        result = await _call(app, {"model": "m", "input": "hi"})
+        assert not app._timed
+        await asyncio.sleep(0.1)
+        assert app._clock_handle is None  # nothing timed: the clock's chain has ended
+        return result
+
+    status, raw = asyncio.run(asyncio.wait_for(run(), 5))
+    assert status == 504
+    assert json.loads(raw)["error"]["code"] == "upstream_timeout"
+    assert closed == ["upstream closed"]

@@ -41,9 +41,15 @@ from tests.mock_upstream import SECRET
 FIXTURES = [path.stem for path in fixture_files("chat_completions")]
 
 
-# Every case runs against the default serving stack (Granian's ASGI interface, uvloop) and against the
-# other one `ferroute serve` offers (RSGI, asyncio's loop): the behaviour must be the same.
-@pytest.fixture(scope="module", params=["", "--interface rsgi --loop asyncio"], ids=["asgi-uvloop", "rsgi-asyncio"])
+# Every case runs against the default serving stack (Granian's ASGI interface, uvloop), against the other
+# one `ferroute serve` offers (RSGI, asyncio's loop), and with Granian's own task implementation (its
+# tasks cannot be cancelled, so the app runs each request's work in a task of its own there): the
+# behaviour must be the same.
+@pytest.fixture(
+    scope="module",
+    params=["", "--interface rsgi --loop asyncio", "--task-impl rust"],
+    ids=["asgi-uvloop", "rsgi-asyncio", "asgi-rust-tasks"],
+)
 def server(request: pytest.FixtureRequest) -> Server:
     return shared_router(request.param)
 
