@@ -218,3 +218,24 @@ def test_default_store_false_stores_nothing_unless_asked() -> None:
     assert status == 200 and stored["store"] is True
     assert isinstance(app.store, MemoryStore)
     assert [id for _, id in app.store.records] == [stored["id"]]
+
+
+def test_item_ids_are_unique_and_a_forked_worker_does_not_repeat_its_parents() -> None:
+    import os
+
+    from ferroute.store.items import new_id
+
+    ids = {new_id("message") for _ in range(1000)}  # (several refills of the buffer)
+    assert len(ids) == 1000
+    assert all(i.startswith("msg_") and len(i) == 52 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, as a Granian worker forked after the parent made ids
+        os.write(write, new_id("message").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    assert child.startswith("msg_")
+    assert child != new_id("message")
