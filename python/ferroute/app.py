@@ -40,6 +40,7 @@ from ferroute._transport import StreamTransport
 from ferroute._types import Message, Receive, Scope, Send
 from ferroute.config import Settings, StoreConfig, load_settings
 from ferroute.errors import RouterError, invalid_request, not_implemented
+from ferroute.logs import flush_all
 from ferroute.metrics import Metrics
 from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest, parse_request
 from ferroute.providers import Provider, Router, Upstream, build_providers
@@ -288,6 +289,7 @@ class App:
             self.transport = None
         with contextlib.suppress(Exception):
             await self.store.close()
+        flush_all(access_log)  # (a forked worker exits without logging.shutdown)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

@@ -62,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
     from granian.log import LOGGING_CONFIG
 
     from ferroute.config import ConfigError, StoreConfig, load_settings
+    from ferroute.logs import fast_records
     from ferroute.providers import build_providers
     from ferroute.store.crypto import ReasoningCipher
 
@@ -108,9 +109,14 @@ def _serve(args: argparse.Namespace) -> int:
     logging_config["handlers"]["stderr"] = {
         "formatter": "generic", "class": "logging.StreamHandler", "stream": "ext://sys.stderr",
     }  # fmt: skip
-    logging_config["loggers"]["ferroute.access"] = {
-        "handlers": ["access"], "level": "INFO" if args.access_log else "WARNING", "propagate": False,
+    # The access line goes out in the background (ferroute.logs): a flush per request was a write system call.
+    logging_config["handlers"]["ferroute_access"] = {
+        "formatter": "access", "class": "ferroute.logs.BufferedStreamHandler", "stream": "ext://sys.stdout",
     }  # fmt: skip
+    logging_config["loggers"]["ferroute.access"] = {
+        "handlers": ["ferroute_access"], "level": "INFO" if args.access_log else "WARNING", "propagate": False,
+    }  # fmt: skip
+    fast_records()  # (before Granian forks the workers, which keep it)
     logging_config["loggers"]["ferroute.error"] = {"handlers": ["stderr"], "level": "INFO", "propagate": False}
     providers = ", ".join(f"{p.name} ({p.kind})" for p in settings.providers)
     print(f"ferroute serve: {settings.source}; providers: {providers}; http://{host}:{port}", file=sys.stderr)
