@@ -9,9 +9,11 @@ The upstream is `ferroute mock-upstream` (Rust) answering every `POST /v1/chat/c
 `chat.completion` of `--tokens` tokens after `--latency-ms`. The load is the Rust load generator
 (`ferroute._core.LoadGenerator`, the engine of `ferroute bench load`) in the open model: requests start
 on a fixed schedule (`--rates`, requests/s), so a router that falls behind shows it in its latency
-instead of being offered less. At each rate, interleaved: (a) the mock directly, (b) `POST /v1/responses`
-(`stream: false`) through `ferroute serve` (1 Granian worker, default settings: sqlite store) in front
-of it; every router answer is checked to be a `response` object. Reported per rate: requests/s served,
+instead of being offered less. At each rate, interleaved: (a) the mock directly, (b) Granian's floor: a
+bare ASGI app (no ferroute code) served as the router is, that waits `--latency-ms` and answers ~1 KB of
+JSON, i.e. what any Python app under Granian pays for this load, (c) `POST /v1/responses` (`stream:
+false`) through `ferroute serve` (1 Granian worker, default settings: sqlite store) in front of the mock;
+every router answer is checked to be a `response` object. Reported per rate: requests/s served,
 errors, latency p50/p99 each way and the router's added p99, the router's CPU (user+sys of Granian's
 main process and worker, /proc) per request and as a share of one core, and so the requests/s one
 worker core sustains (1 / CPU per request).
@@ -30,6 +32,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -79,6 +82,61 @@ def start_mock(core: int | None, latency_ms: float, tokens: int) -> Iterator[int
         _stop(process)
 
 
+# Granian's own floor for this load: an ASGI app (no ferroute code) that reads the body, waits what the mock
+# waits and answers ~1 KB of JSON, served as the router is (1 worker, uvloop, same core).
+FLOOR_APP = """
+import asyncio, os
+LATENCY = float(os.environ["FLOOR_LATENCY_MS"]) / 1000
+BODY = b'{"object":"response","status":"completed","output":[' + b'{"type":"message","text":"' + b"x" * 900 + b'"}]}'
+HEADERS = [(b"content-type", b"application/json")]
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            done = message["type"].replace("startup", "startup.complete").replace("shutdown", "shutdown.complete")
+            await send({"type": done})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await asyncio.sleep(LATENCY)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+"""
+
+
+@contextlib.contextmanager
+def start_floor(core: int | None, latency_ms: float) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    with tempfile.TemporaryDirectory(prefix="ferroute-floor-") as tmp:
+        (Path(tmp) / "floor_app.py").write_text(FLOOR_APP)
+        port = _free_port()
+        command = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--no-ws"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "floor_app:app"]
+        env = {**os.environ, "FLOOR_LATENCY_MS": f"{latency_ms:g}"}
+        process = subprocess.Popen(
+            _pinned(command, core), cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the floor app exited with {process.returncode}")
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/", b"{}")
+                with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the floor app did not become ready")
+                time.sleep(0.1)
+            yield process, port
+        finally:
+            _stop(process)
+
+
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     latency = result["latency_ms"]
     return {
@@ -96,7 +154,27 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure(args: argparse.Namespace, mock_port: int, router: Any, router_port: int) -> list[dict[str, Any]]:
+def _served(url: str, body: bytes, pid: int, rate: float, common: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """One window of load on a server process: its summary, with its CPU per request and share of a core."""
+    cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+    result = run_load(url, body, **common, **options)
+    cpu = cpu_seconds(pid) - cpu_before
+    wall = time.monotonic() - wall_before
+    summary = _summary(result)
+    # The window's CPU includes the warm-up; divide by every request the server answered meanwhile.
+    answered = result["requests"] + round(rate * common["warmup"])
+    cpu_per_request = 1e6 * cpu / answered if answered else None
+    summary["cpu_s"] = round(cpu, 3)
+    summary["cpu_percent_of_one_core"] = round(100 * cpu / wall, 1)
+    summary["cpu_us_per_request"] = round(cpu_per_request, 1) if cpu_per_request is not None else None
+    # (CPU time comes in 10 ms ticks: a tiny run may read 0.)
+    summary["requests_per_s_per_core"] = round(1e6 / cpu_per_request) if cpu_per_request else None
+    return summary
+
+
+def measure(
+    args: argparse.Namespace, mock_port: int, router: Any, router_port: int, floor: Any, floor_port: int
+) -> list[dict[str, Any]]:
     chat = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Say something."}]}).encode()
     responses = json.dumps({"model": "m:fast", "input": "Say something.", "stream": False}).encode()
     direct_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
@@ -104,44 +182,40 @@ def measure(args: argparse.Namespace, mock_port: int, router: Any, router_port: 
     # Warm both ways (connections, the router's lazy imports), untimed.
     run_load(direct_url, chat, stream=False, concurrency=4, requests=50, check_grammar=False)
     run_load(router_url, responses, stream=False, concurrency=4, requests=200)
+    floor_url = f"http://127.0.0.1:{floor_port}/"
+    run_load(floor_url, chat, stream=False, concurrency=4, requests=50, check_grammar=False)
     levels = []
     for rate in args.rates:
-        print(f"rate {rate:g}/s: direct, then router, {args.duration:g} s each ...", file=sys.stderr, flush=True)
+        print(f"rate {rate:g}/s: direct, floor, router, {args.duration:g} s each ...", file=sys.stderr, flush=True)
         common = {"stream": False, "rate": rate, "duration": args.duration, "warmup": args.warmup}
         direct = _summary(run_load(direct_url, chat, check_grammar=False, **common))
-        cpu_before, wall_before = cpu_seconds(router.pid), time.monotonic()
-        via = run_load(router_url, responses, **common)
-        cpu = cpu_seconds(router.pid) - cpu_before
-        wall = time.monotonic() - wall_before
-        routed = _summary(via)
-        # The window's CPU includes the warm-up; divide by every request the router answered meanwhile.
-        answered = via["requests"] + round(rate * args.warmup)
-        cpu_per_request = 1e6 * cpu / answered if answered else None
-        routed["cpu_s"] = round(cpu, 3)
-        routed["cpu_percent_of_one_core"] = round(100 * cpu / wall, 1)
-        routed["cpu_us_per_request"] = round(cpu_per_request, 1) if cpu_per_request is not None else None
-        # (CPU time comes in 10 ms ticks: a tiny run may read 0.)
-        routed["requests_per_s_per_core"] = round(1e6 / cpu_per_request) if cpu_per_request else None
+        floored = _served(floor_url, chat, floor.pid, rate, common, check_grammar=False)
+        routed = _served(router_url, responses, router.pid, rate, common)
         added = None
         if routed["latency_p99_ms"] is not None and direct["latency_p99_ms"] is not None:
             added = round(routed["latency_p99_ms"] - direct["latency_p99_ms"], 3)
-        level = {"rate": rate, "direct": direct, "router": routed, "added_p99_ms": added}
+        level = {"rate": rate, "direct": direct, "floor": floored, "router": routed, "added_p99_ms": added}
         levels.append(level)
         print(f"  {table_row(level)}", file=sys.stderr, flush=True)
     return levels
 
 
 def table_row(level: dict[str, Any]) -> str:
-    d, r = level["direct"], level["router"]
+    d, r, f = level["direct"], level["router"], level.get("floor")
 
     def ms(value: float | None) -> str:
         return f"{value:.2f}" if value is not None else "-"
 
+    floor = (
+        f"   {ms(f['latency_p50_ms']):>7} {ms(f['latency_p99_ms']):>7} {f['cpu_us_per_request'] or 0:7.1f}"
+        if f is not None
+        else ""
+    )
     return (
         f"{level['rate']:8g} {r['requests_per_s']:9.1f} {r['errors']:6d}   {ms(d['latency_p50_ms']):>7} "
         f"{ms(d['latency_p99_ms']):>7}   {ms(r['latency_p50_ms']):>7} {ms(r['latency_p99_ms']):>7}   "
         f"{ms(level['added_p99_ms']):>7}   {r['cpu_percent_of_one_core']:6.1f}% {r['cpu_us_per_request'] or 0:8.1f} "
-        f"{r['requests_per_s_per_core'] or 0:9d}"
+        f"{r['requests_per_s_per_core'] or 0:9d}{floor}"
     )
 
 
@@ -151,7 +225,8 @@ def table(results: dict[str, Any]) -> str:
         f"machine: {m['cpu_model']}, nproc={m['nproc']}, granian {m.get('granian')}; pinning: {results['pinning']}",
         f"mock upstream: whole chat.completion after {results['args']['latency_ms']:g} ms; open-model load",
         "",
-        "    rate/s   served  errors   direct ms p50/p99   router ms p50/p99   added   router CPU  µs/req  req/s/core",
+        "    rate/s   served  errors   direct ms p50/p99   router ms p50/p99   added   router CPU  µs/req  req/s/core"
+        "   floor ms p50/p99  µs/req",
     ]
     lines.extend("  " + table_row(level) for level in results["levels"])
     verdict = results["target"]
@@ -202,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             router,
             router_port,
         ),
+        start_floor(router_core, args.latency_ms) as (floor, floor_port),
     ):
-        results["levels"] = measure(args, mock_port, router, router_port)
+        results["levels"] = measure(args, mock_port, router, router_port, floor, floor_port)
     within = [
         level
         for level in results["levels"]
