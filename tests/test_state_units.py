@@ -77,6 +77,34 @@ def test_sqlite_checkpoints_beside_the_writer_and_keeps_the_wal_small(
     assert not wal.exists() or wal.stat().st_size < 8 * 1024 * 1024, wal.stat().st_size
 
 
+def test_sqlite_checkpointer_runs_its_passes_before_the_writers_catch_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each time it is woken the checkpointer runs `_PASSES` passes in a row (each copies what came during the
+    one before), so that the writer's catch-up, which holds the queued puts, finds little left to copy."""
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "s.sqlite3"
+    body = b"w" * 8192
+
+    async def run() -> None:
+        store = SQLiteStore(str(path))
+        await asyncio.gather(*(store.put("t", Record(id=f"r{k}", response=body)) for k in range(10)))  # > 64 KB
+        for _ in range(200):  # the passes run on their own thread
+            if store.checkpoints >= sqlite_store._PASSES:
+                break
+            await asyncio.sleep(0.01)
+        assert store.checkpoints == sqlite_store._PASSES >= 2
+        await store.put("t", Record(id="after", response=b"{}"))  # the writer's next batch, then its catch-up
+        for _ in range(200):
+            if store.checkpoints > sqlite_store._PASSES:
+                break
+            await asyncio.sleep(0.01)
+        assert store.checkpoints == sqlite_store._PASSES + 1
+        await store.close()
+
+    asyncio.run(run())
+
+
 def test_sqlite_truncates_a_wal_past_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The backstop for WAL growth this process does not pace (other workers writing the same file)."""
     monkeypatch.setattr(sqlite_store, "_CHECKPOINT_BYTES", 64 * 1024)
