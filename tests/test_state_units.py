@@ -255,6 +255,11 @@ def test_item_ids_are_unique_and_a_forked_worker_does_not_repeat_its_parents() -
 
     ids = {new_id("message") for _ in range(1000)}  # (several refills of the buffer)
     assert len(ids) == 1000
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:  # from several threads at once
+        threaded = list(pool.map(lambda _: new_id("message"), range(4000)))
+    assert len(set(threaded)) == 4000
     assert all(i.startswith("msg_") and len(i) == 52 for i in ids)
     read, write = os.pipe()
     pid = os.fork()

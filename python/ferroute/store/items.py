@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,10 +32,13 @@ _ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[InputItem])
 # per id (4% of the app's CPU per non-streaming request, py-spy). Emptied in a forked child (Granian forks
 # its workers), which must not hand out the ids its parent's buffer still holds.
 _random = bytearray()
+_random_lock = threading.Lock()  # (two threads taking ids at once must not take the same bytes)
 
 
 def _forget_random() -> None:
+    global _random_lock
     _random.clear()
+    _random_lock = threading.Lock()  # (a lock held at the fork stays held in the child)
 
 
 os.register_at_fork(after_in_child=_forget_random)
@@ -42,10 +46,11 @@ os.register_at_fork(after_in_child=_forget_random)
 
 def new_id(kind: str) -> str:
     """`<prefix>_` + 48 hex characters (24 bytes from the OS's CSPRNG)."""
-    if len(_random) < 24:
-        _random[:] = os.urandom(4096)
-    token = _random[-24:].hex()
-    del _random[-24:]
+    with _random_lock:
+        if len(_random) < 24:
+            _random[:] = os.urandom(4096)
+        token = _random[-24:].hex()
+        del _random[-24:]
     return f"{_PREFIX.get(kind, 'item')}_{token}"
 
 
