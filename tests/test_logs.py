@@ -7,6 +7,8 @@ import logging
 import os
 import time
 
+import pytest
+
 from ferroute import logs
 
 
@@ -52,6 +54,7 @@ def test_flush_all_writes_at_once() -> None:
     assert stream.flushed == "last words\n"
 
 
+@pytest.mark.filterwarnings("ignore:.*use of fork\\(\\) may lead to deadlocks:DeprecationWarning")  # (Python 3.12+)
 def test_a_forked_child_flushes_its_own_lines() -> None:
     read, write = os.pipe()
     stream = CountingStream()

@@ -248,6 +248,7 @@ def test_default_store_false_stores_nothing_unless_asked() -> None:
     assert [id for _, id in app.store.records] == [stored["id"]]
 
 
+@pytest.mark.filterwarnings("ignore:.*use of fork\\(\\) may lead to deadlocks:DeprecationWarning")  # (Python 3.12+)
 def test_item_ids_are_unique_and_a_forked_worker_does_not_repeat_its_parents() -> None:
     import os
 
