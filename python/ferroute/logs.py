@@ -68,7 +68,8 @@ def _after_fork() -> None:
         handler._forget_thread()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # (POSIX; where there is no fork there is nothing to forget)
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def fast_records() -> None:

@@ -41,7 +41,8 @@ def _forget_random() -> None:
     _random_lock = threading.Lock()  # (a lock held at the fork stays held in the child)
 
 
-os.register_at_fork(after_in_child=_forget_random)
+if hasattr(os, "register_at_fork"):  # (POSIX; where there is no fork there is nothing to forget)
+    os.register_at_fork(after_in_child=_forget_random)
 
 
 def new_id(kind: str) -> str:
