@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,51 +26,15 @@ from ferroute.loadtest.load import run_load
 
 RESULTS = REPO / "bench" / "results" / "granian_send_cost.json"
 
-APP = """
-import os
-SENDS = int(os.environ["FLOOR_SENDS"])
-FRAME = b"data: {\\"type\\":\\"response.output_text.delta\\",\\"delta\\":\\"hello\\"}\\n\\n"
-HEADERS = [(b"content-type", b"text/event-stream")]
 
-
-async def asgi(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            done = message["type"].replace("startup", "startup.complete").replace("shutdown", "shutdown.complete")
-            await send({"type": done})
-            if message["type"] == "lifespan.shutdown":
-                return
-    if scope["type"] != "http":
-        return
-    await receive()
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    for _ in range(SENDS):
-        await send({"type": "http.response.body", "body": FRAME, "more_body": True})
-    await send({"type": "http.response.body", "body": b"data: [DONE]\\n\\n", "more_body": False})
-
-
-class RSGI:
-    async def __rsgi__(self, scope, protocol):
-        await protocol()
-        transport = protocol.response_stream(200, [("content-type", "text/event-stream")])
-        for _ in range(SENDS):
-            await transport.send_bytes(FRAME)
-        await transport.send_bytes(b"data: [DONE]\\n\\n")
-
-
-rsgi = RSGI()
-"""
-
-
-def measure(interface: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def measure(interface: str, args: argparse.Namespace) -> dict[str, Any]:
     port = _free_port()
     env = {**os.environ, "FLOOR_SENDS": str(args.sends)}
     command = [sys.executable, "-m", "granian", "--interface", interface, "--loop", "uvloop", "--no-ws"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", f"floor_app:{interface}"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", f"bench.floor_app:{interface}"]
     process = subprocess.Popen(
         _pinned(command, args.server_core),
-        cwd=tmp,
+        cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -119,13 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if nproc >= 2:
         os.sched_setaffinity(0, {nproc - 1})  # the load generator off the server's core
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ferroute-floor-") as tmp_name:
-        tmp = Path(tmp_name)
-        (tmp / "floor_app.py").write_text(APP)
-        for _ in range(args.rounds):
-            for interface in ("asgi", "rsgi"):
-                runs.append(measure(interface, args, tmp))
-                print(f"  {runs[-1]}", file=sys.stderr, flush=True)
+    for _ in range(args.rounds):
+        for interface in ("asgi", "rsgi"):
+            runs.append(measure(interface, args))
+            print(f"  {runs[-1]}", file=sys.stderr, flush=True)
     summary = {}
     for interface in ("asgi", "rsgi"):
         costs = sorted(r["server_cpu_us_per_send"] for r in runs if r["interface"] == interface)

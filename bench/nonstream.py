@@ -32,7 +32,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -63,78 +62,45 @@ def start_mock(core: int | None, latency_ms: float, tokens: int) -> Iterator[int
         _pinned(args, core), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 30
         body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"ferroute mock-upstream exited with {process.returncode}")
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/v1/chat/completions", body, {"content-type": "application/json"}
-            )
-            with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=2) as answer:
-                if answer.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("ferroute mock-upstream did not become ready")
-            time.sleep(0.1)
+        _wait_ready(process, f"http://127.0.0.1:{port}/v1/chat/completions", body, "ferroute mock-upstream")
         yield port
     finally:
         _stop(process)
 
 
-# Granian's own floor for this load: an ASGI app (no ferroute code) that reads the body, waits what the mock
-# waits and answers ~1 KB of JSON, served as the router is (1 worker, uvloop, same core).
-FLOOR_APP = """
-import asyncio, os
-LATENCY = float(os.environ["FLOOR_LATENCY_MS"]) / 1000
-BODY = b'{"object":"response","status":"completed","output":[' + b'{"type":"message","text":"' + b"x" * 900 + b'"}]}'
-HEADERS = [(b"content-type", b"application/json")]
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            done = message["type"].replace("startup", "startup.complete").replace("shutdown", "shutdown.complete")
-            await send({"type": done})
-            if message["type"] == "lifespan.shutdown":
+def _wait_ready(process: subprocess.Popen[bytes], url: str, body: bytes, name: str) -> None:
+    """Until `POST url` answers 200 (a dead process or 30 s without an answer raise)."""
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        request = urllib.request.Request(url, body, {"content-type": "application/json"})
+        with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=2) as answer:
+            if answer.status == 200:
                 return
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await asyncio.sleep(LATENCY)
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
-"""
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not become ready")
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
 def start_floor(core: int | None, latency_ms: float) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    with tempfile.TemporaryDirectory(prefix="ferroute-floor-") as tmp:
-        (Path(tmp) / "floor_app.py").write_text(FLOOR_APP)
-        port = _free_port()
-        command = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--no-ws"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "floor_app:app"]
-        env = {**os.environ, "FLOOR_LATENCY_MS": f"{latency_ms:g}"}
-        process = subprocess.Popen(
-            _pinned(command, core), cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the floor app exited with {process.returncode}")
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/", b"{}")
-                with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the floor app did not become ready")
-                time.sleep(0.1)
-            yield process, port
-        finally:
-            _stop(process)
+    """Granian's own floor for this load (`bench/floor_app.py`: `nonstream`, no ferroute code), served as the
+    router is: 1 worker, uvloop, the same core."""
+    port = _free_port()
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--no-ws"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "bench.floor_app:nonstream"]
+    env = {**os.environ, "FLOOR_LATENCY_MS": f"{latency_ms:g}"}
+    process = subprocess.Popen(
+        _pinned(command, core), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_ready(process, f"http://127.0.0.1:{port}/", b"{}", "the floor app")
+        yield process, port
+    finally:
+        _stop(process)
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
