@@ -471,9 +471,8 @@ class App:
             except Exception as e:
                 exc = e
             finally:
-                ex.done = True
+                self._untime(ex)
                 watcher.cancel()
-                self._timed.discard(ex)
             if ex.ping is not None:  # a keep-alive in flight: it ends before anything else is sent
                 ex.ping.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -902,8 +901,7 @@ class App:
                 await asyncio.shield(self._save(ex))
             raise
         finally:
-            ex.done = True
-            self._timed.discard(ex)
+            self._untime(ex)
             work.cancel()
             await asyncio.wait({work})
             if ex.upstream is not None:
@@ -973,6 +971,11 @@ class App:
         if self._clock_handle is None or self._clock_loop is not loop:
             self._clock_loop = loop
             self._clock_handle = loop.call_later(self.tick, self._clock)
+
+    def _untime(self, ex: _Exchange) -> None:
+        """The exchange's work has ended: the clock and the watcher no longer stop it."""
+        ex.done = True
+        self._timed.discard(ex)
 
     def _clock(self) -> None:
         """Every `tick` seconds while any exchange is timed: each one's checks (`_check`)."""
