@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,42 @@ def test_sqlite_prunes_past_its_retention(tmp_path: Path) -> None:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # WAL is a property of the file
 
     asyncio.run(run())
+
+
+def test_sqlite_keeps_responses_in_a_rowid_table_and_still_serves_a_file_made_with_the_old_schema(
+    tmp_path: Path,
+) -> None:
+    """Responses (~1.3 KB) are rows of a rowid table: in a WITHOUT ROWID table each spilled to an overflow page
+    of its own. A file made before that change keeps its table, and every operation still works on it."""
+    old_schema = sqlite_store._SCHEMA.replace(
+        "UNIQUE (tenant, id)\n);", "PRIMARY KEY (tenant, id)\n) WITHOUT ROWID;", 1
+    )
+    assert old_schema != sqlite_store._SCHEMA
+    with contextlib.closing(sqlite3.connect(tmp_path / "old.sqlite3")) as conn:
+        conn.executescript(old_schema)
+
+    async def run(path: Path) -> None:
+        store = SQLiteStore(str(path))
+        await store.put("t", Record(id="resp_a", response=b'{"a":1}', item_ids=["msg_a"]))
+        await store.put("t", Record(id="resp_a", response=b'{"a":2}', item_ids=["msg_a"]))  # replaced, not added
+        await store.update_response("t", "resp_a", b'{"a":3}')
+        await store.request_cancel("t", "resp_a")
+        record = await store.get("t", "resp_a")
+        assert record is not None and record.response == b'{"a":3}'
+        assert await store.cancel_requested("t", "resp_a")
+        assert await store.find_item("t", "msg_a") == "resp_a"
+        assert await store.get("u", "resp_a") is None
+        assert await store.delete("t", "resp_a")
+        assert await store.get("t", "resp_a") is None
+        await store.close()
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT count(*) FROM responses").fetchone()[0] == 0
+
+    for name in ("new.sqlite3", "old.sqlite3"):
+        asyncio.run(run(tmp_path / name))
+    with contextlib.closing(sqlite3.connect(tmp_path / "new.sqlite3")) as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'responses'").fetchone()
+        assert "WITHOUT ROWID" not in sql
 
 
 def test_sqlite_checkpoints_beside_the_writer_and_keeps_the_wal_small(
@@ -272,4 +309,20 @@ def test_item_ids_are_unique_and_a_forked_worker_does_not_repeat_its_parents() -
     child = os.read(read, 100).decode()
     os.close(read)
     assert child.startswith("msg_")
-    assert child != new_id("message")
+    # (The random parts: the time before them may differ between the two, and so hide a repeat.)
+    assert child[-36:] != new_id("message")[-36:]
+
+
+def test_item_ids_start_with_the_time_in_milliseconds_so_they_sort_by_creation() -> None:
+    import time
+
+    from ferroute.store.items import new_id
+
+    before = time.time_ns() // 1_000_000
+    first = new_id("function_call")
+    time.sleep(0.002)
+    second = new_id("function_call")
+    after = time.time_ns() // 1_000_000
+    assert re.fullmatch(r"fc_[0-9a-f]{48}", first)
+    assert before <= int(first[3:15], 16) <= after
+    assert first < second

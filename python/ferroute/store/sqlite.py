@@ -53,8 +53,8 @@ CREATE TABLE IF NOT EXISTS responses (
     ancestors TEXT NOT NULL,
     settings BLOB NOT NULL,
     cancel INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant, id)
-) WITHOUT ROWID;
+    UNIQUE (tenant, id)
+);
 CREATE TABLE IF NOT EXISTS items (
     tenant TEXT NOT NULL,
     item_id TEXT NOT NULL,
@@ -64,6 +64,13 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
 CREATE INDEX IF NOT EXISTS items_response ON items (tenant, response_id);
 """
+# `responses` is a rowid table (rows appended in insert order) with its key in an index: a response (~1.3 KB)
+# is too big for an index page's local payload (~1 KB at 4 KiB pages), so as a WITHOUT ROWID table each row
+# spilled to an overflow page of its own, 4 KiB written for ~300 bytes (the file grew 5 KB per response, now
+# 2.4). Together with ids that begin with their time (`ferroute.store.items.new_id`), every insert lands at the
+# end of each index: measured with 20,000 puts one at a time (three interleaved runs), 278-302 -> 219-244 µs
+# of CPU per put (with the event loop's side), the longest put 32-64 -> 7-15 ms. (A file made before keeps its
+# WITHOUT ROWID table; every query works on both.)
 _COLUMNS = "id, response, input_items, ancestors, settings"
 _BATCH = 256  # most puts in one transaction
 _CHECKPOINT_BYTES = 1 << 20  # puts (bytes) between checkpoints: ~2 MB of WAL, copied in ~10-20 ms
