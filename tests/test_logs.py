@@ -46,6 +46,44 @@ def test_lines_are_flushed_in_the_background_not_per_line() -> None:
     assert 1 <= stream.flushes <= 3
 
 
+class WriteCountingStream(io.StringIO):
+    """An unbuffered stream, as `sys.stdout` is under `PYTHONUNBUFFERED=1`: each `write` is a system call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_an_unbuffered_stream_gets_one_write_per_batch_not_per_line() -> None:
+    stream = WriteCountingStream()
+    logger, _ = _logger("ferroute.test.unbuffered", stream)
+    for i in range(100):
+        logger.info("line %d", i)
+    assert stream.writes == 0  # (a StreamHandler, or one relying on the stream's buffer, wrote 100 times)
+    deadline = time.monotonic() + 5 * logs.FLUSH_INTERVAL
+    while stream.getvalue().count("\n") < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(100)]
+    assert 1 <= stream.writes <= 3
+
+
+def test_a_full_queue_is_written_by_the_logging_thread_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "MAX_PENDING", 10)
+    stream = WriteCountingStream()
+    logger, _ = _logger("ferroute.test.full", stream)
+    for i in range(25):
+        logger.info("line %d", i)
+    # No waiting for the flusher: the 10th and the 20th line each wrote what was queued.
+    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(20)]
+    assert stream.writes == 2
+    logs.flush_all(logger)
+    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(25)]
+
+
 def test_flush_all_writes_at_once() -> None:
     stream = CountingStream()
     logger, _ = _logger("ferroute.test.flush_all", stream)
@@ -65,7 +103,7 @@ def test_a_forked_child_flushes_its_own_lines() -> None:
         child = CountingStream()
         handler = logger.handlers[0]
         assert isinstance(handler, logs.BufferedStreamHandler)
-        handler.setStream(child)
+        handler.stream = child  # (the same stdout, in effect; `setStream` would first flush what waits)
         logger.info("in the child")
         deadline = time.monotonic() + 5 * logs.FLUSH_INTERVAL
         while not child.flushed and time.monotonic() < deadline:
@@ -76,4 +114,4 @@ def test_a_forked_child_flushes_its_own_lines() -> None:
     os.waitpid(pid, 0)
     got = os.read(read, 100).decode()
     os.close(read)
-    assert got == "in the child\n"
+    assert got == "in the child\n"  # (not the parent's line, still waiting in the parent when it forked)

@@ -1,10 +1,13 @@
 """Logging for `ferroute serve`: the per-request access line at a cost the hot path can carry.
 
 A `StreamHandler` flushes its stream after every record: one `write` system call per request for the
-access log. `BufferedStreamHandler` leaves the lines in the stream's buffer (8 KiB when stdout is a
-file or a pipe; a terminal stays line-buffered) and a background thread flushes it within
-`FLUSH_INTERVAL` seconds of the first line that waits; `flush()` (also run by `logging.shutdown` and
-by the app's shutdown) writes everything at once.
+access log. `BufferedStreamHandler` keeps the lines itself and a background thread writes them, joined,
+within `FLUSH_INTERVAL` seconds of the first line that waits; past `MAX_PENDING` waiting lines the
+logging thread writes them at once (so a stream that cannot keep up slows the logger instead of growing
+the queue). It does not rely on the stream's own buffer: with `PYTHONUNBUFFERED=1`, the usual setting in
+container images (and on this project's CI machines), `sys.stdout` writes each line as it comes, which
+put a `write` per request back on the event loop (strace of a worker). `flush()` (also run by
+`logging.shutdown` and by the app's shutdown) writes everything at once.
 
 `fast_records()` turns off what a log record gathers and no formatter of ferroute's uses: the
 caller's file and line (a stack walk per record), thread and process names (the logging HOWTO's
@@ -14,6 +17,7 @@ line was ~7% of the worker's event-loop samples before.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -21,33 +25,56 @@ import time
 import weakref
 from typing import IO, Any
 
-FLUSH_INTERVAL = 0.5  # seconds a buffered line may wait
+FLUSH_INTERVAL = 0.5  # seconds a line may wait
+MAX_PENDING = 1024  # lines waiting before the logging thread writes them itself
 
 _handlers: weakref.WeakSet[BufferedStreamHandler] = weakref.WeakSet()
 
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A `StreamHandler` that flushes in the background instead of after every record."""
+    """A `StreamHandler` whose lines are written in batches by a background thread."""
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__(stream)
+        # Appended by `emit` (under the handler's lock), taken by `flush` (under `_writing`, never the handler's
+        # lock, so a logging thread that writes a full queue itself cannot deadlock with the flusher).
+        self._pending: collections.deque[str] = collections.deque()
+        self._writing = threading.Lock()
         self._dirty = threading.Event()
         self._flusher: threading.Thread | None = None
         _handlers.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
+            self._pending.append(self.format(record) + self.terminator)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
             return
-        if not self._dirty.is_set():
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+        elif not self._dirty.is_set():
             self._dirty.set()
             if self._flusher is None:
                 self._flusher = threading.Thread(target=self._flush_loop, name="ferroute-log-flush", daemon=True)
                 self._flusher.start()
+
+    def flush(self) -> None:
+        """Write every waiting line in one `write`, then flush the stream."""
+        with self._writing:
+            pending = self._pending
+            lines = [pending.popleft() for _ in range(len(pending))]  # (in order; later lines wait their turn)
+            stream = self.stream
+            if stream is None:
+                return
+            try:
+                if lines:
+                    stream.write("".join(lines))
+                if hasattr(stream, "flush"):
+                    stream.flush()
+            except Exception:  # (a closed or broken stream: as `StreamHandler` does, report and go on)
+                self.handleError(logging.makeLogRecord({"msg": "access log write failed"}))
 
     def _flush_loop(self) -> None:
         dirty = self._dirty
@@ -60,6 +87,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _forget_thread(self) -> None:
         self._flusher = None
         self._dirty = threading.Event()
+        self._writing = threading.Lock()  # (a lock held at the fork stays held in the child)
+        self._pending.clear()  # the parent's lines: the parent writes them
 
 
 def _after_fork() -> None:
