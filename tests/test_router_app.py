@@ -316,3 +316,51 @@ def test_the_clock_times_out_a_silent_upstream_and_then_stops() -> None:
     assert status == 504
     assert json.loads(raw)["error"]["code"] == "upstream_timeout"
     assert closed == ["upstream closed"]
+
+
+def _body_app() -> App:
+    return App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+
+
+async def _call_in_pieces(
+    app: App, pieces: list[bytes], headers: list[tuple[bytes, bytes]], *, last: bool
+) -> tuple[int, bytes]:
+    """The body in `pieces`, each with `more_body` true (Granian sends a whole body that way, then an empty
+    last message); with `last` false that last message never comes."""
+    messages = [{"type": "http.request", "body": piece, "more_body": True} for piece in pieces]
+    if last:
+        messages.append({"type": "http.request", "body": b"", "more_body": False})
+    never = asyncio.Event()
+    status = 0
+    out = bytearray()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            out.extend(message.get("body", b""))
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": headers}
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    return status, bytes(out)
+
+
+def test_a_body_of_its_declared_length_is_whole_without_the_servers_empty_last_message() -> None:
+    """Waiting for Granian's empty last message was a second hop from its Rust thread before the first event."""
+    body = json.dumps({"model": "m", "input": "hi"}).encode()
+    length = [(b"content-length", str(len(body)).encode())]
+    for last in (False, True):
+        status, raw = asyncio.run(_call_in_pieces(_body_app(), [body[:10], body[10:]], length, last=last))
+        assert status == 200
+        assert json.loads(raw)["status"] == "completed"
+    # Without a length, the body ends only with the message that says so; the pieces are joined.
+    status, raw = asyncio.run(_call_in_pieces(_body_app(), [body[:10], body[10:]], [], last=True))
+    assert status == 200
+    assert json.loads(raw)["status"] == "completed"
