@@ -364,3 +364,43 @@ def test_a_body_of_its_declared_length_is_whole_without_the_servers_empty_last_m
     status, raw = asyncio.run(_call_in_pieces(_body_app(), [body[:10], body[10:]], [], last=True))
     assert status == 200
     assert json.loads(raw)["status"] == "completed"
+
+
+def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_request_is_under_way() -> None:
+    """Its first `receive` goes through Granian's Rust thread (on the worker's core when pinned): made before the
+    upstream request, it delayed it."""
+    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+    calls = 0
+    at_open: list[int] = []
+
+    async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
+        at_open.append(calls)
+        await asyncio.sleep(0.05)  # the upstream thinks; the watcher is in place meanwhile
+        at_open.append(calls)
+        return Upstream(chunks=_chunks([TEXT]))
+
+    async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    app.providers["p"].open = open_  # type: ignore[method-assign]
+    body = json.dumps({"model": "m", "input": "hi"}).encode()
+
+    def receive() -> asyncio.Future[dict[str, Any]]:
+        # As Granian's: a plain call that returns a future (the server's side starts at the call).
+        nonlocal calls
+        calls += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if calls == 1:
+            future.set_result({"type": "http.request", "body": body, "more_body": False})
+        return future
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
+    assert sent[0]["status"] == 200
+    assert at_open == [1, 2]  # the body only, then the watcher too

@@ -1183,14 +1183,23 @@ def _too_large(limit: int) -> RouterError:
 class _Watcher:
     """Calls `on_disconnect` when `receive()` says `http.disconnect`, without a task of its own where the
     server's `receive()` is a future (Granian's is); a coroutine (other servers, the RSGI adapter) runs as
-    a task. `cancel` stops watching."""
+    a task. `cancel` stops watching.
 
-    __slots__ = ("on_disconnect", "pending", "receive")
+    The first `receive()` is made at the loop's next turn, once the request's work has sent the upstream
+    request and waits: Granian answers it through its Rust thread, on the same core in a pinned worker, and
+    made at once it ran ahead of the upstream request (a disconnect meanwhile is seen all the same: `receive`
+    then says so at once)."""
+
+    __slots__ = ("on_disconnect", "pending", "receive", "start")
 
     def __init__(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
         self.receive = receive
         self.on_disconnect = on_disconnect
         self.pending: asyncio.Future[Message] | None = None
+        self.start: asyncio.Handle | None = asyncio.get_running_loop().call_soon(self._first)
+
+    def _first(self) -> None:
+        self.start = None
         self._watch()
 
     def _watch(self) -> None:
@@ -1208,6 +1217,9 @@ class _Watcher:
             self._watch()
 
     def cancel(self) -> None:
+        if self.start is not None:
+            self.start.cancel()
+            self.start = None
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.cancel()
