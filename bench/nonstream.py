@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rates",
         type=lambda text: [float(x) for x in text.split(",")],
-        default=[250.0, 500.0, 1000.0, 1500.0, 2000.0],
-        help="offered requests/s, comma-separated (default 250,500,1000,1500,2000)",
+        default=[250.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0],
+        help="offered requests/s, comma-separated (default 250,500,1000,1500,2000,2500,3000)",
     )
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per rate and way (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each window (default 1)")
