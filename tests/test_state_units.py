@@ -51,6 +51,43 @@ def test_sqlite_prunes_past_its_retention(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_memory_store_drops_responses_past_its_retention_with_their_items() -> None:
+    """`[store] ttl_seconds` holds for the memory backend too (it kept everything before: a slow leak)."""
+
+    async def run() -> None:
+        store = MemoryStore(retention=0.2)
+        await store.put("t", Record(id="old", response=b"{}", item_ids=["msg_old"]))
+        await store.put("t", Record(id="old", response=b'{"again":1}', item_ids=["msg_old"]))  # keeps its time
+        await asyncio.sleep(0.12)
+        await store.put("t", Record(id="new", response=b"{}", item_ids=["msg_new"]))
+        await store.delete("t", "new")
+        await store.put("t", Record(id="new", response=b"{}", item_ids=["msg_new"]))  # put again: a new time
+        await asyncio.sleep(0.12)
+        assert await store.get("t", "old") is None
+        assert await store.find_item("t", "msg_old") is None
+        assert await store.get("t", "new") is not None  # (its stale first entry did not take the second)
+        assert await store.find_item("t", "msg_new") == "new"
+        for k in range(1000):
+            await store.put("t", Record(id=f"r{k}", response=b"{}", item_ids=[f"msg_r{k}"]))
+            if k % 100 == 99:
+                await asyncio.sleep(0.05)
+        assert len(store.records) < 600 and len(store.items) < 600 and len(store.order) < 600
+        assert await store.get("t", "r999") is not None
+        forever = MemoryStore()
+        await forever.put("t", Record(id="kept", response=b"{}"))
+        assert await forever.get("t", "kept") is not None
+        # `ferroute serve` gives it the config's retention (0: forever).
+        from ferroute.config import StoreConfig
+        from ferroute.store import open_store
+
+        configured = open_store(StoreConfig(backend="memory", ttl_seconds=5))
+        assert isinstance(configured, MemoryStore) and configured.retention == 5
+        unbounded = open_store(StoreConfig(backend="memory", ttl_seconds=0))
+        assert isinstance(unbounded, MemoryStore) and unbounded.retention is None
+
+    asyncio.run(run())
+
+
 def test_sqlite_keeps_responses_in_a_rowid_table_and_still_serves_a_file_made_with_the_old_schema(
     tmp_path: Path,
 ) -> None:

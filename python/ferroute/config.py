@@ -91,7 +91,7 @@ class StoreConfig(_Section):
     # `store` for requests that do not say (OpenAI's default is true).
     default_store: bool = True
     # Seconds a stored response is kept: redis sets it as the keys' TTL (renewed when a chain is
-    # continued); sqlite prunes older rows now and then. 0 keeps them forever.
+    # continued); sqlite prunes older rows now and then; memory drops them. 0 keeps them forever.
     ttl_seconds: int = Field(default=30 * 24 * 3600, ge=0)
     # redis: the prefix of every key (several routers may share one Redis under different prefixes).
     key_prefix: str = "ferroute:"

@@ -90,7 +90,7 @@ def open_store(config: StoreConfig) -> Store:
     if config.backend == "memory":
         from ferroute.store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(retention=config.ttl_seconds or None)
     if config.backend == "sqlite":
         from ferroute.store.sqlite import SQLiteStore
 
