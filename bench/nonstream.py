@@ -2,7 +2,7 @@
 
 Run from the repository root, with a release build of the native module (`make develop`):
 
-    .venv/bin/python -m bench.nonstream            # ~1 minute; writes bench/results/nonstream.json
+    .venv/bin/python -m bench.nonstream            # ~2 minutes; writes bench/results/nonstream.json
     .venv/bin/python -m bench.nonstream --rates 500,1000 --duration 3
 
 The upstream is `ferroute mock-upstream` (Rust) answering every `POST /v1/chat/completions` with a whole
