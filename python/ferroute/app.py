@@ -96,6 +96,9 @@ class _Exchange:
     log: dict[str, Any] = field(default_factory=dict)
     tenant: str = ANONYMOUS
     record: Record | None = None  # to be stored when the response ends (None: `store` is false)
+    # The record's input items, normalized (ids given) and serialized only when it is first stored: the work is
+    # after the upstream request then, not on the way to it (`App._fill_input`).
+    input_to_store: list[Any] | None = None
     saved: bool = False
     on_end: Callable[[], Awaitable[None]] | None = None  # writes `record`; run before `[DONE]` is sent
     seal: Callable[[bytes], bytes] | None = None  # adds `encrypted_content` to reasoning items (include)
@@ -390,7 +393,7 @@ class App:
                 raise not_implemented("streaming a background response", "stream")
         provider, upstream_model = self.router.resolve(request.model)
         log["provider"] = provider.name
-        upstream_request, record = await self._prepare(request, tenant, store)
+        upstream_request, record, input_to_store = await self._prepare(request, tenant, store)
         translator = _core.ChatCompletionsTranslator(body, model=request.model, store=store)
         log["response_id"] = translator.response_id
         exchange = _Exchange(
@@ -404,6 +407,7 @@ class App:
             log=log,
             tenant=tenant,
             record=record,
+            input_to_store=input_to_store,
         )
         if record is not None:
             record.id = translator.response_id
@@ -642,16 +646,17 @@ class App:
 
     async def _prepare(
         self, request: ResponsesRequest, tenant: str, store: bool
-    ) -> tuple[ResponsesRequest, Record | None]:
-        """The request the upstream gets (earlier turns, references and sealed reasoning resolved) and the
-        record to store (None with `store` false). Everything that can fail here fails before the upstream."""
+    ) -> tuple[ResponsesRequest, Record | None, list[Any] | None]:
+        """The request the upstream gets (earlier turns, references and sealed reasoning resolved), the record to
+        store (None with `store` false) and the input items it will hold (see `_fill_input`). Everything that can
+        fail here fails before the upstream."""
         items = request.items()
         special = request.previous_response_id is not None or any(
             isinstance(item, ItemReference) or (isinstance(item, ReasoningItem) and item.encrypted_content)
             for item in items
         )
         if not special and not store:
-            return request, None
+            return request, None, None
         resolved: list[Any] = []
         for i, item in enumerate(items):
             if isinstance(item, ItemReference):
@@ -679,17 +684,27 @@ class App:
                 ancestors = [record.id for record in chain]
             upstream = request.model_copy(update={"input": context + resolved})
         if not store:
-            return upstream, None
-        stored = [normalize(item) for item in resolved]
+            return upstream, None, None
         record = Record(
             id="",
             response=b"",
-            input_items=pydantic_core.to_json(stored),  # (json.dumps + encode: ~6x the time)
             ancestors=ancestors,
             settings=pydantic_core.to_json({"model": request.model}),
-            item_ids=[item["id"] for item in stored],
         )
-        return upstream, record
+        return upstream, record, resolved
+
+    @staticmethod
+    def _fill_input(ex: _Exchange) -> None:
+        """The record's input items, before its first write: normalized (with ids) and serialized here rather than
+        in `_prepare`, which is on the way to the upstream request (`_prepare` 44 -> 25 µs p50 at concurrency 1,
+        in-app timestamps, 3 x 600 requests interleaved)."""
+        items, ex.input_to_store = ex.input_to_store, None
+        record = ex.record
+        if items is None or record is None:
+            return
+        stored = [normalize(item) for item in items]
+        record.input_items = pydantic_core.to_json(stored)  # (json.dumps + encode: ~6x the time)
+        record.item_ids = [item["id"] for item in stored] + record.item_ids
 
     async def _chain(self, tenant: str, previous_id: str) -> list[Record]:
         """The previous response and all its ancestors, oldest first: two store round trips at any depth."""
@@ -742,6 +757,7 @@ class App:
         if record is None or ex.saved:
             return
         ex.saved = True
+        self._fill_input(ex)
         record.response = ex.translator.response_json() if response is None else response
         record.item_ids = record.item_ids + output_ids(record.response)
         try:
@@ -847,6 +863,7 @@ class App:
         record = ex.record
         assert record is not None
         queued = _with_status(ex.translator.response_json(), "queued")
+        self._fill_input(ex)
         record.response = queued
         try:
             await self.store.put(ex.tenant, record)
