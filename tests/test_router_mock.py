@@ -253,3 +253,39 @@ def test_mock_tool_choice_rules() -> None:
 )
 def test_schema_instance(schema: dict[str, Any], instance: Any) -> None:
     assert schema_instance(schema) == instance
+
+
+def test_the_access_log_has_one_json_line_per_request_without_the_key_and_arrives_within_a_second() -> None:
+    """A real `ferroute serve` with `PYTHONUNBUFFERED=1` (container images set it; the handler batches lines
+    itself, so that does not bring back a write per request): every request gets its line, soon, and the API key
+    never appears in it."""
+    import time
+
+    from tests.e2e import router
+
+    key = "sk-test-access-log-secret-0123456789"
+    config = f'[server]\napi_keys = ["{key}"]\n[store]\nbackend = "memory"\n'
+    with router(config, env={"PYTHONUNBUFFERED": "1"}) as server:
+        headers = {"Authorization": f"Bearer {key}"}
+        ids = []
+        for text in ("prompt-alpha-7f3", "prompt-beta-9c1"):
+            answer = httpx.post(f"{server.url}/v1/responses", json={"model": "m:mock", "input": text}, headers=headers)
+            assert answer.status_code == 200
+            ids.append(answer.json()["id"])
+        assert httpx.post(f"{server.url}/v1/responses", json={"model": "m:mock", "input": "x"}).status_code == 401
+        deadline = time.monotonic() + 3
+        lines: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            lines = [json.loads(line) for line in server.log().splitlines() if line.startswith('{"method"')]
+            lines = [line for line in lines if line["path"] == "/v1/responses"]  # (not the readiness polls)
+            if len(lines) >= 3:
+                break
+            time.sleep(0.05)
+        log = server.log()
+    assert [(line["status"], line["path"]) for line in lines[:3]] == [(200, "/v1/responses")] * 2 + [
+        (401, "/v1/responses")
+    ]
+    assert [line.get("response_id") for line in lines[:2]] == ids
+    assert all(line["duration_ms"] >= 0 for line in lines)
+    assert key not in log
+    assert "prompt-alpha-7f3" not in log and "prompt-beta-9c1" not in log  # (no prompt text unless configured)
