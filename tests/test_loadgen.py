@@ -168,6 +168,69 @@ def test_a_fast_but_broken_server_does_not_score() -> None:
     assert result["errors_by_kind"] == {"grammar": 3}
 
 
+@contextlib.contextmanager
+def chunked_server(framing: Callable[[bytes], list[bytes]]) -> Iterator[str]:
+    """A keep-alive HTTP/1.1 server answering every request with a valid event stream in chunked framing: the
+    writes `framing(stream)` returns, each its own `write`."""
+    stream = _valid_stream()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while True:
+                length = 0
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                if not line:
+                    return
+                self.rfile.read(length)
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                )
+                for piece in framing(stream):
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/v1/responses"
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+def _chunks(data: bytes, size: int, *, extension: bytes = b"") -> bytes:
+    out = b"".join(
+        b"%x%s\r\n%s\r\n" % (len(data[i : i + size]), extension, data[i : i + size]) for i in range(0, len(data), size)
+    )
+    return out + b"0\r\n\r\n"
+
+
+def test_chunked_bodies_in_any_split_on_a_reused_connection() -> None:
+    """The load generator's reader is the router's chunked decoder: tiny chunks, extensions, writes that cut
+    size lines and payloads anywhere; several answers on one keep-alive connection."""
+
+    def tiny_writes(stream: bytes) -> list[bytes]:
+        framed = _chunks(stream, 7, extension=b";x=1")
+        return [framed[i : i + 5] for i in range(0, len(framed), 5)]
+
+    for framing in (lambda stream: [_chunks(stream, 1000)], tiny_writes):
+        with chunked_server(framing) as url:
+            result = run_load(url, BODY, concurrency=1, requests=4)
+        assert result["ok"] == 4, result["error_examples"]
+        assert result["events"] == 4 * (_valid_stream().count(b"\n\n") - 1)
+    # Malformed framing is an HTTP error, not a hang or a crash.
+    with chunked_server(lambda stream: [b"zz\r\n" + stream]) as url:
+        result = run_load(url, BODY, concurrency=1, requests=2, timeout=5)
+    assert result["errors_by_kind"] == {"http": 2}
+    assert "chunked body" in result["error_examples"]["http"]
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         LoadGenerator("http://127.0.0.1:1", b"{}", concurrency=1, rate=2, duration=1)

@@ -6,6 +6,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::chunked::ChunkedDecoder;
+
 const MAX_HEAD: usize = 64 * 1024;
 /// Read timeout slice: how often a waiting read looks at the deadline and the abort flag.
 const SLICE: Duration = Duration::from_millis(100);
@@ -262,70 +264,38 @@ impl Client {
         }
     }
 
+    /// A chunked body through the crate's `ChunkedDecoder` (one pass and one copy per read: the sink gets the
+    /// payload of each read at once; the hand-written reader before it drained the buffer once per chunk).
     fn body_chunked(
         &mut self,
         idle: Duration,
         abort: &dyn Fn() -> bool,
         sink: &mut dyn BodySink,
     ) -> Result<(), Failure> {
+        let mut decoder = ChunkedDecoder::new();
+        let mut payload = Vec::with_capacity(16 * 1024);
         loop {
-            // A size line.
-            let line_end = loop {
-                if let Some(pos) = memchr::memmem::find(&self.buf, b"\r\n") {
-                    break pos;
+            if !self.buf.is_empty() {
+                payload.clear();
+                decoder
+                    .feed(&self.buf, &mut payload)
+                    .map_err(|e| Failure::Http(format!("chunked body: {e}")))?;
+                self.buf.clear();
+                if !payload.is_empty() {
+                    sink.data(&payload, Instant::now())?;
                 }
-                if self.buf.len() > 1024 {
-                    return Err(Failure::Http("chunk size line too long".into()));
-                }
-                if self.read_some(idle, abort)?.is_none() {
-                    return Err(Failure::Closed);
-                }
-            };
-            let line = std::str::from_utf8(&self.buf[..line_end]).unwrap_or("");
-            let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| Failure::Http(format!("bad chunk size {size_text:?}")))?;
-            self.buf.drain(..line_end + 2);
-            if size == 0 {
-                // Trailers (none expected) end with an empty line.
-                loop {
-                    if let Some(pos) = memchr::memmem::find(&self.buf, b"\r\n") {
-                        if pos == 0 {
-                            self.buf.drain(..2);
-                            return Ok(());
-                        }
-                        self.buf.drain(..pos + 2);
-                        continue;
+                if decoder.is_done() {
+                    if decoder.has_extra() {
+                        // (Nothing is pipelined: bytes after the body are the server's error.)
+                        self.conn = None;
+                        return Err(Failure::Http("bytes after the end of a chunked body".into()));
                     }
-                    if self.read_some(idle, abort)?.is_none() {
-                        return Err(Failure::Closed);
-                    }
+                    return Ok(());
                 }
             }
-            let mut left = size;
-            loop {
-                let take = left.min(self.buf.len());
-                if take > 0 {
-                    sink.data(&self.buf[..take], Instant::now())?;
-                    self.buf.drain(..take);
-                    left -= take;
-                }
-                if left == 0 {
-                    break;
-                }
-                if self.read_some(idle, abort)?.is_none() {
-                    return Err(Failure::Closed);
-                }
+            if self.read_some(idle, abort)?.is_none() {
+                return Err(Failure::Closed);
             }
-            while self.buf.len() < 2 {
-                if self.read_some(idle, abort)?.is_none() {
-                    return Err(Failure::Closed);
-                }
-            }
-            if &self.buf[..2] != b"\r\n" {
-                return Err(Failure::Http("chunk not followed by CRLF".into()));
-            }
-            self.buf.drain(..2);
         }
     }
 }
