@@ -321,6 +321,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                     conn,
                     rng: Rng::new(seed),
                     cpu_mark: thread_cpu_ns().unwrap_or(0),
+                    scratch: vec![0; 16 * 1024].into_boxed_slice(),
                 };
                 connection.serve();
                 connection.account_cpu();
@@ -364,6 +365,8 @@ struct Connection<'a> {
     conn: TcpStream,
     rng: Rng,
     cpu_mark: u64,
+    /// Where each socket read lands (zeroed once per connection, not once per read).
+    scratch: Box<[u8]>,
 }
 
 impl Connection<'_> {
@@ -461,15 +464,14 @@ impl Connection<'_> {
 
     /// Reads more bytes; false at end of stream or on stop.
     fn fill(&mut self, buf: &mut Vec<u8>) -> Result<bool, u16> {
-        let mut chunk = [0u8; 16 * 1024];
         loop {
             if self.stopping() {
                 return Ok(false);
             }
-            match self.conn.read(&mut chunk) {
+            match self.conn.read(&mut self.scratch) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
+                    buf.extend_from_slice(&self.scratch[..n]);
                     return Ok(true);
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
