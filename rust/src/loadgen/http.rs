@@ -288,8 +288,8 @@ impl Client {
                 }
                 if decoder.is_done() {
                     if decoder.has_extra() {
-                        // (Nothing is pipelined: bytes after the body are the server's error.)
-                        self.conn = None;
+                        // (Nothing is pipelined: bytes after the body are the server's error; `post` drops the
+                        // connection on any error.)
                         return Err(Failure::Http("bytes after the end of a chunked body".into()));
                     }
                     return Ok(());
