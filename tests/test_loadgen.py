@@ -117,23 +117,22 @@ def _valid_stream() -> bytes:
     return translator.feed(upstream) + translator.finish()
 
 
+def _read_request(rfile: Any) -> bool:
+    """One request's head and body off a test server's connection; False when the client closed it instead."""
+    length = 0
+    while (line := rfile.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    rfile.read(length)
+    return bool(line)
+
+
 @contextlib.contextmanager
-def tiny_server(body: Callable[[], bytes]) -> Iterator[str]:
-    """An HTTP/1.1 server answering every request with `body()` as a close-delimited event stream."""
-
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            length = 0
-            while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            self.rfile.read(length)
-            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
-            self.wfile.write(body())
-
+def _serving(handler: type[socketserver.StreamRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free local port (a thread per connection); yields the `/v1/responses` URL."""
     socketserver.ThreadingTCPServer.allow_reuse_address = True
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -142,6 +141,20 @@ def tiny_server(body: Callable[[], bytes]) -> Iterator[str]:
         finally:
             server.shutdown()
             thread.join(5)
+
+
+@contextlib.contextmanager
+def tiny_server(body: Callable[[], bytes]) -> Iterator[str]:
+    """An HTTP/1.1 server answering every request with `body()` as a close-delimited event stream."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            _read_request(self.rfile)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+            self.wfile.write(body())
+
+    with _serving(Handler) as url:
+        yield url
 
 
 def test_a_fast_but_broken_server_does_not_score() -> None:
@@ -176,15 +189,7 @@ def chunked_server(framing: Callable[[bytes], list[bytes]]) -> Iterator[str]:
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
-            while True:
-                length = 0
-                while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    if name.lower() == "content-length":
-                        length = int(value)
-                if not line:
-                    return
-                self.rfile.read(length)
+            while _read_request(self.rfile):
                 self.wfile.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
                 )
@@ -192,16 +197,8 @@ def chunked_server(framing: Callable[[bytes], list[bytes]]) -> Iterator[str]:
                     self.wfile.write(piece)
                     self.wfile.flush()
 
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/v1/responses"
-        finally:
-            server.shutdown()
-            thread.join(5)
+    with _serving(Handler) as url:
+        yield url
 
 
 def _chunks(data: bytes, size: int, *, extension: bytes = b"") -> bytes:

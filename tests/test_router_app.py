@@ -26,9 +26,14 @@ class Boom(RuntimeError):
     pass
 
 
+def _mock_app() -> App:
+    """The app with the built-in mock as provider `p`, and the memory store: these in-process tests write no file
+    into the working directory."""
+    return App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+
+
 def _app(chunks: list[bytes | Exception]) -> App:
-    # The memory store: these in-process tests write no file into the working directory.
-    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+    app = _mock_app()
 
     async def stream() -> AsyncIterator[bytes]:
         for chunk in chunks:
@@ -44,14 +49,19 @@ def _app(chunks: list[bytes | Exception]) -> App:
 
 
 async def _call(app: App, body: dict[str, Any]) -> tuple[int, bytes]:
-    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+    return await _call_with(app, [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}], [])
+
+
+async def _call_with(app: App, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """`POST /v1/responses` in-process: `receive` gives `messages` in order, then waits for a disconnect that never
+    comes; returns the status and the body sent."""
     never = asyncio.Event()
     status = 0
     out = bytearray()
 
     async def receive() -> dict[str, Any]:
         if messages:
-            return messages.pop()
+            return messages.pop(0)
         await never.wait()
         return {"type": "http.disconnect"}
 
@@ -62,7 +72,7 @@ async def _call(app: App, body: dict[str, Any]) -> tuple[int, bytes]:
         else:
             out.extend(message.get("body", b""))
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": headers}
     await app(scope, receive, send)
     return status, bytes(out)
 
@@ -173,7 +183,7 @@ def test_the_record_is_stored_before_done_leaves(split: str) -> None:
 
 
 def test_an_upstream_that_never_ends_its_body_after_done_does_not_hold_the_client() -> None:
-    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+    app = _mock_app()
     drained: list[bool] = []
 
     async def stream() -> AsyncIterator[bytes]:
@@ -236,7 +246,7 @@ def test_a_request_leaves_no_reference_cycles(chunks: list[bytes | Exception], b
 
 def _hanging_app(closed: list[str]) -> App:
     """An app whose upstream sends nothing, and says when its body is closed (the upstream request cancelled)."""
-    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+    app = _mock_app()
 
     async def stream() -> AsyncIterator[bytes]:
         try:
@@ -318,10 +328,6 @@ def test_the_clock_times_out_a_silent_upstream_and_then_stops() -> None:
     assert closed == ["upstream closed"]
 
 
-def _body_app() -> App:
-    return App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
-
-
 async def _call_in_pieces(
     app: App, pieces: list[bytes], headers: list[tuple[bytes, bytes]], *, last: bool
 ) -> tuple[int, bytes]:
@@ -330,26 +336,7 @@ async def _call_in_pieces(
     messages = [{"type": "http.request", "body": piece, "more_body": True} for piece in pieces]
     if last:
         messages.append({"type": "http.request", "body": b"", "more_body": False})
-    never = asyncio.Event()
-    status = 0
-    out = bytearray()
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop(0)
-        await never.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Any) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        else:
-            out.extend(message.get("body", b""))
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": headers}
-    await asyncio.wait_for(app(scope, receive, send), 5)
-    return status, bytes(out)
+    return await asyncio.wait_for(_call_with(app, messages, headers), 5)
 
 
 def test_a_body_of_its_declared_length_is_whole_without_the_servers_empty_last_message() -> None:
@@ -357,11 +344,11 @@ def test_a_body_of_its_declared_length_is_whole_without_the_servers_empty_last_m
     body = json.dumps({"model": "m", "input": "hi"}).encode()
     length = [(b"content-length", str(len(body)).encode())]
     for last in (False, True):
-        status, raw = asyncio.run(_call_in_pieces(_body_app(), [body[:10], body[10:]], length, last=last))
+        status, raw = asyncio.run(_call_in_pieces(_mock_app(), [body[:10], body[10:]], length, last=last))
         assert status == 200
         assert json.loads(raw)["status"] == "completed"
     # Without a length, the body ends only with the message that says so; the pieces are joined.
-    status, raw = asyncio.run(_call_in_pieces(_body_app(), [body[:10], body[10:]], [], last=True))
+    status, raw = asyncio.run(_call_in_pieces(_mock_app(), [body[:10], body[10:]], [], last=True))
     assert status == 200
     assert json.loads(raw)["status"] == "completed"
 
@@ -369,7 +356,7 @@ def test_a_body_of_its_declared_length_is_whole_without_the_servers_empty_last_m
 def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_request_is_under_way() -> None:
     """Its first `receive` goes through Granian's Rust thread (on the worker's core when pinned): made before the
     upstream request, it delayed it."""
-    app = App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+    app = _mock_app()
     calls = 0
     at_open: list[int] = []
 
