@@ -220,3 +220,54 @@ def test_closing_mid_body_closes_the_socket() -> None:
         return result
 
     assert asyncio.run(main())
+
+
+def test_a_provider_on_another_transport_goes_through_httpx_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router's own path writes the request head as bytes (`StreamTransport.open`); any other httpx
+    transport (and https, which StreamTransport hands to httpx's) gets an `httpx.Request` and answers the same."""
+    from ferroute.config import ProviderConfig, Settings
+    from ferroute.errors import RouterError
+    from ferroute.models import parse_request
+    from ferroute.providers.chat_completions import ChatCompletionsProvider
+
+    seen: list[httpx.Request] = []
+    answers = {
+        "stream": httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"data: [DONE]\n\n"),
+        "json": httpx.Response(200, json={"id": "chatcmpl-1", "choices": []}),
+        "busy": httpx.Response(429, headers={"Retry-After": "7"}, content=b"slow down, key sk-upstream"),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers[request.headers["x-case"]]
+
+    monkeypatch.setenv("UPSTREAM_KEY", "sk-upstream")
+    config = ProviderConfig(
+        name="up", kind="chat_completions", base_url="https://example.test/v1", api_key_env="UPSTREAM_KEY"
+    )
+    provider = ChatCompletionsProvider(config, Settings())
+    request = parse_request(b'{"model":"m:up","input":"hi","stream":true}', max_depth=64, max_input_items=100)
+
+    async def run() -> None:
+        transport = httpx.MockTransport(handler)
+        for case in answers:
+            provider.headers = [*provider.headers[:5], (b"x-case", case.encode())]
+            if case == "busy":
+                with pytest.raises(RouterError) as raised:
+                    await provider.open(request, "m", transport)
+                assert raised.value.status == 429
+                assert raised.value.headers == [(b"retry-after", b"7")]
+                assert b"sk-upstream" not in raised.value.body()
+                continue
+            upstream = await provider.open(request, "m", transport)
+            if case == "json":
+                assert upstream.body == b'{"id":"chatcmpl-1","choices":[]}'
+            else:
+                assert upstream.chunks is not None
+                assert b"".join([piece async for piece in upstream.chunks]) == b"data: [DONE]\n\n"
+                await upstream.aclose()
+
+    asyncio.run(run())
+    assert [r.url for r in seen] == [httpx.URL("https://example.test/v1/chat/completions")] * 3
+    assert seen[0].headers["authorization"] == "Bearer sk-upstream"
+    assert seen[0].headers["content-length"] == str(len(seen[0].content))

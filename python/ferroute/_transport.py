@@ -112,7 +112,7 @@ class _Body(httpx.AsyncByteStream):
         pool: StreamTransport,
         origin: Origin,
         conn: _Conn,
-        request: httpx.Request,
+        request: httpx.Request | None,
         framing: str,
         length: int,
         initial: bytes,
@@ -189,6 +189,29 @@ class _Body(httpx.AsyncByteStream):
         self._release(False)  # a body closed before its end: the socket goes (the upstream sees it at once)
 
 
+class Answer:
+    """A response head (header names lower-cased) and its body: `async for piece in answer.body`, then the
+    connection goes back to the pool; `await answer.body.aclose()` before the end closes it."""
+
+    __slots__ = ("body", "headers", "reason", "status", "version")
+
+    def __init__(
+        self, status: int, version: bytes, reason: bytes, headers: list[tuple[bytes, bytes]], body: _Body
+    ) -> None:
+        self.status = status
+        self.version = version
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header (`name` in lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
 class StreamTransport(httpx.AsyncBaseTransport):
     """Plain HTTP/1.1 with keep-alive over asyncio; everything else via `httpx.AsyncHTTPTransport`."""
 
@@ -207,23 +230,44 @@ class StreamTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme != "http" or "transfer-encoding" in request.headers:
             return await self.fallback.handle_async_request(request)
-        origin = (url.host, url.port or 80)
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
         # A body given as bytes (what the providers send) is read without `aread`'s async iteration.
         body = request.read() if isinstance(request.stream, httpx.SyncByteStream) else await request.aread()
-        head = self._head(request)
+        answer = await self.open(
+            (url.host, url.port or 80), self._head(request), body, timeouts.get("connect"), request.method, request
+        )
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=answer.body,
+            extensions={"http_version": answer.version, "reason_phrase": answer.reason},
+        )
+
+    async def open(
+        self,
+        origin: Origin,
+        head: bytes,
+        body: bytes,
+        connect_timeout: float | None,
+        method: str = "POST",
+        request: httpx.Request | None = None,
+    ) -> Answer:
+        """Send a request whose head (request line and headers, ending with the blank line) is already
+        bytes, and read the response head: the router's path, without httpx's request and response objects
+        (~30 µs of a request's event-loop time at 1,500 non-streaming requests/s: building and normalizing
+        their headers, `aiter_raw`'s layers). Errors are httpx's; `request` only goes into them."""
         while True:
             conn = self._take(origin)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(origin, request, timeouts.get("connect"))
+                conn = await self._connect(origin, request, connect_timeout)
             conn.used = True
             assert conn.transport is not None
             conn.transport.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
                 conn.transport.write(body)
             try:
-                return await self._response(origin, conn, request)
+                return await self._response(origin, conn, method, request)
             except BaseException as e:
                 conn.close()
                 # A reused keep-alive connection the server had closed: try again on another one.
@@ -238,7 +282,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
             lines.append(name + b": " + value)
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    async def _connect(self, origin: Origin, request: httpx.Request, timeout: float | None) -> _Conn:
+    async def _connect(self, origin: Origin, request: httpx.Request | None, timeout: float | None) -> _Conn:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(loop), origin[0], origin[1]), timeout)
@@ -248,7 +292,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(str(e) or type(e).__name__, request=request) from None
         return conn
 
-    async def _response(self, origin: Origin, conn: _Conn, request: httpx.Request) -> httpx.Response:
+    async def _response(self, origin: Origin, conn: _Conn, method: str, request: httpx.Request | None) -> Answer:
         buffer = b""
         while True:
             try:
@@ -290,24 +334,23 @@ class StreamTransport(httpx.AsyncBaseTransport):
                 name, sep, value = line.partition(b":")
                 if not sep:
                     raise httpx.RemoteProtocolError("malformed header line", request=request)
-                name = name.strip()
+                name = name.strip().lower()
                 value = value.strip()
                 headers.append((name, value))
-                lower = name.lower()
-                if lower == b"transfer-encoding":
+                if name == b"transfer-encoding":
                     chunked = value.lower().endswith(b"chunked")
-                elif lower == b"content-length":
+                elif name == b"content-length":
                     try:
                         length = int(value)
                     except ValueError:
                         raise httpx.RemoteProtocolError("malformed Content-Length", request=request) from None
-                elif lower == b"connection":
+                elif name == b"connection":
                     tokens = value.lower()
                     if b"close" in tokens:
                         keep_alive = False
                     elif b"keep-alive" in tokens:
                         keep_alive = True
-            if request.method == "HEAD" or status in (204, 304):
+            if method == "HEAD" or status in (204, 304):
                 framing, length = "none", 0
             elif chunked:
                 framing = "chunked"
@@ -315,12 +358,8 @@ class StreamTransport(httpx.AsyncBaseTransport):
                 framing = "length" if length else "none"
             else:
                 framing, keep_alive = "close", False
-            stream = _Body(self, origin, conn, request, framing, length, rest, keep_alive)
-            return httpx.Response(
-                status,
-                headers=headers,
-                stream=stream,
-                extensions={"http_version": version, "reason_phrase": reason},
+            return Answer(
+                status, version, reason, headers, _Body(self, origin, conn, request, framing, length, rest, keep_alive)
             )
 
     def _take(self, origin: Origin) -> _Conn | None:

@@ -24,7 +24,7 @@ class Upstream:
 
     chunks: AsyncIterator[bytes] | None = None
     body: bytes | None = None
-    response: httpx.Response | None = field(default=None, repr=False)
+    response: httpx.AsyncByteStream | None = field(default=None, repr=False)  # what closes the body early
 
     async def aclose(self) -> None:
         if self.response is not None:

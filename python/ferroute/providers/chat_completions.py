@@ -14,6 +14,7 @@ import httpx
 import pydantic_core
 
 from ferroute._core import __version__
+from ferroute._transport import Answer, StreamTransport
 from ferroute.errors import RouterError, invalid_request, not_implemented, upstream_error_from, upstream_status
 from ferroute.models import (
     FunctionCallItem,
@@ -251,6 +252,12 @@ class ChatCompletionsProvider(Provider):
         self.extensions = {"timeout": self.timeout.as_dict()}
         # The headers every request carries; only Content-Length (and the key, read per request) vary.
         self.headers = [(b"host", self.url.netloc), *_HEADERS]
+        # Plain HTTP goes to `StreamTransport.open` with this head (then Content-Length, the key, a blank line).
+        self.origin: tuple[str, int] | None = None
+        if self.url.scheme == "http":
+            self.origin = (self.url.host, self.url.port or 80)
+        self.head = b"POST " + self.url.raw_path + b" HTTP/1.1\r\n"
+        self.head += b"".join(name + b": " + value + b"\r\n" for name, value in self.headers)
 
     async def open(
         self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
@@ -263,42 +270,72 @@ class ChatCompletionsProvider(Provider):
         )
         # pydantic-core's serializer: 1.2 µs for a small body where `json.dumps(...).encode()` took 7.4.
         content = pydantic_core.to_json(body)
-        headers = [*self.headers, (b"content-length", str(len(content)).encode())]
         key = self.config.api_key()
+        # (No timeout of its own: the app's clock cancels an exchange whose first event is late, `App._check`.)
+        answer: Answer | _Answer
+        try:
+            if self.origin is not None and isinstance(transport, StreamTransport):
+                # The router's path: the request head as bytes, straight to the transport (no httpx objects).
+                head = self.head + b"content-length: " + str(len(content)).encode()
+                if key:
+                    head += b"\r\nauthorization: Bearer " + key.encode()
+                answer = await transport.open(self.origin, head + b"\r\n\r\n", content, self.timeout.connect)
+            else:
+                answer = await self._open_httpx(transport, content, key)
+        except httpx.HTTPError as e:
+            raise upstream_error_from(self.name, e) from None
+        stream = answer.body
+        try:
+            if answer.status >= 400:
+                await _drain(stream, _MAX_ERROR_BODY)
+                raise upstream_status(self.name, answer.status, _text(answer.header(b"retry-after")))
+            content_type = answer.header(b"content-type") or b""
+            if content_type.startswith(b"application/json"):
+                body_bytes = await _drain(stream, _MAX_JSON_BODY)
+                await stream.aclose()
+                return Upstream(body=body_bytes)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return Upstream(chunks=stream.__aiter__(), response=stream)
+
+    async def _open_httpx(self, transport: httpx.AsyncBaseTransport, content: bytes, key: str | None) -> _Answer:
+        """Any other transport (https goes through httpx's own inside `StreamTransport`): a plain `httpx.Request`
+        straight to it. (An AsyncClient's `build_request` + `send` cost ~45 µs more per request for what the
+        router does not use: auth flows, redirects, cookies, hooks, default headers.)"""
+        headers = [*self.headers, (b"content-length", str(len(content)).encode())]
         if key:
             headers.append((b"authorization", b"Bearer " + key.encode()))
-        # A plain httpx.Request straight to the transport: an AsyncClient's `build_request` + `send` cost ~45 µs
-        # more per request (micro-benchmark) for what the router does not use (auth flows, redirects, cookies,
-        # hooks, default headers). Given as a stream with Host and Content-Length already set, the request
-        # skips httpx's `_prepare` (header look-ups and inserts): 8 µs to build instead of 60 on this
-        # machine, where the profile of 256 streams put 12% of the event loop's samples on building it.
         upstream_request = httpx.Request(
             "POST", self.url, headers=headers, stream=httpx.ByteStream(content), extensions=self.extensions
         )
-        # (No timeout of its own: the app's clock cancels an exchange whose first event is late, `App._check`.)
-        try:
-            response = await transport.handle_async_request(upstream_request)
-        except httpx.HTTPError as e:
-            raise upstream_error_from(self.name, e) from None
-        try:
-            if response.status_code >= 400:
-                await _drain(response, _MAX_ERROR_BODY)
-                raise upstream_status(self.name, response.status_code, response.headers.get("retry-after"))
-            content_type = response.headers.get("content-type", "")
-            if content_type.startswith("application/json"):
-                body_bytes = await _drain(response, _MAX_JSON_BODY)
-                await response.aclose()
-                return Upstream(body=body_bytes)
-        except BaseException:
-            await response.aclose()
-            raise
-        return Upstream(chunks=response.aiter_raw(), response=response)
+        response = await transport.handle_async_request(upstream_request)
+        return _Answer(response)
 
 
-async def _drain(response: httpx.Response, limit: int) -> bytes:
+class _Answer:
+    """An httpx response seen as the transport's `Answer` (status, `header`, `body`)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)  # (an async transport's)
+        self.body: httpx.AsyncByteStream = stream
+
+    def header(self, name: bytes) -> bytes | None:
+        value = self.response.headers.get(name.decode())
+        return value.encode("latin-1") if value is not None else None
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+async def _drain(stream: httpx.AsyncByteStream, limit: int) -> bytes:
     data = bytearray()
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in stream:
             data += chunk
             if len(data) > limit:
                 raise RouterError(502, "the upstream answer is too large", type="model_error", code="upstream_error")
