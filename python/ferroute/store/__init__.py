@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 from ferroute.config import StoreConfig
@@ -52,8 +52,10 @@ class Store(ABC):
     name: str = ""
 
     @abstractmethod
-    async def put(self, tenant: str, record: Record) -> None:
-        """Create or replace a record (and index its item ids)."""
+    def put(self, tenant: str, record: Record) -> Awaitable[None]:
+        """Create or replace a record (and index its item ids); done once it is stored. (A coroutine, or a
+        future where the work is already handed over: the app shields it, and shielding a coroutine starts a
+        task.)"""
 
     @abstractmethod
     async def update_response(self, tenant: str, id: str, response: bytes) -> None:
