@@ -115,3 +115,40 @@ def test_a_forked_child_flushes_its_own_lines() -> None:
     got = os.read(read, 100).decode()
     os.close(read)
     assert got == "in the child\n"  # (not the parent's line, still waiting in the parent when it forked)
+
+
+def test_log_line_skips_the_record_only_where_that_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`log_line` hands the line straight to the access log's handler (no LogRecord); anything that could see or
+    change a record (another formatter, a filter, propagation, a level above INFO) gets `logger.info` instead."""
+    made: list[str] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record.getMessage())
+        return record
+
+    monkeypatch.setattr(logging, "_logRecordFactory", counting)
+    stream = CountingStream()
+    logger, handler = _logger("ferroute.test.line", stream)
+    logs.log_line(logger, '{"status":200}')
+    assert made == []
+    handler.flush()
+    assert stream.getvalue() == '{"status":200}\n'
+
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    logs.log_line(logger, "formatted")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.propagate = True
+    logs.log_line(logger, "propagated")
+    logger.propagate = False
+    seen: list[str] = []
+    logger.addFilter(lambda record: seen.append(record.getMessage()) or True)
+    logs.log_line(logger, "filtered")
+    logger.filters.clear()
+    logger.setLevel(logging.WARNING)
+    logs.log_line(logger, "below the level")
+    handler.flush()
+    assert made == ["formatted", "propagated", "filtered"]
+    assert seen == ["filtered"]
+    assert stream.getvalue().splitlines() == ['{"status":200}', "[INFO] formatted", "propagated", "filtered"]

@@ -46,12 +46,21 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._pending.append(self.format(record) + self.terminator)
+            line = self.format(record)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
             return
+        self._add(line)
+
+    def plain(self) -> bool:
+        """Whether a line would be written as given: no filters, and the formatter is the bare message."""
+        formatter = self.formatter
+        return not self.filters and formatter is not None and formatter._fmt == "%(message)s"
+
+    def _add(self, line: str) -> None:
+        self._pending.append(line + self.terminator)
         if len(self._pending) >= MAX_PENDING:
             self.flush()
         elif not self._dirty.is_set():
@@ -99,6 +108,21 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):  # (POSIX; where there is no fork there is nothing to forget)
     os.register_at_fork(after_in_child=_after_fork)
+
+
+def log_line(logger: logging.Logger, line: str) -> None:
+    """`logger.info(line)`; where the logger ends in one `BufferedStreamHandler` that writes lines as given (the
+    access log of `ferroute serve`), the line goes straight to it: no `LogRecord` made, formatted and passed
+    through the logger's and handler's filters and locks, to the same effect (~20 Python calls per request on
+    the event loop, most of the access line's cost)."""
+    handlers = logger.handlers
+    if len(handlers) == 1 and not logger.propagate and not logger.filters and logger.isEnabledFor(logging.INFO):
+        handler = handlers[0]
+        if type(handler) is BufferedStreamHandler and handler.level <= logging.INFO and handler.plain():
+            with handler.lock:  # type: ignore[union-attr]  # (a Handler made by __init__ has its lock)
+                handler._add(line)
+            return
+    logger.info(line)
 
 
 def fast_records() -> None:
