@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ferroute import app as app_module
 from ferroute.app import App
 from ferroute.config import parse_settings
 from ferroute.models import ResponsesRequest
@@ -353,16 +354,19 @@ def test_a_body_of_its_declared_length_is_whole_without_the_servers_empty_last_m
     assert json.loads(raw)["status"] == "completed"
 
 
-def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_request_is_under_way() -> None:
-    """Its first `receive` goes through Granian's Rust thread (on the worker's core when pinned): made before the
-    upstream request, it delayed it."""
+@pytest.mark.parametrize("upstream_wait", [0.0, app_module.WATCH_AFTER + 0.1], ids=["quick", "slow"])
+def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_has_been_waited_for(
+    upstream_wait: float,
+) -> None:
+    """Each `receive` of Granian's goes through its Rust thread (on the worker's core when pinned): made before
+    the upstream request, it delayed it, and an exchange that ends within `WATCH_AFTER` never asks at all."""
     app = _mock_app()
     calls = 0
     at_open: list[int] = []
 
     async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
         at_open.append(calls)
-        await asyncio.sleep(0.05)  # the upstream thinks; the watcher is in place meanwhile
+        await asyncio.sleep(upstream_wait)  # the upstream thinks; a slow one finds the watcher in place
         at_open.append(calls)
         return Upstream(chunks=_chunks([TEXT]))
 
@@ -388,6 +392,13 @@ def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_request_i
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": []}
-    asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
+
+    async def run() -> None:
+        await app(scope, receive, send)
+        await asyncio.sleep(app_module.WATCH_AFTER + 0.05)  # (nothing is left to start watching later)
+
+    asyncio.run(asyncio.wait_for(run(), 5))
     assert sent[0]["status"] == 200
-    assert at_open == [1, 2]  # the body only, then the watcher too
+    # The body only; then, for the slow upstream, the watcher too.
+    assert at_open == ([1, 2] if upstream_wait else [1, 1])
+    assert calls == (2 if upstream_wait else 1)
