@@ -402,3 +402,33 @@ def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_has_been_
     # The body only; then, for the slow upstream, the watcher too.
     assert at_open == ([1, 2] if upstream_wait else [1, 1])
     assert calls == (2 if upstream_wait else 1)
+
+
+def test_the_store_indexes_only_item_ids_it_cannot_derive() -> None:
+    """Items get ids made from their response's id (input items numbered from OUTPUT_ITEMS, output items from 0),
+    which `response_of` reads back, so a response written with none given adds nothing to the store's index."""
+    from ferroute.store.items import OUTPUT_ITEMS, item_id, response_of, to_index
+    from ferroute.store.memory import MemoryStore
+
+    app = _mock_app()
+    assert isinstance(app.store, MemoryStore)
+    given = {"type": "message", "role": "user", "content": "b", "id": "msg_given"}
+    status, raw = asyncio.run(_call(app, {"model": "m", "input": [{"role": "user", "content": "a"}, given]}))
+    assert status == 200
+    response = json.loads(raw)
+    own = response["id"][5:]
+    assert [item["id"] for item in response["output"]] == [f"msg_{own}0000"]
+    assert app.store.items == {("anonymous", "msg_given"): response["id"]}
+    record = app.store.records[("anonymous", response["id"])]
+    assert [item["id"] for item in json.loads(record.input_items)] == [f"msg_{own}{OUTPUT_ITEMS:04x}", "msg_given"]
+    for made in (f"msg_{own}0000", f"rs_{own}0001", f"fco_{own}{OUTPUT_ITEMS + 3:04x}"):
+        assert response_of(made) == response["id"]
+    assert response_of("msg_given") is None and response_of(f"msg_{own}") is None
+    assert to_index([f"msg_{own}0000", "msg_given", f"msg_{'1' * 48}0000"], response["id"]) == [
+        "msg_given",
+        f"msg_{'1' * 48}0000",
+    ]
+    # A response id of another shape (a caller's own) gets random item ids, which are all indexed.
+    odd = item_id("message", "resp_custom", OUTPUT_ITEMS)
+    assert odd.startswith("msg_") and len(odd) == 52 and response_of(odd) is None
+    assert to_index([odd], "resp_custom") == [odd]

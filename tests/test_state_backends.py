@@ -152,7 +152,9 @@ def test_input_items_list(server: Server) -> None:
     page = get(server, f"{response['id']}/input_items").json()
     assert page["object"] == "list"
     assert [i["content"][0]["text"] for i in page["data"]] == ["m4", "m3", "m2", "m1", "m0"]  # desc by default
-    assert all(re.fullmatch(r"msg_[0-9a-f]{48}", i["id"]) for i in page["data"])
+    # Each id is made from the response's (then the item's number): its items need no index of the store's.
+    own = response["id"][5:]
+    assert [i["id"] for i in page["data"]] == [f"msg_{own}{0x8000 + k:04x}" for k in (4, 3, 2, 1, 0)]
     assert page["first_id"] == page["data"][0]["id"] and page["last_id"] == page["data"][-1]["id"]
     assert page["has_more"] is False
     asc = get(server, f"{response['id']}/input_items", params={"order": "asc", "limit": 2}).json()
@@ -180,6 +182,26 @@ def test_item_reference_resolves_stored_items(server: Server) -> None:
     missing = create(server, {"model": "a:up", "input": [{"type": "item_reference", "id": "msg_0"}]}, headers=A)
     assert missing.status_code == 404
     assert missing.json()["error"]["param"] == "input[0].id"
+
+
+def test_item_reference_finds_given_ids_and_items_passed_on_after_their_response_is_gone(server: Server) -> None:
+    """Ids ferroute makes carry their response's id, so the store indexes only the others: ids the client gave,
+    and items a later response got as input (still found there once the response that made them is deleted)."""
+    given = {"type": "message", "role": "user", "content": "named by me", "id": "msg_client_given_1"}
+    first = create_ok(server, {"model": "a:up", "input": [given]}, headers=A)
+    [message] = first["output"]
+    assert message["id"] == f"msg_{first['id'][5:]}0000"
+    tag = _tag()
+    ref = {"type": "item_reference", "id": "msg_client_given_1"}
+    create_ok(server, {"model": f"a?tag={tag}:up", "input": [ref]}, headers=A)
+    assert upstream_messages(tag) == [{"role": "user", "content": "named by me"}]
+    passed_on = {k: message[k] for k in ("type", "id", "role", "content")}
+    create_ok(server, {"model": "a:up", "input": [passed_on, {"role": "user", "content": "ok"}]}, headers=A)
+    assert httpx.delete(f"{server.url}/v1/responses/{first['id']}", headers=A).status_code == 200
+    tag = _tag()
+    ref = {"type": "item_reference", "id": message["id"]}
+    create_ok(server, {"model": f"a?tag={tag}:up", "input": [ref]}, headers=A)
+    assert upstream_messages(tag) == [{"role": "assistant", "content": "Hello from the mock upstream."}]
 
 
 def test_delete(server: Server) -> None:

@@ -115,9 +115,11 @@ def merge_runs(segments: list[Any]) -> list[Any]:
 
 
 def normalise_ids(raw: bytes) -> bytes:
-    """Item ids are random per run; number them by first appearance so two runs compare."""
+    """Item ids are random per run (made from the response id); number them by first appearance so two runs
+    compare."""
     seen: dict[bytes, bytes] = {}
-    return re.sub(rb"(?:msg|rs|fc)_[0-9a-f]{48}", lambda m: seen.setdefault(m[0], b"item%d" % len(seen)), raw)
+    pattern = rb"(?:msg|rs|fc)_[0-9a-f]{48}(?:[0-9a-f]{4})?"
+    return re.sub(pattern, lambda m: seen.setdefault(m[0], b"item%d" % len(seen)), raw)
 
 
 @pytest.mark.parametrize("path", CHAT, ids=lambda p: p.stem)

@@ -46,7 +46,17 @@ from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest, pars
 from ferroute.providers import Provider, Router, Upstream, build_providers
 from ferroute.store import ANONYMOUS, Record, StoreError, open_store, tenant_of
 from ferroute.store.crypto import ReasoningCipher, SealError, seal_item, seal_response
-from ferroute.store.items import find_in, normalize, output_ids, record_items, to_models
+from ferroute.store.items import (
+    OUTPUT_ITEMS,
+    derives_items,
+    find_in,
+    normalize,
+    output_ids,
+    record_items,
+    response_of,
+    to_index,
+    to_models,
+)
 
 access_log = logging.getLogger("ferroute.access")
 error_log = logging.getLogger("ferroute.error")
@@ -704,9 +714,9 @@ class App:
         record = ex.record
         if items is None or record is None:
             return
-        stored = [normalize(item) for item in items]
+        stored = [normalize(item, record.id, OUTPUT_ITEMS + k) for k, item in enumerate(items)]
         record.input_items = pydantic_core.to_json(stored)  # (json.dumps + encode: ~6x the time)
-        record.item_ids = [item["id"] for item in stored] + record.item_ids
+        record.item_ids = to_index([item["id"] for item in stored], record.id) + record.item_ids
 
     async def _chain(self, tenant: str, previous_id: str) -> list[Record]:
         """The previous response and all its ancestors, oldest first: two store round trips at any depth."""
@@ -728,12 +738,19 @@ class App:
         return [*(record for record in earlier if record is not None), previous]
 
     async def _reference(self, tenant: str, item_id: str, param: str) -> Any:
+        """A stored item by id: in the response its id was made from, if it is there; else where the store's
+        index says (ids the client gave, or an item passed on as input to a later response)."""
+        item = None
         try:
-            response_id = await self.store.find_item(tenant, item_id)
-            record = await self.store.get(tenant, response_id) if response_id else None
+            derived = response_of(item_id)
+            record = await self.store.get(tenant, derived) if derived else None
+            item = find_in(record, item_id) if record is not None else None
+            if item is None:
+                response_id = await self.store.find_item(tenant, item_id)
+                record = await self.store.get(tenant, response_id) if response_id else None
+                item = find_in(record, item_id) if record is not None else None
         except StoreError as e:
             raise self._store_down("read", e) from None
-        item = find_in(record, item_id) if record is not None else None
         if item is None:
             raise RouterError(
                 404, f"no stored item with id {item_id!r}", type="not_found", code="not_found", param=param
@@ -761,7 +778,8 @@ class App:
         ex.saved = True
         self._fill_input(ex)
         record.response = ex.translator.response_json() if response is None else response
-        record.item_ids = record.item_ids + output_ids(record.response)
+        if not derives_items(record.id):  # (else the output items' ids are all made from it: nothing to index)
+            record.item_ids = record.item_ids + to_index(output_ids(record.response), record.id)
         try:
             # Shielded: a client that leaves during the write does not cut it in half.
             await asyncio.shield(self.store.put(ex.tenant, record))

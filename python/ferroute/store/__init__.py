@@ -43,7 +43,8 @@ class Record:
     input_items: bytes = b"[]"  # JSON list of the request's input items, each with an id
     ancestors: list[str] = field(default_factory=list)  # earlier responses of the chain, oldest first
     settings: bytes = b"{}"  # JSON: what continuation needs (model); instructions are not inherited
-    item_ids: list[str] = field(default_factory=list)  # input + output item ids, for `item_reference`
+    # Item ids to map to this response for `item_reference`: those not made from its id (`items.to_index`).
+    item_ids: list[str] = field(default_factory=list)
 
 
 class Store(ABC):

@@ -38,6 +38,31 @@ pub fn new_id(prefix: &str) -> String {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Output indexes that get an id derived from their response's (`item_id`); inputs take the rest.
+pub const OUTPUT_ITEMS: usize = 0x8000;
+
+/// The id of output item `index` of the response `response_id`: `prefix_`, the response id's 48 hex
+/// characters and `index` in 4 more, so a store can tell which response holds the item without an index
+/// of its own (`python/ferroute/store/items.py`, `response_of`; input items take `OUTPUT_ITEMS` and up). A
+/// response id of another shape (given by a caller), or an index past `OUTPUT_ITEMS`, gets a `new_id`.
+pub fn item_id(prefix: &str, response_id: &str, index: usize) -> String {
+    let hex = match response_id.strip_prefix("resp_") {
+        Some(hex) if hex.len() == TIME_HEX + 2 * RANDOM_BYTES && hex.bytes().all(|b| HEX.contains(&b)) => hex,
+        _ => return new_id(prefix),
+    };
+    if index >= OUTPUT_ITEMS {
+        return new_id(prefix);
+    }
+    let mut id = String::with_capacity(prefix.len() + 1 + hex.len() + 4);
+    id.push_str(prefix);
+    id.push('_');
+    id.push_str(hex);
+    for shift in (0..4).rev() {
+        id.push(char::from(HEX[(index >> (4 * shift)) & 0x0f]));
+    }
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +86,21 @@ mod tests {
         let millis = u128::from_str_radix(&first[5..5 + TIME_HEX], 16).unwrap();
         assert!(before <= millis && millis <= after);
         assert!(first < second);
+    }
+
+    #[test]
+    fn item_ids_carry_their_response_id() {
+        let response = new_id("resp");
+        assert_eq!(item_id("msg", &response, 0), format!("msg_{}0000", &response[5..]));
+        assert_eq!(item_id("rs", &response, 0x1a), format!("rs_{}001a", &response[5..]));
+        // Any other shape of response id, or an index past the outputs', gets a random id.
+        for other in ["resp_123", "conv_1", &format!("resp_{}", "A".repeat(48))] {
+            let (first, second) = (item_id("msg", other, 0), item_id("msg", other, 0));
+            assert_eq!(first.len(), 4 + 48);
+            assert_ne!(first, second);
+        }
+        assert_ne!(item_id("fc", &response, OUTPUT_ITEMS)[3..], response[5..]);
+        assert_eq!(item_id("fc", &response, OUTPUT_ITEMS).len(), 3 + 48);
     }
 
     #[test]

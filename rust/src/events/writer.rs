@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::ids::new_id;
+use super::ids::{item_id, new_id};
 use crate::json::scan::find_string_end;
 
 /// `write!` into a byte buffer, which cannot fail.
@@ -562,7 +562,7 @@ impl ResponseWriter {
 
     fn push_item(&mut self, prefix: &str, body: Body) -> usize {
         let index = self.items.len();
-        let id = new_id(prefix);
+        let id = item_id(prefix, &self.id, index);
         let mut locator = Vec::with_capacity(id.len() + 40);
         write_locator(&mut locator, &id, index, None);
         self.items.push(Item {
