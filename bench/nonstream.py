@@ -5,9 +5,11 @@ Run from the repository root, with a release build of the native module (`make d
     .venv/bin/python -m bench.nonstream            # ~2 minutes; writes bench/results/nonstream.json
     .venv/bin/python -m bench.nonstream --rates 500,1000 --duration 3
 
-The upstream is `ferroute mock-upstream` (Rust) answering every `POST /v1/chat/completions` with a whole
-`chat.completion` of `--tokens` tokens after `--latency-ms`. The load is the Rust load generator
-(`ferroute._core.LoadGenerator`, the engine of `ferroute bench load`) in the open model: requests start
+The upstream is `ferroute mock-upstream` (Rust) answering every `POST /v1/chat/completions` after
+`--latency-ms` with `--tokens` tokens: a whole `chat.completion` to the direct requests, and to the router,
+which always asks for a stream (a non-streaming response is built from it), the stream in one write.
+The load is the Rust load generator (`ferroute._core.LoadGenerator`, the engine of `ferroute bench
+load`) in the open model: requests start
 on a fixed schedule (`--rates`, requests/s), so a router that falls behind shows it in its latency
 instead of being offered less. At each rate, interleaved: (a) the mock directly, (b) Granian's floor: a
 bare ASGI app (no ferroute code) served as the router is, that waits `--latency-ms` and answers ~1 KB of

@@ -895,7 +895,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, shorter phases (< 30 s)")
     parser.add_argument("--requests", type=int, help="concurrency 1: timed requests each way (default 2000; quick 300)")
-    parser.add_argument("--warmup", type=int, help="concurrency 1: untimed requests each way first (default 100; quick 10)")
+    parser.add_argument(
+        "--warmup", type=int, help="concurrency 1: untimed requests each way first (default 100; quick 10)"
+    )
     parser.add_argument("--events-c1", type=int, default=200, help="concurrency 1: upstream events per stream")
     parser.add_argument("--concurrency", type=int, help="load: concurrent streams (default 256; quick 64)")
     parser.add_argument("--duration", type=float, help="load: seconds per router phase (default 20; quick 3)")
