@@ -5,10 +5,12 @@ The fast parts are importable on their own:
 - `SSEDecoder` / `SSEEvent` / `encode_sse`: WHATWG server-sent events, incremental.
 - `JsonStream` / `parse_partial_json`: incremental JSON with partial values (O(n) over a stream).
 - `ResponseEventParser`: the bytes of any Open Responses stream → checked event dicts + the response.
-- `ChatCompletionsTranslator`: a Chat Completions stream → Open Responses SSE frames.
+- `ChatCompletionsTranslator` / `AnthropicTranslator`: a Chat Completions / Anthropic Messages stream →
+  Open Responses SSE frames.
 """
 
 from ferroute._core import (
+    AnthropicTranslator,
     ChatCompletionsTranslator,
     JSONError,
     JsonStream,
@@ -24,6 +26,7 @@ from ferroute._core import (
 )
 
 __all__ = [
+    "AnthropicTranslator",
     "ChatCompletionsTranslator",
     "JSONError",
     "JsonStream",

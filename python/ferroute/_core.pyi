@@ -5,6 +5,7 @@ from types import TracebackType
 from typing import Any, final
 
 __all__ = [
+    "AnthropicTranslator",
     "ChatCompletionsTranslator",
     "ChunkedDecoder",
     "ChunkedError",
@@ -214,6 +215,46 @@ class ChatCompletionsTranslator:
         the `error` event, `response.failed` and `data: [DONE]`; b"" if the response already ended."""
     def convert(self, body: bytes) -> bytes:
         """A whole non-streaming `chat.completion` body → the response object as JSON bytes."""
+    @property
+    def response_id(self) -> str: ...
+    @property
+    def status(self) -> str:
+        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
+    def response_json(self) -> bytes:
+        """The response object as it stands (the terminal event's `response` once finished)."""
+
+@final
+class AnthropicTranslator:
+    """Anthropic Messages stream (or body) → Open Responses SSE frames, sequence-numbered; the same API as
+    `ChatCompletionsTranslator`.
+
+    `thinking` blocks become reasoning items (their `signature` the item's `encrypted_content`),
+    `redacted_thinking` reasoning items with only `encrypted_content`, `text` blocks a message's
+    `output_text`, `tool_use` blocks `function_call` items; `stop_reason` `max_tokens` ends the response
+    `incomplete` (`max_output_tokens`), `refusal` `incomplete` (`content_filter`); an `error` event fails
+    it. Server-tool blocks and unknown events are skipped."""
+
+    def __new__(
+        cls,
+        request: bytes | str | Mapping[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        store: bool | None = None,
+        response_id: str | None = None,
+        created_at: int | None = None,
+        max_line_length: int = 1_048_576,
+        max_event_size: int = 16_777_216,
+    ) -> AnthropicTranslator: ...
+    def feed(self, upstream: bytes) -> bytes:
+        """Translate the next upstream bytes; returns the Open Responses SSE frames they produce."""
+    def finish(self) -> bytes:
+        """End of the upstream stream: the frames that close the response and `data: [DONE]` (a stream
+        without `message_stop` or a `stop_reason` fails as truncated)."""
+    def fail(self, message: str, *, code: str = "server_error", type: str = "server_error") -> bytes:
+        """End the response as failed for a reason outside the upstream's bytes; b"" if it already ended."""
+    def convert(self, body: bytes) -> bytes:
+        """A whole non-streaming Messages body (`{"type": "message", …}`) → the response object as JSON
+        bytes (an `{"type": "error", …}` body gives a failed response); UpstreamError for anything else."""
     @property
     def response_id(self) -> str: ...
     @property
