@@ -1,13 +1,15 @@
-"""A mock Chat Completions server, run as its own process by the end-to-end tests (stdlib asyncio only).
+"""A mock Chat Completions and Anthropic Messages server, run as its own process by the end-to-end tests
+(stdlib asyncio only).
 
-`POST …/chat/completions` answers according to the upstream model name the router sends:
+`POST …/chat/completions` and `POST …/messages` answer according to the upstream model name the router sends:
 
-- `fixture:<name>` replays `tests/fixtures/chat_completions/<name>.sse` byte for byte (chunked);
+- `fixture:<name>` replays `tests/fixtures/chat_completions/<name>.sse` (`…/messages`:
+  `tests/fixtures/anthropic/<name>.sse`) byte for byte (chunked);
 - `json:<name>` answers `application/json` with a `chat.completion` built from that fixture's text;
 - `status:<code>` answers that HTTP status with a JSON error body holding a secret (429 adds
   `Retry-After: 7`), so tests can check nothing of it reaches the client;
 - `stall` sends the headers and then nothing; `hang` sends nothing at all;
-- anything else: a short generated text stream.
+- anything else: a short generated text stream (in the dialect of the path).
 
 Options follow a `?` in the model name, `&`-separated: `delay=<s>` waits before answering,
 `drip=<s>` sleeps between writes, `chunk=<n>` writes n bytes at a time (default: one SSE event per
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_completions"
+ANTHROPIC = Path(__file__).parent / "fixtures" / "anthropic"
 SECRET = "upstream-secret-detail-7f3a"
 
 received: list[dict[str, Any]] = []
@@ -73,6 +76,20 @@ def _generated(model: str) -> bytes:
         + json.dumps(usage).encode()
         + b"\n\ndata: [DONE]\n\n"
     )
+
+
+def _generated_messages(model: str) -> bytes:
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"id": "msg_m", "type": "message", "role": "assistant", "model": model,
+                                              "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}
+          for word in ["Hello", " from", " the", " mock", " upstream."]),
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}},
+        {"type": "message_stop"},
+    ]  # fmt: skip
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
 
 
 def _completion_body(name: str) -> bytes:
@@ -190,11 +207,11 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
         if name.startswith("json:"):
             await _send_json(writer, 200, _completion_body(name.split(":", 1)[1]))
             return True
-        raw = (
-            (FIXTURES / f"{name.split(':', 1)[1]}.sse").read_bytes()
-            if name.startswith("fixture:")
-            else _generated(name)
-        )
+        messages = path.endswith("/messages")
+        if name.startswith("fixture:"):
+            raw = ((ANTHROPIC if messages else FIXTURES) / f"{name.split(':', 1)[1]}.sse").read_bytes()
+        else:
+            raw = _generated_messages(name) if messages else _generated(name)
         if options.get("crlf"):
             raw = raw.replace(b"\n", b"\r\n")
         return await _stream(writer, raw, options, record)
@@ -214,7 +231,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                     received.clear()
                 await _send_json(writer, 200, json.dumps(received).encode())
                 continue
-            if method == "POST" and path.endswith("/chat/completions"):
+            if method == "POST" and path.endswith(("/chat/completions", "/messages")):
                 if not await _answer(reader, writer, path, body, headers):
                     break
                 continue

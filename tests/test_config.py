@@ -63,12 +63,19 @@ def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_no_config_gives_the_mock_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     settings = load_settings(None)
     assert [(p.name, p.kind) for p in settings.providers] == [("mock", "mock")]
     assert settings.server.default_provider == "mock"
     assert settings.store is None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert [p.name for p in default_settings().providers] == ["mock", "openai"]
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    providers = default_settings().providers
+    assert [(p.name, p.kind, p.base_url) for p in providers[1:]] == [
+        ("openai", "chat_completions", "https://api.openai.com/v1"),
+        ("anthropic", "anthropic", "https://api.anthropic.com/v1"),
+    ]
 
 
 def test_a_config_without_providers_gets_the_mock() -> None:
@@ -99,11 +106,16 @@ def test_a_config_without_providers_gets_the_mock() -> None:
         ),
         # a kind that is not built yet
         (
-            '[[providers]]\nname = "a"\nkind = "anthropic"\n',
-            "providers[0]: provider kind 'anthropic' is not implemented",
+            '[[providers]]\nname = "a"\nkind = "responses"\n',
+            "providers[0]: provider kind 'responses' is not implemented",
         ),
-        # chat_completions without base_url
+        # chat_completions or anthropic without base_url
         ('[[providers]]\nname = "a"\nkind = "chat_completions"\n', "a chat_completions provider needs base_url"),
+        ('[[providers]]\nname = "a"\nkind = "anthropic"\n', "an anthropic provider needs base_url"),
+        (
+            '[[providers]]\nname = "a"\nkind = "anthropic"\nbase_url = "x"\ndefault_max_tokens = 0\n',
+            "default_max_tokens",
+        ),
         ('[server]\ndefault_provider = "x"\n', "server.default_provider 'x' is not a provider name"),
         ('[[providers]]\nname = "a"\nkind = "mock"\n[[providers]]\nname = "a"\nkind = "mock"\n', "two providers"),
         ('[store]\nbackend = "mongo"\n', ":2: store.backend:"),

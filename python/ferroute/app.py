@@ -43,9 +43,9 @@ from ferroute.errors import RouterError, invalid_request, not_implemented
 from ferroute.logs import flush_all, log_line
 from ferroute.metrics import Metrics
 from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest, parse_request
-from ferroute.providers import Provider, Router, Upstream, build_providers
+from ferroute.providers import Provider, Router, Translator, Upstream, build_providers
 from ferroute.store import ANONYMOUS, Record, StoreError, open_store, tenant_of
-from ferroute.store.crypto import ReasoningCipher, SealError, seal_item, seal_response
+from ferroute.store.crypto import ReasoningCipher, SealError, seal_item
 from ferroute.store.items import (
     OUTPUT_ITEMS,
     derives_items,
@@ -90,7 +90,7 @@ class _Exchange:
     request: ResponsesRequest
     provider: Provider
     upstream_model: str
-    translator: _core.ChatCompletionsTranslator
+    translator: Translator
     stream: bool
     began: float
     upstream: Upstream | None = None
@@ -111,7 +111,9 @@ class _Exchange:
     input_to_store: list[Any] | None = None
     saved: bool = False
     on_end: Callable[[], Awaitable[None]] | None = None  # writes `record`; run before `[DONE]` is sent
-    seal: Callable[[bytes], bytes] | None = None  # adds `encrypted_content` to reasoning items (include)
+    # Reasoning items' `encrypted_content` as the client sees it: sealed (include), or taken out (an upstream's own).
+    seal: Callable[[bytes], bytes] | None = None  # on stream frames
+    seal_body: Callable[[bytes], bytes] | None = None  # on a whole response object
     cancel_requested: bool = False  # background: a cancel arrived at this process
     # Stopping the work (the clock's timeouts, the client's disconnect): `cancel` cancels the task running it.
     cancel: Callable[[], Any] | None = None
@@ -406,7 +408,7 @@ class App:
         provider, upstream_model = self.router.resolve(request.model)
         log["provider"] = provider.name
         upstream_request, record, input_to_store = await self._prepare(request, tenant, store)
-        translator = _core.ChatCompletionsTranslator(body, model=request.model, store=store)
+        translator = provider.translator(body, model=request.model, store=store)
         log["response_id"] = translator.response_id
         exchange = _Exchange(
             send=send,
@@ -430,7 +432,13 @@ class App:
             exchange.on_end = on_end
         if request.include and "reasoning.encrypted_content" in request.include:
             cache: dict[str, str] = {}
-            exchange.seal = lambda out: self._seal_frames(tenant, cache, out)
+            exchange.seal = lambda out: _reasoning_frames(out, lambda item: seal_item(self.cipher, tenant, item, cache))
+            exchange.seal_body = lambda body: _reasoning_body(body, lambda i: seal_item(self.cipher, tenant, i, {}))
+        elif provider.translator is _core.AnthropicTranslator:
+            # Anthropic's signatures are the reasoning items' `encrypted_content` in the stored response (a later
+            # turn sends them back), but a client sees `encrypted_content` only when it asks (`include`).
+            exchange.seal = lambda out: _reasoning_frames(out, _strip_encrypted)
+            exchange.seal_body = lambda body: _reasoning_body(body, _strip_encrypted)
         if request.background:
             return await self._start_background(exchange)
         task = asyncio.current_task()
@@ -536,8 +544,8 @@ class App:
             if ex.result is not None:
                 await self._save(ex, ex.result)
                 body = ex.result
-                if ex.seal is not None:
-                    body = self._seal_body(ex.tenant, body)
+                if ex.seal_body is not None:
+                    body = ex.seal_body(body)
                 return await _send_json(ex.send, 200, body)
             return 200
         finally:
@@ -612,7 +620,7 @@ class App:
                     await ex.end(out)
                     break
                 if out:
-                    if seal is not None:  # only with include reasoning.encrypted_content
+                    if seal is not None:  # only for reasoning's encrypted_content (include, or an upstream's own)
                         out = seal(out)
                     if ex.pinging is not None:  # never two sends at once: wait for the keep-alive
                         await ex.pinging
@@ -766,6 +774,8 @@ class App:
         data: dict[str, Any] = {"type": "reasoning", "summary": opened.get("summary") or []}
         if opened.get("content"):
             data["content"] = opened["content"]
+        if opened.get("upstream"):  # the upstream's own encrypted_content (Anthropic's signature), for it again
+            data["encrypted_content"] = opened["upstream"]
         if item.id:
             data["id"] = item.id
         return to_models([data])[0]
@@ -813,31 +823,6 @@ class App:
         ]
         return "\n".join(lines) + "\n"
 
-    def _seal_frames(self, tenant: str, cache: dict[str, str], out: bytes) -> bytes:
-        """Stream frames with `encrypted_content` on reasoning items (`output_item.done` and the terminal event)."""
-        if b"event: response.output_item.done\n" not in out and not any(t in out for t in _TERMINAL):
-            return out
-        frames = out.split(b"\n\n")
-        for k, frame in enumerate(frames):
-            item_done = frame.startswith(b"event: response.output_item.done\n") and b'"type":"reasoning"' in frame
-            if not item_done and not frame.startswith(_TERMINAL):
-                continue
-            head, sep, data = frame.partition(b"\ndata: ")
-            event = json.loads(data)
-            if item_done:
-                changed = seal_item(self.cipher, tenant, event.get("item"), cache)
-            else:
-                changed = seal_response(self.cipher, tenant, event.get("response") or {}, cache)
-            if changed:
-                frames[k] = head + sep + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-        return b"\n\n".join(frames)
-
-    def _seal_body(self, tenant: str, body: bytes) -> bytes:
-        data = json.loads(body)
-        if seal_response(self.cipher, tenant, data, {}):
-            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-        return body
-
     # --- /v1/responses/{id}… ---------------------------------------------------------------------
 
     async def stored(self, scope: Scope, send: Send, method: str, tail: str, tenant: str) -> int:
@@ -862,7 +847,10 @@ class App:
             return await _send_json(send, 200, body)
         record = await self._get(tenant, response_id)
         if action == "":
-            return await _send_json(send, 200, record.response)
+            body = record.response
+            if b'"encrypted_content":"' in body:  # (an upstream's own, e.g. Anthropic's signatures: kept, not shown)
+                body = _reasoning_body(body, _strip_encrypted)
+            return await _send_json(send, 200, body)
         if action == "input_items":
             return await _send_json(send, 200, _input_items_page(record, scope.get("query_string", b"")))
         return await _send_json(send, 200, await self._cancel(tenant, record))
@@ -1091,7 +1079,7 @@ class App:
                 pinging.set_result(None)
 
 
-def _non_streaming_result(response: bytes, translator: _core.ChatCompletionsTranslator) -> bytes:
+def _non_streaming_result(response: bytes, translator: Translator) -> bytes:
     """A whole response; a failed one is a 502 (nothing has gone to the client yet)."""
     if translator.status == "failed" or b'"status":"failed"' in response[:400]:
         error = (json.loads(response).get("error") or {}) if response else {}
@@ -1102,6 +1090,49 @@ def _non_streaming_result(response: bytes, translator: _core.ChatCompletionsTran
             code=str(error.get("code") or "upstream_error"),
         )
     return response
+
+
+def _reasoning_frames(out: bytes, change: Callable[[Any], bool]) -> bytes:
+    """Stream frames with `change` applied to reasoning items (`output_item.done` and the terminal event's)."""
+    if b"event: response.output_item.done\n" not in out and not any(t in out for t in _TERMINAL):
+        return out
+    frames = out.split(b"\n\n")
+    for k, frame in enumerate(frames):
+        item_done = frame.startswith(b"event: response.output_item.done\n") and b'"type":"reasoning"' in frame
+        if not item_done and not frame.startswith(_TERMINAL):
+            continue
+        head, sep, data = frame.partition(b"\ndata: ")
+        event = json.loads(data)
+        if item_done:
+            changed = change(event.get("item"))
+        else:
+            changed = _change_all((event.get("response") or {}).get("output"), change)
+        if changed:
+            frames[k] = head + sep + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"\n\n".join(frames)
+
+
+def _reasoning_body(body: bytes, change: Callable[[Any], bool]) -> bytes:
+    """A response object with `change` applied to its reasoning items."""
+    data = json.loads(body)
+    if _change_all(data.get("output"), change):
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return body
+
+
+def _change_all(items: Any, change: Callable[[Any], bool]) -> bool:
+    """`change` applied to every item (not only up to the first that changes); whether any changed."""
+    changed = False
+    for item in items or []:
+        changed |= change(item)
+    return changed
+
+
+def _strip_encrypted(item: Any) -> bool:
+    if isinstance(item, dict) and item.get("type") == "reasoning" and item.get("encrypted_content") is not None:
+        item["encrypted_content"] = None
+        return True
+    return False
 
 
 def _not_found(response_id: str, param: str | None = None) -> RouterError:
@@ -1117,7 +1148,7 @@ def _with_status(response: bytes, status: str) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _cancelled(translator: _core.ChatCompletionsTranslator) -> bytes:
+def _cancelled(translator: Translator) -> bytes:
     """The response as it stands, closed and marked `cancelled` (the core knows no such ending)."""
     if translator.status == "in_progress":
         translator.fail("the response was cancelled", code="cancelled", type="server_error")

@@ -21,10 +21,11 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 ProviderKind = Literal["chat_completions", "anthropic", "responses", "mock"]
 # Kinds the config accepts because DESIGN.md names them, but that no provider implements yet.
-UNBUILT_KINDS = {"anthropic", "responses"}
+UNBUILT_KINDS = {"responses"}
 # With no config file, a provider is added for each of these variables that is set.
-STANDARD_PROVIDERS = [
-    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+STANDARD_PROVIDERS: list[tuple[str, ProviderKind, str, str]] = [
+    ("openai", "chat_completions", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+    ("anthropic", "anthropic", "ANTHROPIC_API_KEY", "https://api.anthropic.com/v1"),
 ]
 
 
@@ -119,15 +120,21 @@ class ProviderConfig(_Section):
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     # Chat Completions: whether reasoning items are passed back as `reasoning_content`.
     send_reasoning_content: bool = True
+    # Anthropic: `max_tokens` (required by the Messages API) when the request sets no `max_output_tokens`.
+    default_max_tokens: int = Field(default=4096, gt=0)
+    # Anthropic: the `anthropic-version` header.
+    anthropic_version: str = "2023-06-01"
     timeouts: TimeoutsConfig | None = None
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProviderConfig:
         if self.kind in UNBUILT_KINDS:
-            raise ValueError(f"provider kind {self.kind!r} is not implemented yet (use chat_completions or mock)")
-        if self.kind == "chat_completions":
+            raise ValueError(
+                f"provider kind {self.kind!r} is not implemented yet (use chat_completions, anthropic or mock)"
+            )
+        if self.kind in ("chat_completions", "anthropic"):
             if not self.base_url:
-                raise ValueError("a chat_completions provider needs base_url")
+                raise ValueError(f"{'an' if self.kind == 'anthropic' else 'a'} {self.kind} provider needs base_url")
             if not re.match(r"^https?://", self.base_url):
                 raise ValueError("base_url must start with http:// or https://")
         return self
@@ -164,9 +171,9 @@ class ConfigError(Exception):
 def default_settings() -> Settings:
     """No config file: the built-in mock provider, plus a provider for each standard key variable that is set."""
     providers = [ProviderConfig(name="mock", kind="mock", models=["ferroute-mock"])]
-    for name, env, base_url in STANDARD_PROVIDERS:
+    for name, kind, env, base_url in STANDARD_PROVIDERS:
         if os.environ.get(env):
-            providers.append(ProviderConfig(name=name, kind="chat_completions", base_url=base_url, api_key_env=env))
+            providers.append(ProviderConfig(name=name, kind=kind, base_url=base_url, api_key_env=env))
     return Settings(providers=providers, server=ServerConfig(default_provider="mock"))
 
 

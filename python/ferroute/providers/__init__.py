@@ -10,17 +10,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import httpx
 
+from ferroute import _core
 from ferroute.config import ProviderConfig, Settings, TimeoutsConfig
 from ferroute.errors import RouterError
 from ferroute.models import ResponsesRequest
 
+# The Rust translators share one API (`_core.pyi`); a provider names the one that reads its answers.
+Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator
+
 
 @dataclass
 class Upstream:
-    """An opened upstream answer: Chat Completions SSE bytes in `chunks`, or a whole JSON `body`."""
+    """An opened upstream answer: the dialect's SSE bytes in `chunks`, or a whole JSON `body`."""
 
     chunks: AsyncIterator[bytes] | None = None
     body: bytes | None = None
@@ -32,6 +37,9 @@ class Upstream:
 
 
 class Provider(ABC):
+    # What reads this provider's answers (streamed, or `convert` for a whole body).
+    translator: ClassVar[type[Translator]] = _core.ChatCompletionsTranslator
+
     def __init__(self, config: ProviderConfig, settings: Settings) -> None:
         self.config = config
         self.name = config.name
@@ -48,6 +56,7 @@ class Provider(ABC):
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
+    from ferroute.providers.anthropic import AnthropicProvider
     from ferroute.providers.chat_completions import ChatCompletionsProvider
     from ferroute.providers.mock import MockProvider
 
@@ -55,6 +64,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     for config in settings.providers:
         if config.kind == "chat_completions":
             providers[config.name] = ChatCompletionsProvider(config, settings)
+        elif config.kind == "anthropic":
+            providers[config.name] = AnthropicProvider(config, settings)
         elif config.kind == "mock":
             providers[config.name] = MockProvider(config, settings)
         else:  # config.py rejects the kinds without an implementation; this guards a new kind

@@ -241,17 +241,22 @@ _HEADERS = [
 
 
 class ChatCompletionsProvider(Provider):
+    """`POST {base_url}/chat/completions`, streamed. The HTTP side is shared with the other dialects over HTTP
+    (`AnthropicProvider`), which change the path, the body and the headers."""
+
+    path = "/chat/completions"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         assert self.config.base_url is not None  # config.py requires it for this kind
         # Parsed once (a string URL is parsed again by every `build_request`: ~26 µs per request, micro-benchmark).
-        self.url = httpx.URL(self.config.base_url.rstrip("/") + "/chat/completions")
+        self.url = httpx.URL(self.config.base_url.rstrip("/") + self.path)
         # Reads have no httpx timeout: the app's ticker enforces the first-event and idle timeouts.
         connect = self.timeouts.connect
         self.timeout = httpx.Timeout(connect=connect, read=None, write=connect, pool=connect)
         self.extensions = {"timeout": self.timeout.as_dict()}
         # The headers every request carries; only Content-Length (and the key, read per request) vary.
-        self.headers = [(b"host", self.url.netloc), *_HEADERS]
+        self.headers = [(b"host", self.url.netloc), *_HEADERS, *self.dialect_headers()]
         # Plain HTTP goes to `StreamTransport.open` with this head (then Content-Length, the key, a blank line).
         self.origin: tuple[str, int] | None = None
         if self.url.scheme == "http":
@@ -259,15 +264,25 @@ class ChatCompletionsProvider(Provider):
         self.head = b"POST " + self.url.raw_path + b" HTTP/1.1\r\n"
         self.head += b"".join(name + b": " + value + b"\r\n" for name, value in self.headers)
 
-    async def open(
-        self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
-    ) -> Upstream:
-        body = chat_request(
+    def dialect_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers of the dialect that every request carries."""
+        return []
+
+    def auth_header(self, key: str) -> tuple[bytes, bytes]:
+        return (b"authorization", b"Bearer " + key.encode())
+
+    def request_body(self, request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
+        return chat_request(
             request,
             upstream_model,
             max_tokens_field=self.config.max_tokens_field,
             send_reasoning=self.config.send_reasoning_content,
         )
+
+    async def open(
+        self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
+    ) -> Upstream:
+        body = self.request_body(request, upstream_model)
         # pydantic-core's serializer: 1.2 µs for a small body where `json.dumps(...).encode()` took 7.4.
         content = pydantic_core.to_json(body)
         key = self.config.api_key()
@@ -278,7 +293,8 @@ class ChatCompletionsProvider(Provider):
                 # The router's path: the request head as bytes, straight to the transport (no httpx objects).
                 head = self.head + b"content-length: " + str(len(content)).encode()
                 if key:
-                    head += b"\r\nauthorization: Bearer " + key.encode()
+                    name, value = self.auth_header(key)
+                    head += b"\r\n" + name + b": " + value
                 answer = await transport.open(self.origin, head + b"\r\n\r\n", content, self.timeout.connect)
             else:
                 answer = await self._open_httpx(transport, content, key)
@@ -305,7 +321,7 @@ class ChatCompletionsProvider(Provider):
         router does not use: auth flows, redirects, cookies, hooks, default headers.)"""
         headers = [*self.headers, (b"content-length", str(len(content)).encode())]
         if key:
-            headers.append((b"authorization", b"Bearer " + key.encode()))
+            headers.append(self.auth_header(key))
         upstream_request = httpx.Request(
             "POST", self.url, headers=headers, stream=httpx.ByteStream(content), extensions=self.extensions
         )

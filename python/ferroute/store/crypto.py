@@ -1,6 +1,7 @@
 """`reasoning.encrypted_content` for clients that store nothing (`store: false`).
 
-The router seals a reasoning item's text (raw `content` and `summary`) with AES-256-GCM under its
+The router seals a reasoning item's text (raw `content` and `summary`, and the upstream's own
+`encrypted_content` where it gave one, such as Anthropic's thinking signature) with AES-256-GCM under its
 own key, bound to the tenant (the associated data), and opens it again when the item comes back as
 input, so the upstream sees the reasoning although the router kept nothing. A changed byte, a blob
 from another key (another deployment) or from another tenant fails authentication: a 400.
@@ -50,15 +51,18 @@ class ReasoningCipher:
         return cls(cls.generate_secret()), True
 
     def seal(self, tenant: str, item: dict[str, Any]) -> str:
-        payload = json.dumps(
-            {"content": item.get("content") or [], "summary": item.get("summary") or []}, separators=(",", ":")
-        ).encode()
+        sealed_item: dict[str, Any] = {"content": item.get("content") or [], "summary": item.get("summary") or []}
+        upstream = item.get("encrypted_content")
+        if isinstance(upstream, str) and upstream and not upstream.startswith(_MAGIC):
+            sealed_item["upstream"] = upstream  # the upstream's own (Anthropic's signature): it needs it back
+        payload = json.dumps(sealed_item, separators=(",", ":")).encode()
         nonce = secrets.token_bytes(12)
         sealed = self.aead.encrypt(nonce, payload, _AAD + tenant.encode())
         return _MAGIC + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
 
     def open(self, tenant: str, blob: str) -> dict[str, Any]:
-        """`{"content": [...], "summary": [...]}`; raises SealError."""
+        """`{"content": [...], "summary": [...]}`, and `"upstream"`: the upstream's own encrypted_content, where
+        there was one; raises SealError."""
         if not blob.startswith(_MAGIC):
             raise SealError("encrypted_content was not produced by this router")
         text = blob[len(_MAGIC) :]
@@ -74,15 +78,6 @@ class ReasoningCipher:
             raise SealError("encrypted_content failed authentication (changed, or sealed by another key)") from None
         data: dict[str, Any] = json.loads(payload)
         return data
-
-
-def seal_response(cipher: ReasoningCipher, tenant: str, response: dict[str, Any], cache: dict[str, str]) -> bool:
-    """Set `encrypted_content` on every reasoning item of a response object; True if any changed."""
-    changed = False
-    for item in response.get("output") or []:
-        if seal_item(cipher, tenant, item, cache):
-            changed = True
-    return changed
 
 
 def seal_item(cipher: ReasoningCipher, tenant: str, item: Any, cache: dict[str, str]) -> bool:
