@@ -15,7 +15,8 @@ Options follow a `?` in the model name, `&`-separated: `delay=<s>` waits before 
 `drip=<s>` sleeps between writes, `chunk=<n>` writes n bytes at a time (default: one SSE event per
 write), `drop=<n>` closes the connection after n body bytes (a broken chunked body),
 `stall_after=<n>` stops sending (but keeps the connection open) after n bytes, `crlf=1` sends CRLF
-line ends (as sse-starlette servers do), `tag=<x>` does nothing but mark the request.
+line ends (as sse-starlette servers do), `pings=<n>` sends n keep-alives first (`: ping` comments;
+Anthropic's `ping` events on `…/messages`), `tag=<x>` does nothing but mark the request.
 
 `GET /requests` lists what the server received (`path`, `headers`, `body` as JSON, and `closed_early`
 once the client has hung up before the answer ended); `DELETE /requests` clears the list.
@@ -212,6 +213,8 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
             raw = ((ANTHROPIC if messages else FIXTURES) / f"{name.split(':', 1)[1]}.sse").read_bytes()
         else:
             raw = _generated_messages(name) if messages else _generated(name)
+        ping = b'event: ping\ndata: {"type": "ping"}\n\n' if messages else b": ping\n\n"
+        raw = ping * int(options.get("pings", 0)) + raw
         if options.get("crlf"):
             raw = raw.replace(b"\n", b"\r\n")
         return await _stream(writer, raw, options, record)

@@ -331,6 +331,19 @@ def test_keepalives_while_the_upstream_is_slow(server: Server) -> None:
     assert response["status"] == "completed"
 
 
+@pytest.mark.parametrize(
+    "model", ["fixture:ollama-llama3.2-tool-call?pings=8&drip=0.15:up", "claude?pings=8&drip=0.15:anth"]
+)
+def test_keepalives_while_the_upstream_sends_only_its_own(server: Server, model: str) -> None:
+    """An upstream's pings (SSE comments, Anthropic's `ping` events) give the client nothing: to it the upstream is
+    silent, so the router's keep-alives go out (every 0.4 s here) while they last (1.2 s)."""
+    raw = raw_stream(server, {"model": model, "input": "hi"})
+    first_event = raw.index(b"event: ")
+    assert raw.count(b": ping\n\n", first_event) >= 2
+    _, response = check_stream(raw)
+    assert response["status"] == "completed"
+
+
 def _wait_closed(upstream: Server, model: str) -> bool:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

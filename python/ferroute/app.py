@@ -125,6 +125,7 @@ class _Exchange:
     quiet_since: float = 0.0
     pinged: float = 0.0
     written: int = -1  # `writes` when the current send was first seen pending
+    sent_seen: int = -1  # `writes` at the last tick (the keep-alive interval runs from the client's last bytes)
     stuck_since: float = 0.0
 
     async def start(self) -> None:
@@ -1039,11 +1040,14 @@ class App:
                 self._stop(ex, "timeout")
             return
         ex.written = -1
+        if ex.writes != ex.sent_seen:  # the client got bytes: the keep-alive interval starts again
+            ex.sent_seen = ex.writes
+            ex.pinged = now
         if ex.reads != ex.seen:
+            # (Only the idle timeout restarts: reads that give the client nothing, such as an upstream's own
+            # pings or comments, are silence to it.)
             ex.seen = ex.reads
-            ex.quiet_since = ex.pinged = now
-            if ex.seen > 0:
-                return
+            ex.quiet_since = now
         if ex.seen <= 0:
             if now - ex.began >= timeouts.first_event:
                 ex.timeout = "first_event"
