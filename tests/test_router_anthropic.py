@@ -218,6 +218,14 @@ def test_request_mapping_edges() -> None:
                                      {"type": "text", "text": "next"}]},
     ]  # fmt: skip
     assert _mapped({"input": "x", "max_output_tokens": 50})["max_tokens"] == 50
+    # Thinking fits under the request's own limit (reasoning counts inside max_output_tokens), or is not asked for.
+    fitted = _mapped({"input": "x", "max_output_tokens": 3000, "reasoning": {"effort": "high"}})
+    assert (fitted["max_tokens"], fitted["thinking"]) == (3000, {"type": "enabled", "budget_tokens": 2999})
+    small = _mapped({"input": "x", "max_output_tokens": 1000, "reasoning": {"effort": "high"}})
+    assert (small["max_tokens"], "thinking" in small) == (1000, False)
+    unset = _mapped({"input": "x", "reasoning": {"effort": "medium"}})
+    assert (unset["max_tokens"], unset["thinking"]["budget_tokens"]) == (8192 + 4096, 8192)
+    assert "thinking" not in _mapped({"input": "x", "reasoning": {"effort": "minimal"}})
     redacted = _mapped({"input": [{"role": "user", "content": "a"},
                                   {"type": "reasoning", "summary": [], "encrypted_content": "R"},
                                   {"role": "user", "content": "b"}]})  # fmt: skip
@@ -243,6 +251,9 @@ def test_request_mapping_edges() -> None:
         ({"input": [{"role": "user", "content": "a"},
                     {"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]}, "input[1].arguments"),
         ({"input": "x", "tool_choice": "required"}, "tool_choice"),
+        ({"input": "x", "temperature": 0.2, "reasoning": {"effort": "low"}}, "temperature"),
+        ({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": "required",
+          "reasoning": {"effort": "low"}}, "tool_choice"),
     ],
 )  # fmt: skip
 def test_what_an_anthropic_upstream_cannot_take_is_a_400_naming_the_param(body: dict[str, Any], param: str) -> None:

@@ -205,10 +205,7 @@ def messages_request(
     _tools(request, body)
     effort = request.reasoning.effort if request.reasoning is not None else None
     if effort in THINKING_BUDGET:
-        budget = THINKING_BUDGET[effort]
-        # The budget counts inside max_tokens and must be below it.
-        body["max_tokens"] = max(body["max_tokens"], budget + default_max_tokens)
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        _thinking(request, body, THINKING_BUDGET[effort], default_max_tokens)
     for key in ("temperature", "top_p"):
         value = getattr(request, key)
         if value is not None:
@@ -222,6 +219,28 @@ def messages_request(
     if request.metadata and "user_id" in request.metadata:
         body["metadata"] = {"user_id": request.metadata["user_id"]}
     return body
+
+
+def _thinking(request: ResponsesRequest, body: dict[str, Any], budget: int, default_max_tokens: int) -> None:
+    """Extended thinking for `reasoning.effort`. The budget counts inside `max_tokens` (as reasoning counts inside
+    `max_output_tokens`) and must be below it: a request's own limit is kept and the budget fitted under it (under
+    1,024 tokens, Anthropic's least, there is no thinking); without one, `max_tokens` is the budget plus the
+    provider's default. Anthropic refuses thinking with a forced tool or a changed temperature: a 400 here."""
+    if request.max_output_tokens is not None:
+        budget = min(budget, request.max_output_tokens - 1)
+        if budget < 1024:
+            return
+    else:
+        body["max_tokens"] = budget + default_max_tokens
+    if body.get("tool_choice", {}).get("type") in ("any", "tool"):
+        raise invalid_request(
+            "an Anthropic upstream cannot force a tool call while it thinks (reasoning.effort)", "tool_choice"
+        )
+    if request.temperature is not None and request.temperature != 1:
+        raise invalid_request(
+            "an Anthropic upstream takes no temperature but 1 while it thinks (reasoning.effort)", "temperature"
+        )
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
 
 
 def _tools(request: ResponsesRequest, body: dict[str, Any]) -> None:
