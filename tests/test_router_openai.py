@@ -91,10 +91,19 @@ def client(server: Server) -> Iterator[openai.OpenAI]:
     http_client.close()
 
 
-# Which model to ask for: the built-in mock, or a recorded upstream stream with the right shape.
-TEXT = {"mock": "ferroute-mock:mock", "upstream": "fixture:openai-gpt-4o-mini-text-usage:up"}
-CALL = {"mock": "ferroute-mock:mock", "upstream": "fixture:openai-gpt-4o-mini-tool-call-usage:up"}
-BACKENDS = ["mock", "upstream"]
+# Which model to ask for: the built-in mock, or a recorded upstream stream with the right shape (Chat Completions,
+# or Anthropic Messages with thinking).
+TEXT = {
+    "mock": "ferroute-mock:mock",
+    "upstream": "fixture:openai-gpt-4o-mini-text-usage:up",
+    "anthropic": "fixture:claude-sonnet-4-thinking-text:anth",
+}
+CALL = {
+    "mock": "ferroute-mock:mock",
+    "upstream": "fixture:openai-gpt-4o-mini-tool-call-usage:up",
+    "anthropic": "fixture:claude-sonnet-4-thinking-tool-use:anth",
+}
+BACKENDS = ["mock", "upstream", "anthropic"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -145,6 +154,11 @@ def test_function_calling_round_trip(client: openai.OpenAI, backend: str) -> Non
     assert second.output_text
     if backend == "mock":
         assert second.output_text == "The tool returned: 18C"
+    elif backend == "anthropic":
+        sent = last_request(shared_upstream())["body"]["messages"]
+        assert sent[-2]["content"][-1]["type"] == "tool_use" and sent[-2]["content"][-1]["id"] == call.call_id
+        assert sent[-1] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.call_id,
+                                                         "content": "18C"}]}  # fmt: skip
     else:
         sent = last_request(shared_upstream())["body"]["messages"]
         assert sent[-2]["tool_calls"][0]["id"] == call.call_id
