@@ -25,9 +25,7 @@ use crate::events::writer::{ErrorInfo, Framing, Outcome, ResponseSettings, Respo
 use crate::sse::{SseDecoder, SseEventRef, SseLimits};
 
 use super::chat_completions::ConvertError;
-
-/// Longest upstream error message passed on to the client; the rest is cut.
-const MAX_UPSTREAM_MESSAGE: usize = 1_000;
+use super::{stream_error, upstream_error};
 
 /// An Anthropic Messages stream (or body) → Open Responses events.
 pub struct AnthropicTranslator {
@@ -221,30 +219,8 @@ impl UsageIn {
 impl ErrorIn<'_> {
     fn to_error(&self) -> ErrorInfo {
         let message = self.message.as_deref().unwrap_or("the upstream reported an error");
-        let mut message = format!("upstream error: {message}");
-        if message.len() > MAX_UPSTREAM_MESSAGE {
-            let mut cut = MAX_UPSTREAM_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        ErrorInfo {
-            kind: "model_error".to_owned(),
-            code: self.kind.as_deref().unwrap_or("upstream_error").to_owned(),
-            message,
-            param: None,
-        }
-    }
-}
-
-fn stream_error(code: &str, message: String) -> ErrorInfo {
-    ErrorInfo {
-        kind: "model_error".to_owned(),
-        code: code.to_owned(),
-        message,
-        param: None,
+        // (Anthropic's error `type`, e.g. `overloaded_error`, is the code; the kind stays `model_error`.)
+        upstream_error(message, None, self.kind.as_deref())
     }
 }
 

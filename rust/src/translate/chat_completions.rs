@@ -22,12 +22,11 @@ use crate::events::ids::new_id;
 use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, Status, TextKind, Usage};
 use crate::sse::{SseDecoder, SseEventRef, SseLimits};
 
+use super::{stream_error, upstream_error};
+
 mod reader;
 
 use reader::ChunkReader;
-
-/// Longest upstream error message passed on to the client; the rest is cut.
-const MAX_UPSTREAM_MESSAGE: usize = 1_000;
 
 /// A Chat Completions stream (or body) → Open Responses events.
 pub struct ChatCompletionsTranslator {
@@ -213,21 +212,7 @@ impl UpstreamErrorBody<'_> {
             UpstreamErrorBody::Text(message) => (message.as_ref(), None, None),
             UpstreamErrorBody::Other(_) => ("the upstream reported an error", None, None),
         };
-        let mut message = format!("upstream error: {message}");
-        if message.len() > MAX_UPSTREAM_MESSAGE {
-            let mut cut = MAX_UPSTREAM_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        ErrorInfo {
-            kind: kind.unwrap_or("model_error").to_owned(),
-            code: code.unwrap_or("upstream_error").to_owned(),
-            message,
-            param: None,
-        }
+        upstream_error(message, kind, code)
     }
 }
 
@@ -260,15 +245,6 @@ fn malformed_chunk(data: &str) -> ErrorInfo {
         "upstream_malformed_stream",
         format!("the upstream sent a malformed chunk: {detail}"),
     )
-}
-
-fn stream_error(code: &str, message: String) -> ErrorInfo {
-    ErrorInfo {
-        kind: "model_error".to_owned(),
-        code: code.to_owned(),
-        message,
-        param: None,
-    }
 }
 
 /// What a `finish_reason` means for the response.
