@@ -144,6 +144,7 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     item: dict[str, Any] | None = None  # the open item as built from events
     part: dict[str, Any] | None = None  # the open content part, with the text accumulated from deltas
     part_kind: str | None = None
+    summary: dict[str, Any] | None = None  # the open reasoning summary part
     body = events[2:-1]
     terminal = events[-1]
     for event in body:
@@ -164,6 +165,8 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
             item = copy.deepcopy(event["item"])
             if item["type"] in ("message", "reasoning"):
                 item["content"] = []
+            if item["type"] == "reasoning" and item.get("summary") != []:
+                raise GrammarError("a reasoning item starts with an empty summary")
             if item["type"] == "function_call" and item["arguments"] != "":
                 raise GrammarError("a function call starts with empty arguments")
             continue
@@ -194,6 +197,24 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
                 raise GrammarError(f"content_part.done {event['part']} differs from the part built: {part}")
             item["content"].append(part)
             part = None
+        elif t == "response.reasoning_summary_part.added":
+            if item["type"] != "reasoning" or part is not None or summary is not None:
+                raise GrammarError("reasoning_summary_part.added outside a reasoning item, or with a part open")
+            if event["summary_index"] != len(item["summary"]) or event["part"] != {"type": "summary_text", "text": ""}:
+                raise GrammarError(f"reasoning_summary_part.added out of order or not empty: {event}")
+            summary = dict(event["part"])
+        elif t == "response.reasoning_summary_text.delta":
+            if summary is None or event["summary_index"] != len(item["summary"]):
+                raise GrammarError("reasoning_summary_text.delta outside its open summary part")
+            summary["text"] += event["delta"]
+        elif t == "response.reasoning_summary_text.done":
+            if summary is None or event["summary_index"] != len(item["summary"]) or event["text"] != summary["text"]:
+                raise GrammarError("reasoning_summary_text.done does not carry the full text of its deltas")
+        elif t == "response.reasoning_summary_part.done":
+            if summary is None or event["summary_index"] != len(item["summary"]) or event["part"] != summary:
+                raise GrammarError(f"reasoning_summary_part.done {event.get('part')} differs from the part built")
+            item["summary"].append(summary)
+            summary = None
         elif t == "response.function_call_arguments.delta":
             if item["type"] != "function_call":
                 raise GrammarError("arguments delta outside a function call")
@@ -202,16 +223,14 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
             if item["type"] != "function_call" or event["arguments"] != item["arguments"]:
                 raise GrammarError("function_call_arguments.done does not carry the full arguments")
         elif t == "response.output_item.done":
-            if part is not None:
-                raise GrammarError("output_item.done with a content part still open")
+            if part is not None or summary is not None:
+                raise GrammarError("output_item.done with a content or summary part still open")
             done_item = event["item"]
             if done_item["status"] not in ("completed", "incomplete"):
                 raise GrammarError(f"output_item.done with status {done_item['status']}")
             built = {**item, "status": done_item["status"]}
-            if item["type"] == "reasoning":
-                built["summary"] = done_item.get("summary", [])
-                if "encrypted_content" in done_item:
-                    built["encrypted_content"] = done_item["encrypted_content"]
+            if item["type"] == "reasoning" and "encrypted_content" in done_item:
+                built["encrypted_content"] = done_item["encrypted_content"]
             if done_item != built:
                 raise GrammarError(f"output_item.done {done_item} differs from what the events built: {built}")
             closed.append(done_item)

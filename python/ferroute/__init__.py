@@ -5,8 +5,8 @@ The fast parts are importable on their own:
 - `SSEDecoder` / `SSEEvent` / `encode_sse`: WHATWG server-sent events, incremental.
 - `JsonStream` / `parse_partial_json`: incremental JSON with partial values (O(n) over a stream).
 - `ResponseEventParser`: the bytes of any Open Responses stream → checked event dicts + the response.
-- `ChatCompletionsTranslator` / `AnthropicTranslator`: a Chat Completions / Anthropic Messages stream →
-  Open Responses SSE frames.
+- `ChatCompletionsTranslator` / `AnthropicTranslator` / `ResponsesTranslator`: a Chat Completions / Anthropic
+  Messages / OpenAI Responses stream → Open Responses SSE frames.
 """
 
 from ferroute._core import (
@@ -15,6 +15,7 @@ from ferroute._core import (
     JSONError,
     JsonStream,
     ResponseEventParser,
+    ResponsesTranslator,
     SSEDecoder,
     SSEError,
     SSEEvent,
@@ -31,6 +32,7 @@ __all__ = [
     "JSONError",
     "JsonStream",
     "ResponseEventParser",
+    "ResponsesTranslator",
     "SSEDecoder",
     "SSEError",
     "SSEEvent",

@@ -14,6 +14,7 @@ __all__ = [
     "LoadGenerator",
     "MockUpstream",
     "ResponseEventParser",
+    "ResponsesTranslator",
     "SSEDecoder",
     "SSEError",
     "SSEEvent",
@@ -255,6 +256,46 @@ class AnthropicTranslator:
     def convert(self, body: bytes) -> bytes:
         """A whole non-streaming Messages body (`{"type": "message", …}`) → the response object as JSON
         bytes (an `{"type": "error", …}` body gives a failed response); UpstreamError for anything else."""
+    @property
+    def response_id(self) -> str: ...
+    @property
+    def status(self) -> str:
+        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
+    def response_json(self) -> bytes:
+        """The response object as it stands (the terminal event's `response` once finished)."""
+
+@final
+class ResponsesTranslator:
+    """OpenAI Responses stream (or a whole response object) → the router's Open Responses SSE frames; the same
+    API as `ChatCompletionsTranslator`.
+
+    The upstream's events are rebuilt under this response (its id, sequence numbers, item ids, `model`): message
+    text and refusals, raw reasoning (`reasoning_text` or `reasoning` deltas), reasoning summaries, the reasoning
+    item's `encrypted_content`, function calls (arguments from the deltas, or from the `.done` events when none
+    came), the terminal status and usage; an `error` event fails it. Items of other types (hosted tools the
+    upstream ran) are skipped."""
+
+    def __new__(
+        cls,
+        request: bytes | str | Mapping[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        store: bool | None = None,
+        response_id: str | None = None,
+        created_at: int | None = None,
+        max_line_length: int = 1_048_576,
+        max_event_size: int = 16_777_216,
+    ) -> ResponsesTranslator: ...
+    def feed(self, upstream: bytes) -> bytes:
+        """Translate the next upstream bytes; returns the Open Responses SSE frames they produce."""
+    def finish(self) -> bytes:
+        """End of the upstream stream: the frames that close the response and `data: [DONE]` (a stream without a
+        terminal event fails as truncated)."""
+    def fail(self, message: str, *, code: str = "server_error", type: str = "server_error") -> bytes:
+        """End the response as failed for a reason outside the upstream's bytes; b"" if it already ended."""
+    def convert(self, body: bytes) -> bytes:
+        """A whole response object (`{"object": "response", …}`) → this response as JSON bytes (an
+        `{"error": …}` body gives a failed response); UpstreamError for anything else."""
     @property
     def response_id(self) -> str: ...
     @property

@@ -254,10 +254,13 @@ struct Part {
 enum Body {
     /// Assistant message; the last part is the open one while `part_open`.
     Message { parts: Vec<Part>, part_open: bool },
-    /// Reasoning; `content` holds at most one `reasoning_text` part.
+    /// Reasoning; `content` holds at most one `reasoning_text` part; `summary` the `summary_text` parts, the
+    /// last one open while `summary_open`.
     Reasoning {
         content: Option<Part>,
         part_open: bool,
+        summary: Vec<String>,
+        summary_open: bool,
         encrypted_content: Option<String>,
     },
     FunctionCall {
@@ -425,6 +428,99 @@ impl ResponseWriter {
         }
     }
 
+    /// Start a reasoning item (closing whatever item is open), for reasoning that may come without text.
+    pub fn open_reasoning(&mut self) {
+        if self.is_finished() {
+            return;
+        }
+        self.start();
+        self.close_item(ItemStatus::Completed);
+        self.open_for(TextKind::Reasoning);
+    }
+
+    /// Append reasoning summary text (opening a reasoning item if none is open); `new_part` starts another
+    /// `summary_text` part (`summary_index` + 1) even if one is open.
+    ///
+    /// # Panics
+    ///
+    /// Never: the item `open_for(Reasoning)` gives is a reasoning item with an open summary part by then.
+    pub fn summary_delta(&mut self, new_part: bool, delta: &str) {
+        if self.is_finished() {
+            return;
+        }
+        self.start();
+        let index = self.open_for(TextKind::Reasoning);
+        let Body::Reasoning {
+            summary, summary_open, ..
+        } = &self.items[index].body
+        else {
+            unreachable!("open_for(Reasoning) gives a reasoning item")
+        };
+        if new_part || !*summary_open || summary.is_empty() {
+            self.close_part(index); // (a raw reasoning part, if open: parts do not interleave)
+            self.close_summary(index);
+            let Body::Reasoning {
+                summary, summary_open, ..
+            } = &mut self.items[index].body
+            else {
+                unreachable!()
+            };
+            summary.push(String::new());
+            *summary_open = true;
+            let summary_index = summary.len() - 1;
+            self.event("response.reasoning_summary_part.added", |w, out| {
+                out.extend_from_slice(&w.items[index].locator);
+                put!(
+                    out,
+                    ",\"summary_index\":{summary_index},\"part\":{{\"type\":\"summary_text\",\"text\":\"\"}}"
+                );
+            });
+        }
+        if delta.is_empty() {
+            return;
+        }
+        let Body::Reasoning { summary, .. } = &mut self.items[index].body else {
+            unreachable!()
+        };
+        summary.last_mut().expect("an open summary part").push_str(delta);
+        let summary_index = summary.len() - 1;
+        self.event("response.reasoning_summary_text.delta", |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+            put!(out, ",\"summary_index\":{summary_index},\"delta\":");
+            write_str(out, delta);
+        });
+    }
+
+    /// `reasoning_summary_text.done` and `reasoning_summary_part.done` for the open summary part of item `index`.
+    fn close_summary(&mut self, index: usize) {
+        let Body::Reasoning {
+            summary, summary_open, ..
+        } = &mut self.items[index].body
+        else {
+            return;
+        };
+        if !*summary_open {
+            return;
+        }
+        *summary_open = false;
+        let summary_index = summary.len() - 1;
+        let text = summary[summary_index].clone();
+        self.event("response.reasoning_summary_text.done", |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+            put!(out, ",\"summary_index\":{summary_index},\"text\":");
+            write_str(out, &text);
+        });
+        self.event("response.reasoning_summary_part.done", |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+            put!(
+                out,
+                ",\"summary_index\":{summary_index},\"part\":{{\"type\":\"summary_text\",\"text\":"
+            );
+            write_str(out, &text);
+            out.push(b'}');
+        });
+    }
+
     /// Start a `function_call` item (closing whatever item is open); returns its `output_index`.
     pub fn open_function_call(&mut self, call_id: &str, name: &str) -> usize {
         self.start();
@@ -554,6 +650,8 @@ impl ResponseWriter {
                 Body::Reasoning {
                     content: None,
                     part_open: false,
+                    summary: Vec::new(),
+                    summary_open: false,
                     encrypted_content: None,
                 },
             ),
@@ -683,6 +781,7 @@ impl ResponseWriter {
             });
         } else {
             self.close_part(index);
+            self.close_summary(index);
         }
         self.items[index].status = status;
         self.event("response.output_item.done", |w, out| {
@@ -806,12 +905,24 @@ impl Item {
             }
             Body::Reasoning {
                 content,
+                summary,
                 encrypted_content,
                 ..
             } => {
                 out.extend_from_slice(b",\"type\":\"reasoning\",\"status\":\"");
                 out.extend_from_slice(self.status.as_str().as_bytes());
-                out.extend_from_slice(b"\",\"summary\":[],\"content\":[");
+                out.extend_from_slice(b"\",\"summary\":[");
+                if self.status != ItemStatus::InProgress {
+                    for (i, text) in summary.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(b"{\"type\":\"summary_text\",\"text\":");
+                        write_str(out, text);
+                        out.push(b'}');
+                    }
+                }
+                out.extend_from_slice(b"],\"content\":[");
                 if let Some(part) = content.as_ref().filter(|_| self.status != ItemStatus::InProgress) {
                     write_part(out, part);
                 }

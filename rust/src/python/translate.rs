@@ -1,5 +1,5 @@
-//! `ChatCompletionsTranslator`, `AnthropicTranslator`: the router's per-request translators, one call per
-//! upstream read.
+//! `ChatCompletionsTranslator`, `AnthropicTranslator`, `ResponsesTranslator`: the router's per-request
+//! translators, one call per upstream read.
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyString};
 
 use crate::events::writer::{ErrorInfo, ResponseSettings};
 use crate::sse::SseLimits;
-use crate::translate::{anthropic, chat_completions};
+use crate::translate::{anthropic, chat_completions, responses};
 
 create_exception!(
     ferroute._core,
@@ -142,10 +142,16 @@ translator_class!(
     anthropic::AnthropicTranslator,
     anthropic::convert_message
 );
+translator_class!(
+    ResponsesTranslator,
+    responses::ResponsesTranslator,
+    responses::convert_response
+);
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ChatCompletionsTranslator>()?;
     m.add_class::<AnthropicTranslator>()?;
+    m.add_class::<ResponsesTranslator>()?;
     m.add("UpstreamError", m.py().get_type::<UpstreamError>())?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use crate::events::writer::ErrorInfo;
 
 pub mod anthropic;
 pub mod chat_completions;
+pub mod responses;
 
 /// Longest upstream error message passed on to the client; the rest is cut.
 const MAX_UPSTREAM_MESSAGE: usize = 1_000;
