@@ -123,8 +123,8 @@ def router(
 
 
 def upstream_config(upstream_url: str, extra: str = "") -> str:
-    """A config with the mock upstream as provider `up` (key from env), a short-timeout `slow`, `anth` (the same
-    mock speaking Anthropic Messages), and `mock`."""
+    """A config with the mock upstream as provider `up` (key from env), a short-timeout `slow`, `anth` and `oai` (the
+    same mock speaking Anthropic Messages and OpenAI Responses), and `mock`."""
     return f"""
 [server]
 keepalive_interval = 0.4
@@ -151,6 +151,12 @@ base_url = "http://127.0.0.1:{free_port()}/v1"
 [[providers]]
 name = "anth"
 kind = "anthropic"
+base_url = "{upstream_url}/v1"
+api_key_env = "FERROUTE_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "oai"
+kind = "responses"
 base_url = "{upstream_url}/v1"
 api_key_env = "FERROUTE_TEST_UPSTREAM_KEY"
 

@@ -1,10 +1,12 @@
-"""A mock Chat Completions and Anthropic Messages server, run as its own process by the end-to-end tests
-(stdlib asyncio only).
+"""A mock Chat Completions, Anthropic Messages and OpenAI Responses server, run as its own process by the end-to-end
+tests (stdlib asyncio only).
 
-`POST …/chat/completions` and `POST …/messages` answer according to the upstream model name the router sends:
+`POST …/chat/completions`, `POST …/messages` and `POST …/responses` answer according to the upstream model name
+the router sends:
 
 - `fixture:<name>` replays `tests/fixtures/chat_completions/<name>.sse` (`…/messages`:
-  `tests/fixtures/anthropic/<name>.sse`) byte for byte (chunked);
+  `tests/fixtures/anthropic/<name>.sse`; `…/responses`: `tests/fixtures/responses/<name>.sse`) byte for byte
+  (chunked);
 - `json:<name>` answers `application/json` with a `chat.completion` built from that fixture's text;
 - `status:<code>` answers that HTTP status with a JSON error body holding a secret (429 adds
   `Retry-After: 7`), so tests can check nothing of it reaches the client;
@@ -37,6 +39,7 @@ from typing import Any
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_completions"
 ANTHROPIC = Path(__file__).parent / "fixtures" / "anthropic"
+RESPONSES = Path(__file__).parent / "fixtures" / "responses"
 SECRET = "upstream-secret-detail-7f3a"
 
 received: list[dict[str, Any]] = []
@@ -91,6 +94,33 @@ def _generated_messages(model: str) -> bytes:
         {"type": "message_stop"},
     ]  # fmt: skip
     return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
+
+
+def _generated_responses(model: str) -> bytes:
+    item = {"id": "msg_up", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+    response = {"id": "resp_up", "object": "response", "status": "in_progress", "model": model, "output": []}
+    words = ["Hello", " from", " the", " mock", " upstream."]
+    text = "".join(words)
+    part = {"type": "output_text", "text": text, "annotations": []}
+    done = {**item, "status": "completed", "content": [part]}
+    where = {"item_id": "msg_up", "output_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.in_progress", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", **where, "content_index": 0, "part": {**part, "text": ""}},
+        *({"type": "response.output_text.delta", **where, "content_index": 0, "delta": w} for w in words),
+        {"type": "response.output_text.done", **where, "content_index": 0, "text": text},
+        {"type": "response.content_part.done", **where, "content_index": 0, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": done},
+        {"type": "response.completed", "response": {**response, "status": "completed", "output": [done],
+                                                     "usage": {"input_tokens": 5, "output_tokens": 5,
+                                                               "total_tokens": 10}}},
+    ]  # fmt: skip
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps({**e, "sequence_number": n}).encode())
+        for n, e in enumerate(events)
+    )
 
 
 def _completion_body(name: str) -> bytes:
@@ -209,11 +239,13 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
             await _send_json(writer, 200, _completion_body(name.split(":", 1)[1]))
             return True
         messages = path.endswith("/messages")
+        responses = path.endswith("/responses")
         if name.startswith("fixture:"):
-            raw = ((ANTHROPIC if messages else FIXTURES) / f"{name.split(':', 1)[1]}.sse").read_bytes()
+            folder = ANTHROPIC if messages else RESPONSES if responses else FIXTURES
+            raw = (folder / f"{name.split(':', 1)[1]}.sse").read_bytes()
         else:
-            raw = _generated_messages(name) if messages else _generated(name)
-        ping = b'event: ping\ndata: {"type": "ping"}\n\n' if messages else b": ping\n\n"
+            raw = (_generated_messages if messages else _generated_responses if responses else _generated)(name)
+        ping = b'event: ping\ndata: {"type": "ping"}\n\n' if messages else b": ping\n\n"  # (Responses: comments)
         raw = ping * int(options.get("pings", 0)) + raw
         if options.get("crlf"):
             raw = raw.replace(b"\n", b"\r\n")
@@ -234,7 +266,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                     received.clear()
                 await _send_json(writer, 200, json.dumps(received).encode())
                 continue
-            if method == "POST" and path.endswith(("/chat/completions", "/messages")):
+            if method == "POST" and path.endswith(("/chat/completions", "/messages", "/responses")):
                 if not await _answer(reader, writer, path, body, headers):
                     break
                 continue

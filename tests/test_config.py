@@ -104,14 +104,10 @@ def test_a_config_without_providers_gets_the_mock() -> None:
             '[[providers]]\nname = "a"\nkind = "mock"\n\n[[providers]]\nkind = "mock"\n',
             ":5: providers[1].name: required",
         ),
-        # a kind that is not built yet
-        (
-            '[[providers]]\nname = "a"\nkind = "responses"\n',
-            "providers[0]: provider kind 'responses' is not implemented",
-        ),
-        # chat_completions or anthropic without base_url
+        # an HTTP kind without base_url
         ('[[providers]]\nname = "a"\nkind = "chat_completions"\n', "a chat_completions provider needs base_url"),
         ('[[providers]]\nname = "a"\nkind = "anthropic"\n', "an anthropic provider needs base_url"),
+        ('[[providers]]\nname = "a"\nkind = "responses"\n', "a responses provider needs base_url"),
         (
             '[[providers]]\nname = "a"\nkind = "anthropic"\nbase_url = "x"\ndefault_max_tokens = 0\n',
             "default_max_tokens",

@@ -92,18 +92,20 @@ def client(server: Server) -> Iterator[openai.OpenAI]:
 
 
 # Which model to ask for: the built-in mock, or a recorded upstream stream with the right shape (Chat Completions,
-# or Anthropic Messages with thinking).
+# Anthropic Messages with thinking, OpenAI Responses with a reasoning summary).
 TEXT = {
     "mock": "ferroute-mock:mock",
     "upstream": "fixture:openai-gpt-4o-mini-text-usage:up",
     "anthropic": "fixture:claude-sonnet-4-thinking-text:anth",
+    "responses": "fixture:openai-gpt-5-reasoning-summary-text:oai",
 }
 CALL = {
     "mock": "ferroute-mock:mock",
     "upstream": "fixture:openai-gpt-4o-mini-tool-call-usage:up",
     "anthropic": "fixture:claude-sonnet-4-thinking-tool-use:anth",
+    "responses": "fixture:openai-gpt-5-reasoning-summary-function-call:oai",
 }
-BACKENDS = ["mock", "upstream", "anthropic"]
+BACKENDS = ["mock", "upstream", "anthropic", "responses"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -154,6 +156,10 @@ def test_function_calling_round_trip(client: openai.OpenAI, backend: str) -> Non
     assert second.output_text
     if backend == "mock":
         assert second.output_text == "The tool returned: 18C"
+    elif backend == "responses":
+        sent = last_request(shared_upstream())["body"]["input"]
+        assert sent[-2]["type"] == "function_call" and sent[-2]["call_id"] == call.call_id
+        assert sent[-1] == {"type": "function_call_output", "call_id": call.call_id, "output": "18C"}
     elif backend == "anthropic":
         sent = last_request(shared_upstream())["body"]["messages"]
         assert sent[-2]["content"][-1]["type"] == "tool_use" and sent[-2]["content"][-1]["id"] == call.call_id

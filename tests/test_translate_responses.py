@@ -114,6 +114,6 @@ def test_a_whole_response_converts_and_other_bodies_do_not() -> None:
     response = json.loads(t.convert(json.dumps(body).encode()))
     assert response["id"] == t.response_id and response["model"] == "gpt:openai"
     assert summarise(response["output"]) == [("reasoning", ["Plan."], "", True), ("message", "Done.")]
-    assert response["output"][0]["encrypted_content"] == "gAAA"
+    assert response["output"][0]["encrypted_content"] == "upstream-item:rs_x:gAAA"  # (the upstream's id kept with it)
     with pytest.raises(ferroute.UpstreamError):
         t.convert(b'{"choices": []}')

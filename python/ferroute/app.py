@@ -435,9 +435,9 @@ class App:
             cache: dict[str, str] = {}
             exchange.seal = lambda out: _reasoning_frames(out, lambda item: seal_item(self.cipher, tenant, item, cache))
             exchange.seal_body = lambda body: _reasoning_body(body, lambda i: seal_item(self.cipher, tenant, i, {}))
-        elif provider.translator is _core.AnthropicTranslator:
-            # Anthropic's signatures are the reasoning items' `encrypted_content` in the stored response (a later
-            # turn sends them back), but a client sees `encrypted_content` only when it asks (`include`).
+        elif provider.keeps_encrypted_reasoning:
+            # The upstream's own encrypted_content (Anthropic's signatures, OpenAI's blobs) stays in the stored
+            # response (a later turn sends it back), but a client sees `encrypted_content` only when it asks.
             exchange.seal = lambda out: _reasoning_frames(out, _strip_encrypted)
             exchange.seal_body = lambda body: _reasoning_body(body, _strip_encrypted)
         if request.background:

@@ -21,7 +21,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 ProviderKind = Literal["chat_completions", "anthropic", "responses", "mock"]
 # Kinds the config accepts because DESIGN.md names them, but that no provider implements yet.
-UNBUILT_KINDS = {"responses"}
 # With no config file, a provider is added for each of these variables that is set.
 STANDARD_PROVIDERS: list[tuple[str, ProviderKind, str, str]] = [
     ("openai", "chat_completions", "OPENAI_API_KEY", "https://api.openai.com/v1"),
@@ -128,11 +127,7 @@ class ProviderConfig(_Section):
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProviderConfig:
-        if self.kind in UNBUILT_KINDS:
-            raise ValueError(
-                f"provider kind {self.kind!r} is not implemented yet (use chat_completions, anthropic or mock)"
-            )
-        if self.kind in ("chat_completions", "anthropic"):
+        if self.kind in ("chat_completions", "anthropic", "responses"):
             if not self.base_url:
                 raise ValueError(f"{'an' if self.kind == 'anthropic' else 'a'} {self.kind} provider needs base_url")
             if not re.match(r"^https?://", self.base_url):

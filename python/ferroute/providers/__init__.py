@@ -20,7 +20,7 @@ from ferroute.errors import RouterError
 from ferroute.models import ResponsesRequest
 
 # The Rust translators share one API (`_core.pyi`); a provider names the one that reads its answers.
-Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator
+Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator | _core.ResponsesTranslator
 
 
 @dataclass
@@ -39,6 +39,9 @@ class Upstream:
 class Provider(ABC):
     # What reads this provider's answers (streamed, or `convert` for a whole body).
     translator: ClassVar[type[Translator]] = _core.ChatCompletionsTranslator
+    # Whether its reasoning items carry the upstream's own `encrypted_content` (Anthropic's signatures, OpenAI's
+    # blobs), which later turns send back: kept in the store, shown to a client only sealed (`include`).
+    keeps_encrypted_reasoning: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig, settings: Settings) -> None:
         self.config = config
@@ -59,6 +62,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     from ferroute.providers.anthropic import AnthropicProvider
     from ferroute.providers.chat_completions import ChatCompletionsProvider
     from ferroute.providers.mock import MockProvider
+    from ferroute.providers.responses import ResponsesProvider
 
     providers: dict[str, Provider] = {}
     for config in settings.providers:
@@ -66,6 +70,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             providers[config.name] = ChatCompletionsProvider(config, settings)
         elif config.kind == "anthropic":
             providers[config.name] = AnthropicProvider(config, settings)
+        elif config.kind == "responses":
+            providers[config.name] = ResponsesProvider(config, settings)
         elif config.kind == "mock":
             providers[config.name] = MockProvider(config, settings)
         else:  # config.py rejects the kinds without an implementation; this guards a new kind

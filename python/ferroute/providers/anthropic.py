@@ -291,6 +291,7 @@ class AnthropicProvider(ChatCompletionsProvider):
     provider's: the router's transport, keep-alive, errors before the first byte)."""
 
     translator = _core.AnthropicTranslator
+    keeps_encrypted_reasoning = True
     path = "/messages"
 
     def dialect_headers(self) -> list[tuple[bytes, bytes]]:

@@ -8,6 +8,8 @@ use ferroute::sse::SseLimits;
 use ferroute::translate::chat_completions::ChatCompletionsTranslator;
 use libfuzzer_sys::fuzz_target;
 
+mod common;
+
 fuzz_target!(|input: &[u8]| {
     let Some((&split, stream)) = input.split_first() else { return };
     let split = usize::from(split).min(stream.len());
@@ -17,17 +19,5 @@ fuzz_target!(|input: &[u8]| {
     out.extend_from_slice(t.feed(&stream[split..]));
     out.extend_from_slice(t.finish());
 
-    let text = std::str::from_utf8(&out).expect("the translator writes UTF-8");
-    let body = text.strip_suffix("data: [DONE]\n\n").expect("the stream ends with [DONE]");
-    let mut terminals = 0;
-    for (seq, frame) in body.split_terminator("\n\n").enumerate() {
-        let (ty, data) = frame.strip_prefix("event: ").and_then(|f| f.split_once("\ndata: ")).expect("event + data");
-        let event: serde_json::Value = serde_json::from_str(data).expect("each event is JSON");
-        assert_eq!(event["type"], ty);
-        assert_eq!(event["sequence_number"], seq as u64);
-        if matches!(ty, "response.completed" | "response.incomplete" | "response.failed") {
-            terminals += 1;
-        }
-    }
-    assert_eq!(terminals, 1);
+    common::check_stream(std::str::from_utf8(&out).expect("the translator writes UTF-8"));
 });

@@ -49,6 +49,18 @@ struct State {
     current: Option<u64>,
 }
 
+/// How a reasoning item's `encrypted_content` from this upstream is kept: `UPSTREAM_ITEM` + the upstream's item
+/// id + `:` + its blob. The upstream may hold its blob to the item id it gave (the router's items have ids of
+/// their own), so the provider sends both back as they came (`providers/responses.py`).
+pub const UPSTREAM_ITEM: &str = "upstream-item:";
+
+fn wrap_encrypted(id: &str, encrypted: &str) -> String {
+    if id.is_empty() {
+        return encrypted.to_owned();
+    }
+    format!("{UPSTREAM_ITEM}{id}:{encrypted}")
+}
+
 fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("")
 }
@@ -382,7 +394,8 @@ impl State {
             Kind::Reasoning => {
                 let encrypted = str_of(item, "encrypted_content");
                 if !encrypted.is_empty() {
-                    self.writer.reasoning_encrypted_content(encrypted);
+                    self.writer
+                        .reasoning_encrypted_content(&wrap_encrypted(str_of(item, "id"), encrypted));
                 }
             }
             Kind::FunctionCall {
@@ -531,7 +544,7 @@ mod tests {
             serde_json::from_slice(&convert_response(body, ResponseSettings::default(), None, None).unwrap()).unwrap();
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["output"][0]["summary"][0]["text"], "S");
-        assert_eq!(r["output"][0]["encrypted_content"], "E");
+        assert_eq!(r["output"][0]["encrypted_content"], "upstream-item:rs_1:E");
         assert_eq!(r["output"][1]["content"][0]["text"], "Hi");
         assert_eq!(r["output"][2]["arguments"], r#"{"a":1}"#);
         assert_eq!(r["usage"]["total_tokens"], 7);
