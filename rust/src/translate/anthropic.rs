@@ -21,19 +21,16 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::events::writer::{ErrorInfo, Framing, Outcome, ResponseSettings, ResponseWriter, Status, TextKind, Usage};
-use crate::sse::{SseDecoder, SseEventRef, SseLimits};
+use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, TextKind, Usage};
+use crate::sse::SseEventRef;
 
-use super::chat_completions::ConvertError;
-use super::{stream_error, upstream_error};
+use super::{stream_error, upstream_error, ConvertError, Dialect, Translator};
 
 /// An Anthropic Messages stream (or body) → Open Responses events.
-pub struct AnthropicTranslator {
-    sse: SseDecoder,
-    state: State,
-}
+pub type AnthropicTranslator = Translator<State>;
 
-struct State {
+/// The dialect's state: what its events have opened so far, around the response's writer.
+pub struct State {
     writer: ResponseWriter,
     /// The content block being streamed (Messages streams one block at a time).
     block: Option<Block>,
@@ -234,79 +231,6 @@ fn outcome_for(stop_reason: Option<&str>) -> Outcome {
     }
 }
 
-impl AnthropicTranslator {
-    /// A translator for one response; see [`ResponseWriter::new`] for `id` and `created_at`.
-    pub fn new(settings: ResponseSettings, id: Option<String>, created_at: Option<u64>, limits: SseLimits) -> Self {
-        Self {
-            sse: SseDecoder::with_limits(limits),
-            state: State::new(ResponseWriter::new(settings, id, created_at, Framing::Sse)),
-        }
-    }
-
-    /// Translate the next upstream bytes; returns the Open Responses frames they produce.
-    pub fn feed(&mut self, data: &[u8]) -> &[u8] {
-        let Self { sse, state } = self;
-        state.writer.clear_output();
-        state.writer.reserve(data.len());
-        state.writer.start();
-        if !state.writer.is_finished() {
-            if let Err(error) = sse.feed(data, |event| state.on_event(&event)) {
-                state.fail(stream_error(
-                    "upstream_event_too_large",
-                    format!("upstream stream rejected: {error}"),
-                ));
-            }
-        }
-        state.writer.output()
-    }
-
-    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`).
-    pub fn finish(&mut self) -> &[u8] {
-        let Self { sse, state } = self;
-        state.writer.clear_output();
-        state.writer.start();
-        let cut_mid_event = sse.finish();
-        if !state.writer.is_finished() {
-            if cut_mid_event {
-                state.fail(stream_error(
-                    "upstream_stream_truncated",
-                    "the upstream stream ended in the middle of an event".to_owned(),
-                ));
-            } else if state.stop_reason.is_some() {
-                state.complete();
-            } else {
-                state.fail(stream_error(
-                    "upstream_stream_truncated",
-                    "the upstream stream ended before the response was complete (no stop_reason, no message_stop)"
-                        .to_owned(),
-                ));
-            }
-        }
-        state.writer.output()
-    }
-
-    /// End the response as failed for a reason outside the upstream's bytes (see
-    /// [`super::chat_completions::ChatCompletionsTranslator::fail`]).
-    pub fn fail(&mut self, error: ErrorInfo) -> &[u8] {
-        let Self { sse, state } = self;
-        state.writer.clear_output();
-        state.writer.start();
-        sse.finish();
-        state.fail(error);
-        state.writer.output()
-    }
-
-    /// The writer (response id, status, the response object so far).
-    pub fn writer(&self) -> &ResponseWriter {
-        &self.state.writer
-    }
-
-    /// The response status.
-    pub fn status(&self) -> Status {
-        self.state.writer.status()
-    }
-}
-
 /// A whole non-streaming Messages body (`{"type":"message","content":[…],…}`) → the response object.
 pub fn convert_message(
     body: &[u8],
@@ -359,6 +283,36 @@ pub fn convert_message(
     Ok(state.writer.response_json())
 }
 
+impl Dialect for State {
+    fn new(writer: ResponseWriter) -> Self {
+        State::new(writer)
+    }
+
+    fn writer(&self) -> &ResponseWriter {
+        &self.writer
+    }
+
+    fn writer_mut(&mut self) -> &mut ResponseWriter {
+        &mut self.writer
+    }
+
+    fn on_event(&mut self, event: &SseEventRef<'_>) {
+        self.read_event(event);
+    }
+
+    fn on_end(&mut self) {
+        if self.stop_reason.is_some() {
+            self.complete();
+        } else {
+            self.fail(stream_error(
+                "upstream_stream_truncated",
+                "the upstream stream ended before the response was complete (no stop_reason, no message_stop)"
+                    .to_owned(),
+            ));
+        }
+    }
+}
+
 impl State {
     fn new(writer: ResponseWriter) -> Self {
         Self {
@@ -370,7 +324,7 @@ impl State {
         }
     }
 
-    fn on_event(&mut self, event: &SseEventRef<'_>) {
+    fn read_event(&mut self, event: &SseEventRef<'_>) {
         if self.writer.is_finished() {
             return;
         }
@@ -517,6 +471,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sse::SseLimits;
     use serde_json::Value;
 
     fn fixture(name: &str) -> Vec<u8> {

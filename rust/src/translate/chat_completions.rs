@@ -19,20 +19,54 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::events::ids::new_id;
-use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, Status, TextKind, Usage};
-use crate::sse::{SseDecoder, SseEventRef, SseLimits};
+use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, TextKind, Usage};
+use crate::sse::SseEventRef;
 
-use super::{stream_error, upstream_error};
+use super::{stream_error, upstream_error, ConvertError, Dialect, Translator};
 
 mod reader;
 
 use reader::ChunkReader;
 
 /// A Chat Completions stream (or body) → Open Responses events.
-pub struct ChatCompletionsTranslator {
-    sse: SseDecoder,
+pub type ChatCompletionsTranslator = Translator<ChatCompletions>;
+
+/// The Chat Completions dialect: the chunk reader and the state its chunks drive.
+pub struct ChatCompletions {
     reader: ChunkReader,
     state: State,
+}
+
+impl Dialect for ChatCompletions {
+    fn new(writer: ResponseWriter) -> Self {
+        Self {
+            reader: ChunkReader::default(),
+            state: State::new(writer),
+        }
+    }
+
+    fn writer(&self) -> &ResponseWriter {
+        &self.state.writer
+    }
+
+    fn writer_mut(&mut self) -> &mut ResponseWriter {
+        &mut self.state.writer
+    }
+
+    fn on_event(&mut self, event: &SseEventRef<'_>) {
+        self.state.on_event(&mut self.reader, event);
+    }
+
+    fn on_end(&mut self) {
+        if self.state.finish_reason.is_some() {
+            self.state.complete();
+        } else {
+            self.state.fail(stream_error(
+                "upstream_stream_truncated",
+                "the upstream stream ended before the response was complete (no finish_reason, no [DONE])".to_owned(),
+            ));
+        }
+    }
 }
 
 struct State {
@@ -163,20 +197,6 @@ struct ErrorFrame<'a> {
     error: UpstreamErrorBody<'a>,
 }
 
-/// A whole body that is not a `chat.completion`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConvertError {
-    pub message: String,
-}
-
-impl std::fmt::Display for ConvertError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConvertError {}
-
 impl UsageIn {
     fn to_usage(&self) -> Usage {
         let input_tokens = self.prompt_tokens.unwrap_or(0);
@@ -258,87 +278,6 @@ fn outcome_for(finish_reason: Option<&str>) -> Outcome {
         )),
         // stop, tool_calls, function_call, and the eos/end_turn/stop_sequence of some servers.
         _ => Outcome::Completed,
-    }
-}
-
-impl ChatCompletionsTranslator {
-    /// A translator for one response; see [`ResponseWriter::new`] for `id` and `created_at`.
-    pub fn new(settings: ResponseSettings, id: Option<String>, created_at: Option<u64>, limits: SseLimits) -> Self {
-        Self {
-            sse: SseDecoder::with_limits(limits),
-            reader: ChunkReader::default(),
-            state: State::new(ResponseWriter::new(
-                settings,
-                id,
-                created_at,
-                crate::events::writer::Framing::Sse,
-            )),
-        }
-    }
-
-    /// Translate the next upstream bytes; returns the Open Responses frames they produce.
-    pub fn feed(&mut self, data: &[u8]) -> &[u8] {
-        let Self { sse, reader, state } = self;
-        state.writer.clear_output();
-        // Each upstream chunk becomes roughly as many bytes of frames: grow once, not by doubling.
-        state.writer.reserve(data.len() + data.len() / 2);
-        state.writer.start();
-        if !state.writer.is_finished() {
-            if let Err(error) = sse.feed(data, |event| state.on_event(reader, &event)) {
-                state.fail(stream_error(
-                    "upstream_event_too_large",
-                    format!("upstream stream rejected: {error}"),
-                ));
-            }
-        }
-        state.writer.output()
-    }
-
-    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`).
-    pub fn finish(&mut self) -> &[u8] {
-        let Self { sse, state, .. } = self;
-        state.writer.clear_output();
-        state.writer.start();
-        let cut_mid_event = sse.finish();
-        if !state.writer.is_finished() {
-            if cut_mid_event {
-                state.fail(stream_error(
-                    "upstream_stream_truncated",
-                    "the upstream stream ended in the middle of an event".to_owned(),
-                ));
-            } else if state.finish_reason.is_some() {
-                state.complete();
-            } else {
-                state.fail(stream_error(
-                    "upstream_stream_truncated",
-                    "the upstream stream ended before the response was complete (no finish_reason, no [DONE])"
-                        .to_owned(),
-                ));
-            }
-        }
-        state.writer.output()
-    }
-
-    /// End the response as failed for a reason outside the upstream's bytes (an idle timeout, the
-    /// router shutting down, an exception): `error`, `response.failed`, `data: [DONE]`. Nothing if
-    /// the response already ended.
-    pub fn fail(&mut self, error: ErrorInfo) -> &[u8] {
-        let Self { sse, state, .. } = self;
-        state.writer.clear_output();
-        state.writer.start();
-        sse.finish();
-        state.fail(error);
-        state.writer.output()
-    }
-
-    /// The writer (response id, status, the response object so far).
-    pub fn writer(&self) -> &ResponseWriter {
-        &self.state.writer
-    }
-
-    /// The response status.
-    pub fn status(&self) -> Status {
-        self.state.writer.status()
     }
 }
 
@@ -569,6 +508,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::writer::Status;
+    use crate::sse::SseLimits;
     use proptest::prelude::*;
     use serde_json::Value;
 

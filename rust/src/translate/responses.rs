@@ -16,17 +16,13 @@
 
 use serde_json::Value;
 
-use crate::events::writer::{ErrorInfo, Framing, Outcome, ResponseSettings, ResponseWriter, Status, TextKind, Usage};
-use crate::sse::{SseDecoder, SseEventRef, SseLimits};
+use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, TextKind, Usage};
+use crate::sse::SseEventRef;
 
-use super::chat_completions::ConvertError;
-use super::{stream_error, upstream_error};
+use super::{stream_error, upstream_error, ConvertError, Dialect, Translator};
 
-/// An OpenAI Responses stream (or a whole response object) → Open Responses events.
-pub struct ResponsesTranslator {
-    sse: SseDecoder,
-    state: State,
-}
+/// An OpenAI Responses stream (or body) → Open Responses events.
+pub type ResponsesTranslator = Translator<State>;
 
 /// What an upstream output item became.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,7 +37,8 @@ enum Kind {
     Skipped,
 }
 
-struct State {
+/// The dialect's state: what its events have opened so far, around the response's writer.
+pub struct State {
     writer: ResponseWriter,
     /// By the upstream's `output_index`.
     items: Vec<(u64, Kind)>,
@@ -90,72 +87,6 @@ fn error_of(error: Option<&Value>) -> ErrorInfo {
         .unwrap_or("the upstream reported an error");
     let code = error.and_then(|e| e.get("code")).and_then(Value::as_str);
     upstream_error(message, None, code)
-}
-
-impl ResponsesTranslator {
-    /// A translator for one response; see [`ResponseWriter::new`] for `id` and `created_at`.
-    pub fn new(settings: ResponseSettings, id: Option<String>, created_at: Option<u64>, limits: SseLimits) -> Self {
-        Self {
-            sse: SseDecoder::with_limits(limits),
-            state: State::new(ResponseWriter::new(settings, id, created_at, Framing::Sse)),
-        }
-    }
-
-    /// Translate the next upstream bytes; returns the Open Responses frames they produce.
-    pub fn feed(&mut self, data: &[u8]) -> &[u8] {
-        let Self { sse, state } = self;
-        state.writer.clear_output();
-        state.writer.reserve(data.len());
-        state.writer.start();
-        if !state.writer.is_finished() {
-            if let Err(error) = sse.feed(data, |event| state.on_event(&event)) {
-                state.fail(stream_error(
-                    "upstream_event_too_large",
-                    format!("upstream stream rejected: {error}"),
-                ));
-            }
-        }
-        state.writer.output()
-    }
-
-    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`). A stream
-    /// without a terminal event was cut and fails.
-    pub fn finish(&mut self) -> &[u8] {
-        let Self { sse, state } = self;
-        state.writer.clear_output();
-        state.writer.start();
-        let cut_mid_event = sse.finish();
-        if !state.writer.is_finished() {
-            let message = if cut_mid_event {
-                "the upstream stream ended in the middle of an event"
-            } else {
-                "the upstream stream ended before the response was complete (no terminal event)"
-            };
-            state.fail(stream_error("upstream_stream_truncated", message.to_owned()));
-        }
-        state.writer.output()
-    }
-
-    /// End the response as failed for a reason outside the upstream's bytes (see
-    /// [`super::chat_completions::ChatCompletionsTranslator::fail`]).
-    pub fn fail(&mut self, error: ErrorInfo) -> &[u8] {
-        let Self { sse, state } = self;
-        state.writer.clear_output();
-        state.writer.start();
-        sse.finish();
-        state.fail(error);
-        state.writer.output()
-    }
-
-    /// The writer (response id, status, the response object so far).
-    pub fn writer(&self) -> &ResponseWriter {
-        &self.state.writer
-    }
-
-    /// The response status.
-    pub fn status(&self) -> Status {
-        self.state.writer.status()
-    }
 }
 
 /// A whole non-streaming response object → the router's response object.
@@ -210,6 +141,31 @@ pub fn convert_response(
     Ok(state.writer.response_json())
 }
 
+impl Dialect for State {
+    fn new(writer: ResponseWriter) -> Self {
+        State::new(writer)
+    }
+
+    fn writer(&self) -> &ResponseWriter {
+        &self.writer
+    }
+
+    fn writer_mut(&mut self) -> &mut ResponseWriter {
+        &mut self.writer
+    }
+
+    fn on_event(&mut self, event: &SseEventRef<'_>) {
+        self.read_event(event);
+    }
+
+    fn on_end(&mut self) {
+        self.fail(stream_error(
+            "upstream_stream_truncated",
+            "the upstream stream ended before the response was complete (no terminal event)".to_owned(),
+        ));
+    }
+}
+
 impl State {
     fn new(writer: ResponseWriter) -> Self {
         Self {
@@ -240,7 +196,7 @@ impl State {
         Some((index, self.kind(index)?))
     }
 
-    fn on_event(&mut self, event: &SseEventRef<'_>) {
+    fn read_event(&mut self, event: &SseEventRef<'_>) {
         if self.writer.is_finished() {
             return;
         }
@@ -436,6 +392,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sse::SseLimits;
 
     const ID: &str = "resp_0123456789abcdef0123456789abcdef0123456789abcdef";
 
