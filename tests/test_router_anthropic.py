@@ -277,3 +277,28 @@ def test_the_router_in_front_of_the_rust_mock_speaking_messages() -> None:
         assert json.loads(response["output"][2]["arguments"])
         assert response["usage"]["output_tokens"] > 0
     assert summarise(streamed["output"]) == summarise(whole["output"])
+
+
+def test_input_items_do_not_show_the_signature_a_sealed_item_carried_in() -> None:
+    server = shared_router()
+    first = create_ok(
+        server,
+        {"model": THINKING_TOOL, "input": "Weather?", "store": False, "include": ["reasoning.encrypted_content"]},
+    )
+    reasoning, call = first["output"]
+    second = create_ok(
+        server,
+        {
+            "model": "fixture:claude-sonnet-4-text-after-tool-result:anth",
+            "input": [
+                {"role": "user", "content": "Weather?"},
+                reasoning,
+                call,
+                {"type": "function_call_output", "call_id": call["call_id"], "output": "Sunny"},
+            ],
+        },
+    )
+    listed = httpx.get(f"{server.url}/v1/responses/{second['id']}/input_items?order=asc", timeout=10).json()["data"]
+    assert [item["type"] for item in listed] == ["message", "reasoning", "function_call", "function_call_output"]
+    assert listed[1].get("encrypted_content") is None
+    assert listed[1]["content"][0]["text"] == reasoning["content"][0]["text"]

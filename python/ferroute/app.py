@@ -847,14 +847,12 @@ class App:
             body = json.dumps({"id": response_id, "object": "response.deleted", "deleted": True}).encode()
             return await _send_json(send, 200, body)
         record = await self._get(tenant, response_id)
-        if action == "":
-            body = record.response
-            if b'"encrypted_content":"' in body:  # (an upstream's own, e.g. Anthropic's signatures: kept, not shown)
-                body = _reasoning_body(body, _strip_encrypted)
-            return await _send_json(send, 200, body)
         if action == "input_items":
             return await _send_json(send, 200, _input_items_page(record, scope.get("query_string", b"")))
-        return await _send_json(send, 200, await self._cancel(tenant, record))
+        body = record.response if action == "" else await self._cancel(tenant, record)
+        if b'"encrypted_content":"' in body:  # (an upstream's own, e.g. Anthropic's signatures: kept, not shown)
+            body = _reasoning_body(body, _strip_encrypted)
+        return await _send_json(send, 200, body)
 
     async def _get(self, tenant: str, response_id: str) -> Record:
         try:
@@ -992,6 +990,7 @@ class App:
     def _time(self, ex: _Exchange) -> None:
         """Put an exchange under the clock (until its work ends)."""
         ex.quiet_since = ex.pinged = ex.began
+        ex.sent_seen = ex.writes
         self._timed.add(ex)
         loop = asyncio.get_running_loop()
         if self._clock_handle is None or self._clock_loop is not loop:
@@ -1182,6 +1181,8 @@ def _input_items_page(record: Record, query_string: bytes) -> bytes:
             raise invalid_request(f"after: no input item {after!r} in this response", "after")
         items = items[position + 1 :]
     page = items[:limit]
+    for item in page:  # (reasoning items keep an upstream's own encrypted_content for later turns: not shown)
+        _strip_encrypted(item)
     body = {
         "object": "list",
         "data": page,
