@@ -14,10 +14,11 @@ import httpx
 import pytest
 
 import ferroute
+from ferroute._core import MockUpstream
 from ferroute.models import parse_request
 from ferroute.providers.responses import responses_request
 from tests.conftest import FIXTURES, fixture_files
-from tests.e2e import UPSTREAM_KEY, create, create_ok, last_request, shared_router, shared_upstream, stream
+from tests.e2e import UPSTREAM_KEY, create, create_ok, last_request, router, shared_router, shared_upstream, stream
 from tests.mock_upstream import SECRET
 from tests.test_translate_responses import summarise
 
@@ -179,3 +180,18 @@ def test_reasoning_from_another_upstream_goes_without_its_blob() -> None:
     )
     sent = responses_request(request, "m")["input"][1]
     assert sent == {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "t"}]}
+
+
+def test_the_router_in_front_of_the_rust_mock_speaking_responses() -> None:
+    """`ferroute mock-upstream`'s Responses dialect (reasoning, text, a tool call in fragments), streamed and whole."""
+    with MockUpstream(tokens=6, reasoning_tokens=3, tool_call=True) as mock:
+        config = f'[[providers]]\nname = "oai"\nkind = "responses"\nbase_url = "{mock.url}/v1"\n'
+        with router(config) as server:
+            _, streamed = stream(server, {"model": "gpt-x:oai", "input": "Weather?"})
+            whole = create_ok(server, {"model": "gpt-x:oai", "input": "Weather?"})
+    for response in (streamed, whole):
+        assert response["status"] == "completed"
+        assert [item["type"] for item in response["output"]] == ["reasoning", "message", "function_call"]
+        assert json.loads(response["output"][2]["arguments"])
+        assert response["usage"]["output_tokens"] > 0
+    assert summarise(streamed["output"]) == summarise(whole["output"])
