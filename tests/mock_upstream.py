@@ -7,7 +7,9 @@ the router sends:
 - `fixture:<name>` replays `tests/fixtures/chat_completions/<name>.sse` (`…/messages`:
   `tests/fixtures/anthropic/<name>.sse`; `…/responses`: `tests/fixtures/responses/<name>.sse`) byte for byte
   (chunked);
-- `json:<name>` answers `application/json` with a `chat.completion` built from that fixture's text;
+- `json:<name>` answers `application/json` with a `chat.completion` built from that fixture's text
+  (`…/messages`, `…/responses`: a whole message / response object with reasoning, text and a tool call,
+  as servers that ignore `stream` answer);
 - `status:<code>` answers that HTTP status with a JSON error body holding a secret (429 adds
   `Retry-After: 7`), so tests can check nothing of it reaches the client;
 - `stall` sends the headers and then nothing; `hang` sends nothing at all;
@@ -123,6 +125,25 @@ def _generated_responses(model: str) -> bytes:
     )
 
 
+WHOLE_MESSAGE = {
+    "id": "msg_whole", "type": "message", "role": "assistant", "model": "claude",
+    "content": [{"type": "thinking", "thinking": "Look it up.", "signature": "sig-whole"},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_whole", "name": "get_weather", "input": {"city": "Paris"}}],
+    "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 8},
+}  # fmt: skip
+WHOLE_RESPONSE = {
+    "id": "resp_whole", "object": "response", "status": "completed", "model": "gpt",
+    "output": [{"type": "reasoning", "id": "rs_whole", "summary": [{"type": "summary_text", "text": "Look it up."}],
+                "encrypted_content": "blob-whole"},
+               {"type": "message", "id": "msg_whole", "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]},
+               {"type": "function_call", "id": "fc_whole", "call_id": "call_whole", "name": "get_weather",
+                "arguments": "{\"city\": \"Paris\"}", "status": "completed"}],
+    "usage": {"input_tokens": 9, "output_tokens": 8, "total_tokens": 17},
+}  # fmt: skip
+
+
 def _completion_body(name: str) -> bytes:
     text = ""
     for line in (FIXTURES / f"{name}.sse").read_text().splitlines():
@@ -236,7 +257,11 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
             await writer.drain()
             await asyncio.sleep(3600)
         if name.startswith("json:"):
-            await _send_json(writer, 200, _completion_body(name.split(":", 1)[1]))
+            if path.endswith(("/messages", "/responses")):
+                whole = WHOLE_MESSAGE if path.endswith("/messages") else WHOLE_RESPONSE
+                await _send_json(writer, 200, json.dumps(whole).encode())
+            else:
+                await _send_json(writer, 200, _completion_body(name.split(":", 1)[1]))
             return True
         messages = path.endswith("/messages")
         responses = path.endswith("/responses")

@@ -302,3 +302,20 @@ def test_input_items_do_not_show_the_signature_a_sealed_item_carried_in() -> Non
     assert [item["type"] for item in listed] == ["message", "reasoning", "function_call", "function_call_output"]
     assert listed[1].get("encrypted_content") is None
     assert listed[1]["content"][0]["text"] == reasoning["content"][0]["text"]
+
+
+def test_a_whole_message_where_a_stream_was_asked_for() -> None:
+    """A server that ignores `stream`: the whole message answers a streaming client (as a stream) and a
+    non-streaming one alike."""
+    server = shared_router()
+    expected = [
+        ("reasoning", "Look it up.", ""),
+        ("message", "Checking."),
+        ("function_call", "toolu_whole", "get_weather", {"city": "Paris"}),
+    ]
+    _, streamed = stream(server, {"model": "json:whole:anth", "input": "Weather?"})
+    whole = create_ok(server, {"model": "json:whole:anth", "input": "Weather?"})
+    for response in (streamed, whole):
+        assert response["status"] == "completed"
+        assert summarise(response["output"]) == expected
+        assert response["usage"]["total_tokens"] == 17

@@ -195,3 +195,18 @@ def test_the_router_in_front_of_the_rust_mock_speaking_responses() -> None:
         assert json.loads(response["output"][2]["arguments"])
         assert response["usage"]["output_tokens"] > 0
     assert summarise(streamed["output"]) == summarise(whole["output"])
+
+
+def test_a_whole_response_where_a_stream_was_asked_for() -> None:
+    server = shared_router()
+    expected = [
+        ("reasoning", ["Look it up."], "", False),
+        ("message", "Checking."),
+        ("function_call", "call_whole", "get_weather", {"city": "Paris"}),
+    ]
+    _, streamed = stream(server, {"model": "json:whole:oai", "input": "Weather?"})
+    whole = create_ok(server, {"model": "json:whole:oai", "input": "Weather?"})
+    for response in (streamed, whole):
+        assert response["status"] == "completed"
+        assert summarise(response["output"]) == expected
+        assert response["usage"]["total_tokens"] == 17

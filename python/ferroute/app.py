@@ -580,7 +580,7 @@ class App:
                     ) from None
                 ex.result = _non_streaming_result(converted, translator)
                 return
-            upstream.chunks = _as_stream(upstream.body)
+            upstream.chunks = _as_stream(ex.provider.whole_as_stream(upstream.body))
         assert upstream.chunks is not None
         feed = translator.feed
         send = ex.send
@@ -1193,19 +1193,9 @@ def _input_items_page(record: Record, query_string: bytes) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-async def _as_stream(body: bytes) -> AsyncIterator[bytes]:
-    """A whole `chat.completion` body as the one-chunk stream the translator reads."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        for choice in data.get("choices") or []:
-            if isinstance(choice, dict) and "message" in choice:
-                choice["delta"] = choice.pop("message")
-        yield b"data: " + json.dumps(data).encode() + b"\n\ndata: [DONE]\n\n"
-    else:
-        yield b"data: {malformed upstream body}\n\n"
+async def _as_stream(stream: bytes) -> AsyncIterator[bytes]:
+    """A whole body, made a stream of its dialect (`Provider.whole_as_stream`), as the one read the translator gets."""
+    yield stream
 
 
 async def _finish_body(chunks: AsyncIterator[bytes]) -> None:

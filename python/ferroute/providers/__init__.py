@@ -7,6 +7,7 @@ the upstream's byte stream, which the app feeds to the translator one read at a 
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -50,6 +51,22 @@ class Provider(ABC):
 
     def models(self) -> list[str]:
         return list(self.config.models)
+
+    def whole_as_stream(self, body: bytes) -> bytes:
+        """A whole JSON answer to a streaming request (some servers ignore `stream`) as the stream of this
+        provider's dialect that says the same, for a client that asked for a stream. Chat Completions: the
+        `chat.completion` as one chunk (`message` read as `delta`); anything else gives a stream the translator
+        fails as malformed."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return b"data: {malformed upstream body}\n\n"
+        for choice in data.get("choices") or []:
+            if isinstance(choice, dict) and "message" in choice:
+                choice["delta"] = choice.pop("message")
+        return b"data: " + json.dumps(data).encode() + b"\n\ndata: [DONE]\n\n"
 
     @abstractmethod
     async def open(
