@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from ferroute import app as app_module
-from ferroute.app import App
+from ferroute.app import App, build_app
+from ferroute.app.clock import WATCH_AFTER
 from ferroute.config import parse_settings
 from ferroute.models import ResponsesRequest
-from ferroute.providers import Upstream
+from ferroute.providers import Upstream, build_providers
+from ferroute.store.crypto import ReasoningCipher
+from ferroute.store.memory import MemoryStore
 from tests.conftest import FIXTURES
 from tests.grammar import check_stream
 
@@ -27,15 +29,35 @@ class Boom(RuntimeError):
     pass
 
 
+_SETTINGS = '[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'
+Open = Callable[[ResponsesRequest, str, httpx.AsyncBaseTransport], Awaitable[Upstream]]
+
+
 def _mock_app() -> App:
     """The app with the built-in mock as provider `p`, and the memory store: these in-process tests write no file
     into the working directory."""
-    return App(parse_settings('[store]\nbackend = "memory"\n[[providers]]\nname = "p"\nkind = "mock"\n'))
+    return build_app(parse_settings(_SETTINGS))
+
+
+class _Scripted:
+    """Provider `p` (the built-in mock) with the upstream answer made by the test's `open`."""
+
+    def __init__(self, open_: Open) -> None:
+        settings = parse_settings(_SETTINGS)
+        self._real = build_providers(settings)["p"]
+        self.open = open_
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _app_with(open_: Open) -> App:
+    """The app with a provider whose upstream answers as `open_` says (a fake passed in, as `build_app` would)."""
+    settings = parse_settings(_SETTINGS)
+    return App(settings, providers={"p": _Scripted(open_)}, store=MemoryStore(), cipher=ReasoningCipher("test"))  # type: ignore[dict-item]
 
 
 def _app(chunks: list[bytes | Exception]) -> App:
-    app = _mock_app()
-
     async def stream() -> AsyncIterator[bytes]:
         for chunk in chunks:
             if isinstance(chunk, Exception):
@@ -45,8 +67,7 @@ def _app(chunks: list[bytes | Exception]) -> App:
     async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
         return Upstream(chunks=stream())
 
-    app.providers["p"].open = open_  # type: ignore[method-assign]
-    return app
+    return _app_with(open_)
 
 
 async def _call(app: App, body: dict[str, Any]) -> tuple[int, bytes]:
@@ -184,7 +205,6 @@ def test_the_record_is_stored_before_done_leaves(split: str) -> None:
 
 
 def test_an_upstream_that_never_ends_its_body_after_done_does_not_hold_the_client() -> None:
-    app = _mock_app()
     drained: list[bool] = []
 
     async def stream() -> AsyncIterator[bytes]:
@@ -198,7 +218,7 @@ def test_an_upstream_that_never_ends_its_body_after_done_does_not_hold_the_clien
     async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
         return Upstream(chunks=stream())
 
-    app.providers["p"].open = open_  # type: ignore[method-assign]
+    app = _app_with(open_)
     status, raw = asyncio.run(asyncio.wait_for(_call(app, {"model": "m", "input": "hi", "stream": True}), 5))
     assert status == 200
     assert check_stream(raw)[1]["status"] == "completed"
@@ -247,7 +267,6 @@ def test_a_request_leaves_no_reference_cycles(chunks: list[bytes | Exception], b
 
 def _hanging_app(closed: list[str]) -> App:
     """An app whose upstream sends nothing, and says when its body is closed (the upstream request cancelled)."""
-    app = _mock_app()
 
     async def stream() -> AsyncIterator[bytes]:
         try:
@@ -259,8 +278,7 @@ def _hanging_app(closed: list[str]) -> App:
     async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
         return Upstream(chunks=stream())
 
-    app.providers["p"].open = open_  # type: ignore[method-assign]
-    return app
+    return _app_with(open_)
 
 
 @pytest.mark.parametrize("receive_kind", ["future", "coroutine"])
@@ -302,7 +320,7 @@ def test_a_disconnect_cancels_the_work_at_once_and_leaves_nothing_running(receiv
         await asyncio.sleep(0.05)  # (let cancelled callbacks run)
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not others, others
-        assert not app._timed
+        assert not app.clock.timed
         return took
 
     took = asyncio.run(run())
@@ -313,14 +331,14 @@ def test_a_disconnect_cancels_the_work_at_once_and_leaves_nothing_running(receiv
 def test_the_clock_times_out_a_silent_upstream_and_then_stops() -> None:
     closed: list[str] = []
     app = _hanging_app(closed)
-    app.tick = 0.05
+    app.clock.tick = 0.05
     app.providers["p"].timeouts.first_event = 0.2
 
     async def run() -> tuple[int, bytes]:
         result = await _call(app, {"model": "m", "input": "hi"})
-        assert not app._timed
+        assert not app.clock.timed
         await asyncio.sleep(0.1)
-        assert app._clock_handle is None  # nothing timed: the clock's chain has ended
+        assert app.clock.handle is None  # nothing timed: the clock's chain has ended
         return result
 
     status, raw = asyncio.run(asyncio.wait_for(run(), 5))
@@ -354,13 +372,12 @@ def test_a_body_of_its_declared_length_is_whole_without_the_servers_empty_last_m
     assert json.loads(raw)["status"] == "completed"
 
 
-@pytest.mark.parametrize("upstream_wait", [0.0, app_module.WATCH_AFTER + 0.1], ids=["quick", "slow"])
+@pytest.mark.parametrize("upstream_wait", [0.0, WATCH_AFTER + 0.1], ids=["quick", "slow"])
 def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_has_been_waited_for(
     upstream_wait: float,
 ) -> None:
     """Each `receive` of Granian's goes through its Rust thread (on the worker's core when pinned): made before
     the upstream request, it delayed it, and an exchange that ends within `WATCH_AFTER` never asks at all."""
-    app = _mock_app()
     calls = 0
     at_open: list[int] = []
 
@@ -374,7 +391,7 @@ def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_has_been_
         for chunk in chunks:
             yield chunk
 
-    app.providers["p"].open = open_  # type: ignore[method-assign]
+    app = _app_with(open_)
     body = json.dumps({"model": "m", "input": "hi"}).encode()
 
     def receive() -> asyncio.Future[dict[str, Any]]:
@@ -395,7 +412,7 @@ def test_the_disconnect_watcher_asks_the_server_only_once_the_upstream_has_been_
 
     async def run() -> None:
         await app(scope, receive, send)
-        await asyncio.sleep(app_module.WATCH_AFTER + 0.05)  # (nothing is left to start watching later)
+        await asyncio.sleep(WATCH_AFTER + 0.05)  # (nothing is left to start watching later)
 
     asyncio.run(asyncio.wait_for(run(), 5))
     assert sent[0]["status"] == 200

@@ -7,7 +7,7 @@ import asyncio
 import re
 from typing import Any
 
-from ferroute import app as app_module
+from ferroute.app.exchange import FIRST_PIECE
 from tests.grammar import check_stream
 from tests.test_router_app import TEXT, _app, _call
 
@@ -24,7 +24,7 @@ def _normalized(value: Any) -> Any:
 
 
 def test_big_first_read_same_stream() -> None:
-    assert len(TEXT) > app_module._FIRST_PIECE
+    assert len(TEXT) > FIRST_PIECE
     status, whole = asyncio.run(_call(_app([TEXT]), {"model": "m", "input": "hi", "stream": True}))
     assert status == 200
     events = TEXT.split(b"\n\n")

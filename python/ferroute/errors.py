@@ -50,8 +50,84 @@ def not_implemented(feature: str, param: str | None = None) -> RouterError:
     return RouterError(400, f"{feature} is not supported by this router yet", param=param, code="unsupported_parameter")
 
 
-def upstream_timeout(provider: str, phase: str) -> RouterError:
-    return RouterError(504, f"provider {provider!r} timed out ({phase})", type="model_error", code="upstream_timeout")
+def not_found(what: str, id: str, param: str | None = None) -> RouterError:
+    """The one 404 for an id that never existed, was deleted, or belongs to another key (`what`: "response",
+    "stored item")."""
+    return RouterError(404, f"no {what} with id {id!r}", type="not_found", code="not_found", param=param)
+
+
+def no_route(method: str, path: str) -> RouterError:
+    return RouterError(404, f"no route {method} {path}", type="not_found", code="not_found")
+
+
+def method_not_allowed(allowed: str) -> RouterError:
+    return RouterError(405, f"use {allowed}", code="method_not_allowed")
+
+
+def invalid_api_key() -> RouterError:
+    return RouterError(
+        401,
+        "missing or invalid API key: send Authorization: Bearer <key>",
+        type="authentication_error",
+        code="invalid_api_key",
+    )
+
+
+def request_too_large(limit: int) -> RouterError:
+    return RouterError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
+
+
+def internal_error() -> RouterError:
+    """A bug in the router (logged where it happened); the client learns nothing more."""
+    return RouterError(500, "internal error in the router", type="server_error", code="internal_error")
+
+
+def shutting_down() -> RouterError:
+    return RouterError(503, "the router is shutting down", type="server_error", code="shutting_down")
+
+
+def shut_down_midway() -> RouterError:
+    """What a background response that was still running says when its process stopped."""
+    return RouterError(
+        503, "the router shut down before the response finished", type="server_error", code="shutting_down"
+    )
+
+
+def store_unavailable(store: str) -> RouterError:
+    return RouterError(
+        503,
+        f"the response store ({store}) is unavailable; try again later",
+        type="server_error",
+        code="store_unavailable",
+    )
+
+
+# What each of the router's timeouts waits for, as its messages say it.
+TIMEOUT_PHASES = {
+    "connect": "connect",
+    "first_event": "waiting for the first event",
+    "idle": "no data between events",
+}
+
+
+def upstream_timeout(provider: str, phase: str, seconds: float | None = None) -> RouterError:
+    """An upstream took too long: `phase` is a key of `TIMEOUT_PHASES` (or its text); `seconds` the limit. The one
+    place a timeout becomes an error: a 504 before the stream starts, the in-band `error` after."""
+    text = TIMEOUT_PHASES.get(phase, phase)
+    if seconds is not None:
+        text = f"{text}, {seconds:g} s"
+    return RouterError(504, f"provider {provider!r} timed out ({text})", type="model_error", code="upstream_timeout")
+
+
+def upstream_failed(message: object, code: object) -> RouterError:
+    """A whole (non-streamed) response the upstream failed: a 502 with its message and code."""
+    return RouterError(
+        502, str(message or "the upstream failed"), type="model_error", code=str(code or "upstream_error")
+    )
+
+
+def malformed_answer(provider: str) -> RouterError:
+    return RouterError(502, f"provider {provider!r} sent a malformed answer", type="model_error", code="upstream_error")
 
 
 def upstream_status(provider: str, status: int, retry_after: str | None) -> RouterError:
@@ -81,7 +157,7 @@ def upstream_error_from(provider: str, exc: httpx.HTTPError) -> RouterError:
     if isinstance(exc, httpx.ConnectTimeout):
         return upstream_timeout(provider, "connect")
     if isinstance(exc, httpx.TimeoutException):
-        return upstream_timeout(provider, "waiting for the first event")
+        return upstream_timeout(provider, "first_event")
     if isinstance(exc, httpx.ConnectError):
         return RouterError(
             502, f"could not connect to provider {provider!r}", type="model_error", code="upstream_unreachable"

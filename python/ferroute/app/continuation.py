@@ -1,0 +1,126 @@
+"""Continuation: what the upstream gets for a request that builds on stored state (`previous_response_id`,
+`item_reference`, reasoning the router sealed), and the record a stored response will be written to. Everything
+that can fail here fails before anything goes upstream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic_core
+
+from ferroute.app.records import Records
+from ferroute.config import LimitsConfig
+from ferroute.errors import RouterError, invalid_request, not_found
+from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest
+from ferroute.store import Record, StoreError
+from ferroute.store.crypto import ReasoningCipher, SealError
+from ferroute.store.items import find_in, record_items, response_of, to_models
+
+
+class Continuation:
+    def __init__(self, records: Records, cipher: ReasoningCipher, limits: LimitsConfig) -> None:
+        self.records = records
+        self.cipher = cipher
+        self.limits = limits
+
+    async def prepare(
+        self, request: ResponsesRequest, tenant: str, store: bool
+    ) -> tuple[ResponsesRequest, Record | None, list[Any] | None]:
+        """The request the upstream gets (earlier turns, references and sealed reasoning resolved), the record to
+        store (None with `store` false) and the input items it will hold (see `records.fill_input`)."""
+        items = request.items()
+        special = request.previous_response_id is not None or any(
+            isinstance(item, ItemReference) or (isinstance(item, ReasoningItem) and item.encrypted_content)
+            for item in items
+        )
+        if not special and not store:
+            return request, None, None
+        resolved: list[Any] = []
+        for i, item in enumerate(items):
+            if isinstance(item, ItemReference):
+                resolved.append(await self._reference(tenant, item.id, f"input[{i}].id"))
+            elif isinstance(item, ReasoningItem) and item.encrypted_content:
+                resolved.append(self._open_reasoning(tenant, item, f"input[{i}].encrypted_content"))
+            else:
+                resolved.append(item)
+        ancestors: list[str] = []
+        upstream = request
+        if special:
+            context: list[Any] = []
+            if request.previous_response_id is not None:
+                chain = await self._chain(tenant, request.previous_response_id)
+                stored_items = [item for record in chain for item in record_items(record)]
+                limit = self.limits.max_input_items
+                if len(stored_items) + len(resolved) > limit:
+                    raise invalid_request(
+                        f"the conversation has {len(stored_items) + len(resolved)} items with its earlier turns; the "
+                        f"limit is {limit} (start a new chain, or send a shorter context in input)",
+                        "previous_response_id",
+                        code="context_too_long",
+                    )
+                context = to_models(stored_items)
+                ancestors = [record.id for record in chain]
+            upstream = request.model_copy(update={"input": context + resolved})
+        if not store:
+            return upstream, None, None
+        record = Record(
+            id="",
+            response=b"",
+            ancestors=ancestors,
+            settings=pydantic_core.to_json({"model": request.model}),
+        )
+        return upstream, record, resolved
+
+    async def _chain(self, tenant: str, previous_id: str) -> list[Record]:
+        """The previous response and all its ancestors, oldest first: two store round trips at any depth."""
+        store = self.records.store
+        try:
+            [previous] = await store.get_many(tenant, [previous_id])
+            if previous is None:
+                raise not_found("response", previous_id, "previous_response_id")
+            earlier = await store.get_many(tenant, previous.ancestors) if previous.ancestors else []
+        except StoreError as e:
+            raise self.records.down("read", e) from None
+        if any(record is None for record in earlier):
+            raise RouterError(
+                404,
+                f"an earlier response in the chain of {previous_id!r} is no longer stored (deleted or expired)",
+                type="not_found",
+                code="not_found",
+                param="previous_response_id",
+            )
+        return [*(record for record in earlier if record is not None), previous]
+
+    async def _reference(self, tenant: str, item_id: str, param: str) -> Any:
+        """A stored item by id: in the response its id was made from, if it is there; else where the store's
+        index says (ids the client gave, or an item passed on as input to a later response)."""
+        store = self.records.store
+        item = None
+        try:
+            derived = response_of(item_id)
+            record = await store.get(tenant, derived) if derived else None
+            item = find_in(record, item_id) if record is not None else None
+            if item is None:
+                response_id = await store.find_item(tenant, item_id)
+                record = await store.get(tenant, response_id) if response_id else None
+                item = find_in(record, item_id) if record is not None else None
+        except StoreError as e:
+            raise self.records.down("read", e) from None
+        if item is None:
+            raise not_found("stored item", item_id, param)
+        return to_models([item])[0]
+
+    def _open_reasoning(self, tenant: str, item: ReasoningItem, param: str) -> Any:
+        assert item.encrypted_content is not None
+        try:
+            opened = self.cipher.open(tenant, item.encrypted_content)
+        except SealError as e:
+            raise invalid_request(str(e), param, code="invalid_encrypted_content") from None
+        data: dict[str, Any] = {"type": "reasoning", "summary": opened.get("summary") or []}
+        if opened.get("content"):
+            data["content"] = opened["content"]
+        if opened.get("upstream"):  # the upstream's own encrypted_content (Anthropic's signature), for it again
+            data["encrypted_content"] = opened["upstream"]
+        if item.id:
+            data["id"] = item.id
+        return to_models([data])[0]
