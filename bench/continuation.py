@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from tests.e2e import Server, redis_server, router, store_section
+from tests.support.servers import Server, redis_server, router, store_section
 
 from ferroute.store import Record, Store
 from ferroute.store.redis import RedisStore

@@ -4,7 +4,7 @@ Measured on Granian 2.8.7 (README "Granian tuning"): an RSGI `send_bytes` costs 
 where an ASGI `send` of a body costs ~5.8 µs, but with one send per upstream read the whole router
 measures the same either way. And RSGI's stream transport queues every send in an unbounded channel:
 `send_bytes` never waits, so a client that reads slowly makes the worker hold the rest of its response
-in memory (tests/test_router_backpressure.py shows it), where Granian's ASGI `send` waits while the
+in memory (tests/router/test_backpressure.py shows it), where Granian's ASGI `send` waits while the
 client is behind. Hence ASGI is the default.
 
 The app itself stays a plain ASGI application (`ferroute.app:create_app` runs under any ASGI server);

@@ -1,0 +1,1 @@
+"""The load-test tools: the Rust mock upstream and the load generator."""

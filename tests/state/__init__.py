@@ -1,0 +1,1 @@
+"""Stored responses: continuation, background, reasoning round trips, and each store backend."""
