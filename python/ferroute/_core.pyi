@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Protocol, final
 
 __all__ = [
     "AnthropicTranslator",
@@ -187,13 +187,42 @@ class ResponseEventParser:
         """End of stream: raises StreamError unless the stream ended with a terminal event (an unfinished
         trailing event counts as truncation)."""
 
-@final
-class ChatCompletionsTranslator:
-    """Chat Completions stream (or body) → Open Responses SSE frames, sequence-numbered.
+class Translator(Protocol):
+    """What every translator does: an upstream dialect's stream (or whole body) → Open Responses SSE frames,
+    sequence-numbered. Typing only: there is no `Translator` at runtime; `ChatCompletionsTranslator`,
+    `AnthropicTranslator` and `ResponsesTranslator` are the classes, and each is made the same way:
 
-    `request` is the Open Responses request whose settings the response echoes (JSON bytes/str or a
-    mapping). `model` and `store` override the echoed values; `response_id` and `created_at` are
-    generated when omitted."""
+    `Cls(request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576,
+    max_event_size=16_777_216)`: `request` is the Open Responses request whose settings the response echoes
+    (JSON bytes/str or a mapping). `model` and `store` override the echoed values; `response_id` and `created_at`
+    are generated when omitted. Each class's docstring says what of its dialect it reads."""
+
+    def feed(self, upstream: bytes) -> bytes:
+        """Translate the next upstream bytes; returns the Open Responses SSE frames they produce
+        (the first call also returns `response.created` and `response.in_progress`)."""
+    def finish(self) -> bytes:
+        """End of the upstream stream: the frames that close the response and `data: [DONE]` (a stream that
+        did not end as its dialect ends one fails as truncated: see the class)."""
+    def fail(self, message: str, *, code: str = "server_error", type: str = "server_error") -> bytes:
+        """End the response as failed for a reason outside the upstream's bytes (timeout, shutdown, …):
+        the `error` event, `response.failed` and `data: [DONE]`; b"" if the response already ended."""
+    def convert(self, body: bytes) -> bytes:
+        """A whole non-streaming body of the dialect (see the class) → the response object as JSON bytes;
+        UpstreamError for a body that is not one."""
+    @property
+    def response_id(self) -> str: ...
+    @property
+    def status(self) -> str:
+        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
+    def response_json(self) -> bytes:
+        """The response object as it stands (the terminal event's `response` once finished)."""
+
+@final
+class ChatCompletionsTranslator(Translator):
+    """Chat Completions stream (or body) → Open Responses SSE frames (a `Translator`).
+
+    `finish` fails a stream that gave no `finish_reason` as truncated. `convert` takes a whole non-streaming
+    `chat.completion` body."""
 
     def __new__(
         cls,
@@ -206,34 +235,18 @@ class ChatCompletionsTranslator:
         max_line_length: int = 1_048_576,
         max_event_size: int = 16_777_216,
     ) -> ChatCompletionsTranslator: ...
-    def feed(self, upstream: bytes) -> bytes:
-        """Translate the next upstream bytes; returns the Open Responses SSE frames they produce
-        (the first call also returns `response.created` and `response.in_progress`)."""
-    def finish(self) -> bytes:
-        """End of the upstream stream: the frames that close the response and `data: [DONE]`."""
-    def fail(self, message: str, *, code: str = "server_error", type: str = "server_error") -> bytes:
-        """End the response as failed for a reason outside the upstream's bytes (timeout, shutdown, …):
-        the `error` event, `response.failed` and `data: [DONE]`; b"" if the response already ended."""
-    def convert(self, body: bytes) -> bytes:
-        """A whole non-streaming `chat.completion` body → the response object as JSON bytes."""
-    @property
-    def response_id(self) -> str: ...
-    @property
-    def status(self) -> str:
-        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
-    def response_json(self) -> bytes:
-        """The response object as it stands (the terminal event's `response` once finished)."""
 
 @final
-class AnthropicTranslator:
-    """Anthropic Messages stream (or body) → Open Responses SSE frames, sequence-numbered; the same API as
-    `ChatCompletionsTranslator`.
+class AnthropicTranslator(Translator):
+    """Anthropic Messages stream (or body) → Open Responses SSE frames (a `Translator`).
 
     `thinking` blocks become reasoning items (their `signature` the item's `encrypted_content`),
     `redacted_thinking` reasoning items with only `encrypted_content`, `text` blocks a message's
     `output_text`, `tool_use` blocks `function_call` items; `stop_reason` `max_tokens` ends the response
     `incomplete` (`max_output_tokens`), `refusal` `incomplete` (`content_filter`); an `error` event fails
-    it. Server-tool blocks and unknown events are skipped."""
+    it. Server-tool blocks and unknown events are skipped. `finish` fails a stream without `message_stop`
+    or a `stop_reason` as truncated. `convert` takes a whole non-streaming Messages body
+    (`{"type": "message", …}`; an `{"type": "error", …}` body gives a failed response)."""
 
     def __new__(
         cls,
@@ -246,34 +259,19 @@ class AnthropicTranslator:
         max_line_length: int = 1_048_576,
         max_event_size: int = 16_777_216,
     ) -> AnthropicTranslator: ...
-    def feed(self, upstream: bytes) -> bytes:
-        """Translate the next upstream bytes; returns the Open Responses SSE frames they produce."""
-    def finish(self) -> bytes:
-        """End of the upstream stream: the frames that close the response and `data: [DONE]` (a stream
-        without `message_stop` or a `stop_reason` fails as truncated)."""
-    def fail(self, message: str, *, code: str = "server_error", type: str = "server_error") -> bytes:
-        """End the response as failed for a reason outside the upstream's bytes; b"" if it already ended."""
-    def convert(self, body: bytes) -> bytes:
-        """A whole non-streaming Messages body (`{"type": "message", …}`) → the response object as JSON
-        bytes (an `{"type": "error", …}` body gives a failed response); UpstreamError for anything else."""
-    @property
-    def response_id(self) -> str: ...
-    @property
-    def status(self) -> str:
-        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
-    def response_json(self) -> bytes:
-        """The response object as it stands (the terminal event's `response` once finished)."""
 
 @final
-class ResponsesTranslator:
-    """OpenAI Responses stream (or a whole response object) → the router's Open Responses SSE frames; the same
-    API as `ChatCompletionsTranslator`.
+class ResponsesTranslator(Translator):
+    """OpenAI Responses stream (or a whole response object) → the router's Open Responses SSE frames (a
+    `Translator`).
 
     The upstream's events are rebuilt under this response (its id, sequence numbers, item ids, `model`): message
     text and refusals, raw reasoning (`reasoning_text` or `reasoning` deltas), reasoning summaries, the reasoning
     item's `encrypted_content`, function calls (arguments from the deltas, or from the `.done` events when none
     came), the terminal status and usage; an `error` event fails it. Items of other types (hosted tools the
-    upstream ran) are skipped."""
+    upstream ran) are skipped. `finish` fails a stream without a terminal event as truncated. `convert` takes a
+    whole response object (`{"object": "response", …}`) and gives this response (an `{"error": …}` body gives
+    a failed response)."""
 
     def __new__(
         cls,
@@ -286,23 +284,6 @@ class ResponsesTranslator:
         max_line_length: int = 1_048_576,
         max_event_size: int = 16_777_216,
     ) -> ResponsesTranslator: ...
-    def feed(self, upstream: bytes) -> bytes:
-        """Translate the next upstream bytes; returns the Open Responses SSE frames they produce."""
-    def finish(self) -> bytes:
-        """End of the upstream stream: the frames that close the response and `data: [DONE]` (a stream without a
-        terminal event fails as truncated)."""
-    def fail(self, message: str, *, code: str = "server_error", type: str = "server_error") -> bytes:
-        """End the response as failed for a reason outside the upstream's bytes; b"" if it already ended."""
-    def convert(self, body: bytes) -> bytes:
-        """A whole response object (`{"object": "response", …}`) → this response as JSON bytes (an
-        `{"error": …}` body gives a failed response); UpstreamError for anything else."""
-    @property
-    def response_id(self) -> str: ...
-    @property
-    def status(self) -> str:
-        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
-    def response_json(self) -> bytes:
-        """The response object as it stands (the terminal event's `response` once finished)."""
 
 # --- load testing ------------------------------------------------------------------------------
 

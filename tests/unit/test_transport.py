@@ -225,10 +225,11 @@ def test_closing_mid_body_closes_the_socket() -> None:
 def test_a_provider_on_another_transport_goes_through_httpx_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     """The router's own path writes the request head as bytes (`StreamTransport.open`); any other httpx
     transport (and https, which StreamTransport hands to httpx's) gets an `httpx.Request` and answers the same."""
-    from ferroute.config import ProviderConfig, Settings
+    from ferroute.config import ProviderConfig, TimeoutsConfig
     from ferroute.errors import RouterError
     from ferroute.models import parse_request
-    from ferroute.providers.chat_completions import ChatCompletionsProvider
+    from ferroute.providers.chat_completions import ChatCompletionsDialect
+    from ferroute.providers.http import HttpUpstream
 
     seen: list[httpx.Request] = []
     answers = {
@@ -245,7 +246,7 @@ def test_a_provider_on_another_transport_goes_through_httpx_objects(monkeypatch:
     config = ProviderConfig(
         name="up", kind="chat_completions", base_url="https://example.test/v1", api_key_env="UPSTREAM_KEY"
     )
-    provider = ChatCompletionsProvider(config, Settings())
+    provider = HttpUpstream(config, ChatCompletionsDialect(config), TimeoutsConfig())
     request = parse_request(b'{"model":"m:up","input":"hi","stream":true}', max_depth=64, max_input_items=100)
 
     async def run() -> None:

@@ -1,17 +1,21 @@
-"""Providers: one module per upstream kind (request building, and which translator reads the answer).
+"""Providers, each made of two parts: a dialect and a source.
 
-A provider's `open` does everything that can fail before the first byte goes to the client (build
-the upstream request, connect, check the status) and raises `RouterError` for it; what it returns is
-the upstream's byte stream, which the app feeds to the translator one read at a time.
+A dialect (`chat_completions`, `anthropic`, `responses`) is what an upstream kind speaks: the path and
+headers of its endpoint, how its key is sent, the body an Open Responses request becomes, and which Rust
+translator reads the answer. A source is where the answer comes from: an HTTP upstream (`http.HttpUpstream`:
+transport, key, timeouts, HTTP errors) or the built-in mock (`mock.MockSource`, no network). A `Provider`
+names one of each.
+
+A source's `open` does everything that can fail before the first byte goes to the client (build the upstream
+request, connect, check the status) and raises `RouterError` for it; what it returns is the upstream's byte
+stream, which the app feeds to the translator one read at a time.
 """
 
 from __future__ import annotations
 
-import json
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -20,8 +24,24 @@ from ferroute.config import ProviderConfig, Settings, TimeoutsConfig
 from ferroute.errors import RouterError
 from ferroute.models import ResponsesRequest
 
-# The Rust translators share one API (`_core.pyi`); a provider names the one that reads its answers.
-Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator | _core.ResponsesTranslator
+if TYPE_CHECKING:
+    from ferroute._core import Translator
+else:  # (the stub's `Translator` is a typing-only protocol; at runtime, the classes that implement it)
+    Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator | _core.ResponsesTranslator
+
+__all__ = ["Dialect", "Provider", "Router", "Source", "Translator", "TranslatorClass", "Upstream", "build_providers"]
+
+
+class TranslatorClass(Protocol):
+    """A translator class, as the app makes one per response (`_core.Translator` has the rest of its API)."""
+
+    def __call__(
+        self,
+        request: bytes | str | Mapping[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        store: bool | None = None,
+    ) -> Translator: ...
 
 
 @dataclass
@@ -37,62 +57,98 @@ class Upstream:
             await self.response.aclose()
 
 
-class Provider(ABC):
-    # What reads this provider's answers (streamed, or `convert` for a whole body).
-    translator: ClassVar[type[Translator]] = _core.ChatCompletionsTranslator
-    # Whether its reasoning items carry the upstream's own `encrypted_content` (Anthropic's signatures, OpenAI's
-    # blobs), which later turns send back: kept in the store, shown to a client only sealed (`include`).
-    keeps_encrypted_reasoning: ClassVar[bool] = False
+class Dialect(Protocol):
+    """What one upstream kind speaks (one class per kind, in the module named for it)."""
 
-    def __init__(self, config: ProviderConfig, settings: Settings) -> None:
-        self.config = config
-        self.name = config.name
-        self.timeouts: TimeoutsConfig = config.timeouts or settings.timeouts
+    @property
+    def path(self) -> str:
+        """The endpoint under the provider's `base_url` (`/chat/completions`)."""
 
-    def models(self) -> list[str]:
-        return list(self.config.models)
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers of the dialect that every request carries (besides content type, accept, user agent)."""
+
+    @property
+    def translator(self) -> TranslatorClass:
+        """What reads this dialect's answers (streamed, or `convert` for a whole body)."""
+
+    @property
+    def keeps_encrypted_reasoning(self) -> bool:
+        """Whether its reasoning items carry the upstream's own `encrypted_content` (Anthropic's signatures,
+        OpenAI's blobs), which later turns send back: kept in the store, shown to a client only sealed
+        (`include`)."""
+
+    def auth_header(self, key: str) -> tuple[bytes, bytes]:
+        """The header that carries the upstream key."""
+
+    def request_body(self, request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
+        """The upstream body for an Open Responses request (always asking for a stream); raises `RouterError`
+        (400) for what the dialect cannot say."""
 
     def whole_as_stream(self, body: bytes) -> bytes:
-        """A whole JSON answer to a streaming request (some servers ignore `stream`) as the stream of this
-        provider's dialect that says the same, for a client that asked for a stream. Chat Completions: the
-        `chat.completion` as one chunk (`message` read as `delta`); anything else gives a stream the translator
-        fails as malformed."""
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return b"data: {malformed upstream body}\n\n"
-        for choice in data.get("choices") or []:
-            if isinstance(choice, dict) and "message" in choice:
-                choice["delta"] = choice.pop("message")
-        return b"data: " + json.dumps(data).encode() + b"\n\ndata: [DONE]\n\n"
+        """A whole JSON answer to a streaming request (some servers ignore `stream`) as the stream of this dialect
+        that says the same; anything else gives a stream the translator fails as malformed."""
 
-    @abstractmethod
+
+class Source(Protocol):
+    """Where a provider's answers come from."""
+
     async def open(
         self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
     ) -> Upstream:
         """Start the upstream request; raises `RouterError` for anything that fails before it streams."""
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    from ferroute.providers.anthropic import AnthropicProvider
-    from ferroute.providers.chat_completions import ChatCompletionsProvider
-    from ferroute.providers.mock import MockProvider
-    from ferroute.providers.responses import ResponsesProvider
+class Provider:
+    """A configured provider: a dialect spoken to a source, under the config's name and timeouts."""
 
+    open: Callable[[ResponsesRequest, str, httpx.AsyncBaseTransport], Awaitable[Upstream]]
+    """`Source.open` of this provider's source. (The source's own method, not a wrapper: a request costs the
+    same frames and awaits as when each kind was a class with its own `open`.)"""
+
+    def __init__(self, config: ProviderConfig, dialect: Dialect, source: Source, timeouts: TimeoutsConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.timeouts = timeouts
+        self.dialect = dialect
+        self.source = source
+        self.translator = dialect.translator
+        self.keeps_encrypted_reasoning = dialect.keeps_encrypted_reasoning
+        self.open = source.open
+
+    def models(self) -> list[str]:
+        return list(self.config.models)
+
+    def whole_as_stream(self, body: bytes) -> bytes:
+        """`Dialect.whole_as_stream` of this provider's dialect."""
+        return self.dialect.whole_as_stream(body)
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    from ferroute.providers.anthropic import AnthropicDialect
+    from ferroute.providers.chat_completions import ChatCompletionsDialect
+    from ferroute.providers.http import HttpUpstream
+    from ferroute.providers.mock import MockSource
+    from ferroute.providers.responses import ResponsesDialect
+
+    dialects: dict[str, Callable[[ProviderConfig], Dialect]] = {
+        "chat_completions": ChatCompletionsDialect,
+        "anthropic": AnthropicDialect,
+        "responses": ResponsesDialect,
+    }
     providers: dict[str, Provider] = {}
     for config in settings.providers:
-        if config.kind == "chat_completions":
-            providers[config.name] = ChatCompletionsProvider(config, settings)
-        elif config.kind == "anthropic":
-            providers[config.name] = AnthropicProvider(config, settings)
-        elif config.kind == "responses":
-            providers[config.name] = ResponsesProvider(config, settings)
-        elif config.kind == "mock":
-            providers[config.name] = MockProvider(config, settings)
+        timeouts = config.timeouts or settings.timeouts
+        source: Source
+        if config.kind == "mock":  # the Chat Completions stream an upstream would send, written in-process
+            dialect: Dialect = ChatCompletionsDialect(config)
+            source = MockSource(dialect)
+        elif config.kind in dialects:
+            dialect = dialects[config.kind](config)
+            source = HttpUpstream(config, dialect, timeouts)
         else:  # config.py rejects the kinds without an implementation; this guards a new kind
             raise ValueError(f"provider kind {config.kind!r} is not implemented")
+        providers[config.name] = Provider(config, dialect, source, timeouts)
     return providers
 
 

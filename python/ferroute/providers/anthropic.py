@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from ferroute import _core
+from ferroute.config import ProviderConfig
 from ferroute.errors import invalid_request, not_implemented
 from ferroute.models import (
     FunctionCallItem,
@@ -34,7 +35,6 @@ from ferroute.models import (
     TextFormatJsonObject,
     TextFormatJsonSchema,
 )
-from ferroute.providers.chat_completions import ChatCompletionsProvider
 
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(;[^,]*)?;base64,(.*)", re.DOTALL)
 _IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
@@ -286,22 +286,23 @@ def _tools(request: ResponsesRequest, body: dict[str, Any]) -> None:
         body["tool_choice"] = upstream_choice
 
 
-class AnthropicProvider(ChatCompletionsProvider):
-    """`POST {base_url}/messages`, streamed, read by `AnthropicTranslator` (the HTTP side is the Chat Completions
-    provider's: the router's transport, keep-alive, errors before the first byte)."""
+class AnthropicDialect:
+    """`POST {base_url}/messages` with the key in `x-api-key` and the `anthropic-version` header; the body from
+    `messages_request`, the answer read by `AnthropicTranslator`."""
 
+    path = "/messages"
     translator = _core.AnthropicTranslator
     keeps_encrypted_reasoning = True
-    path = "/messages"
 
-    def dialect_headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"anthropic-version", self.config.anthropic_version.encode())]
+    def __init__(self, config: ProviderConfig) -> None:
+        self.headers = [(b"anthropic-version", config.anthropic_version.encode())]
+        self.default_max_tokens = config.default_max_tokens
 
     def auth_header(self, key: str) -> tuple[bytes, bytes]:
         return (b"x-api-key", key.encode())
 
     def request_body(self, request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
-        return messages_request(request, upstream_model, default_max_tokens=self.config.default_max_tokens)
+        return messages_request(request, upstream_model, default_max_tokens=self.default_max_tokens)
 
     def whole_as_stream(self, body: bytes) -> bytes:
         """A whole Messages body as its stream: each block whole in its `content_block_start`, then the end."""

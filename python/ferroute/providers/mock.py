@@ -1,8 +1,9 @@
 """The built-in `mock` provider: deterministic answers, no network.
 
-It writes the Chat Completions stream an upstream would send (reasoning, text, tool calls, usage,
-finish reason) and the app feeds it through the same Rust translator as a real upstream's bytes, so
-`ferroute serve` with no config exercises the real path. Behaviour:
+Its source (`MockSource`) writes the Chat Completions stream an upstream would send (reasoning, text, tool
+calls, usage, finish reason), and the provider speaks the Chat Completions dialect: the request is checked as
+a real upstream's would be, and the app feeds the stream through the same Rust translator as a real
+upstream's bytes, so `ferroute serve` with no config exercises the real path. Behaviour:
 
 - a function call when the request has function tools and asks for one: `tool_choice` `required`, a
   named function or `allowed_tools` in `required` mode, or (with `auto`) the last user message
@@ -34,8 +35,8 @@ from ferroute.models import (
     TextFormatJsonObject,
     TextFormatJsonSchema,
 )
-from ferroute.providers import Provider, Upstream
-from ferroute.providers.chat_completions import chat_messages, chat_request
+from ferroute.providers import Dialect, Upstream
+from ferroute.providers.chat_completions import chat_messages
 
 _FORMATS = {
     "date": "2024-01-01",
@@ -49,12 +50,18 @@ _FORMATS = {
 _GENERIC = {"get", "set", "do", "run", "call", "the", "fetch", "list", "make", "tool", "func", "function"}
 
 
-class MockProvider(Provider):
+class MockSource:
+    """The mock as a provider's source: the answer is made here, no transport is used. Its provider's dialect is
+    Chat Completions (the stream `mock_stream` writes)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.request_body = dialect.request_body
+
     async def open(
         self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
     ) -> Upstream:
         # The same request validation as a real upstream gets (unsupported items are a 400 here too).
-        chat_request(request, upstream_model)
+        self.request_body(request, upstream_model)
         return Upstream(chunks=_aiter(mock_stream(request, upstream_model)))
 
 

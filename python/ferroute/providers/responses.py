@@ -16,9 +16,9 @@ import json
 from typing import Any
 
 from ferroute import _core
+from ferroute.config import ProviderConfig
 from ferroute.errors import invalid_request
 from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest
-from ferroute.providers.chat_completions import ChatCompletionsProvider
 
 UPSTREAM_ITEM = "upstream-item:"  # (the Rust translator's `UPSTREAM_ITEM`)
 # Request fields the router answers for itself, not the upstream.
@@ -49,13 +49,19 @@ def responses_request(request: ResponsesRequest, upstream_model: str) -> dict[st
     return body
 
 
-class ResponsesProvider(ChatCompletionsProvider):
-    """`POST {base_url}/responses`, streamed, read by `ResponsesTranslator` (the HTTP side is the Chat Completions
-    provider's)."""
+class ResponsesDialect:
+    """`POST {base_url}/responses` with a Bearer key; the body from `responses_request`, the answer read by
+    `ResponsesTranslator`."""
 
+    path = "/responses"
     translator = _core.ResponsesTranslator
     keeps_encrypted_reasoning = True
-    path = "/responses"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def auth_header(self, key: str) -> tuple[bytes, bytes]:
+        return (b"authorization", b"Bearer " + key.encode())
 
     def request_body(self, request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
         return responses_request(request, upstream_model)
