@@ -13,7 +13,8 @@ import httpx
 from ferroute.app import App, build_app
 from ferroute.config import parse_settings
 from ferroute.models import ResponsesRequest
-from ferroute.providers import Upstream, build_providers
+from ferroute.providers import Provider, Upstream
+from ferroute.providers.chat_completions import ChatCompletionsDialect
 from ferroute.store.crypto import ReasoningCipher
 from ferroute.store.memory import MemoryStore
 from tests.support.fixtures import FIXTURES
@@ -32,21 +33,19 @@ def mock_app() -> App:
 
 
 class Scripted:
-    """Provider `p` (the built-in mock) with the upstream answer made by the test's `open`."""
+    """A provider's source (`ferroute.providers.Source`) whose upstream answer is the test's `open`."""
 
     def __init__(self, open_: Open) -> None:
-        settings = parse_settings(SETTINGS)
-        self._real = build_providers(settings)["p"]
         self.open = open_
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
 
 
 def app_with(open_: Open) -> App:
-    """The app with a provider whose upstream answers as `open_` says (a fake passed in, as `build_app` would)."""
+    """The app with provider `p` built from the Chat Completions dialect and a scripted source, passed in as its
+    parts (the memory store, a cipher of its own)."""
     settings = parse_settings(SETTINGS)
-    return App(settings, providers={"p": Scripted(open_)}, store=MemoryStore(), cipher=ReasoningCipher("test"))  # type: ignore[dict-item]
+    config = settings.providers[0]
+    provider = Provider(config, ChatCompletionsDialect(config), Scripted(open_), settings.timeouts)
+    return App(settings, providers={"p": provider}, store=MemoryStore(), cipher=ReasoningCipher("test"))
 
 
 def app_streaming(chunks: list[bytes | Exception]) -> App:

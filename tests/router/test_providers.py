@@ -1,7 +1,7 @@
 """Providers from parts: one HTTP upstream for every kind, a dialect per kind, against a real local server.
 
 Each test builds providers in-process (no router) and opens them against the mock upstream process
-(`tests/mock_upstream.py`), over the router's own transport and over httpx's.
+(`tests/support/mock_upstream.py`), over the router's own transport and over httpx's.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ferroute.providers.chat_completions import ChatCompletionsDialect
 from ferroute.providers.http import HttpUpstream
 from ferroute.providers.mock import MockSource
 from ferroute.providers.responses import ResponsesDialect
-from tests.e2e import Server, free_port, last_request, mock_upstream
-from tests.mock_upstream import SECRET
+from tests.support.mock_upstream import SECRET
+from tests.support.servers import Server, free_port, last_request, mock_upstream
 
 KEY = "sk-provider-parts-test"
 KEY_ENV = "FERROUTE_TEST_PROVIDER_PARTS_KEY"
