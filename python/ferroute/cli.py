@@ -59,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from granian import Granian
     from granian.constants import Interfaces, Loops, RuntimeModes, TaskImpl
+    from granian.http import HTTP1Settings
     from granian.log import LOGGING_CONFIG
 
     from ferroute.config import ConfigError, StoreConfig, load_settings
@@ -137,6 +138,9 @@ def _serve(args: argparse.Namespace) -> int:
         runtime_mode=RuntimeModes(server.runtime_mode),
         task_impl=TaskImpl(server.task_impl),
         backpressure=server.backpressure,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(server.header_read_timeout * 1000)), keep_alive=server.keep_alive
+        ),
         websockets=False,
         log_dictconfig=logging_config,
         workers_kill_timeout=int(server.shutdown_grace) + 5,

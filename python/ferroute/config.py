@@ -43,6 +43,15 @@ class ServerConfig(_Section):
     keepalive_interval: float = Field(default=15.0, gt=0)
     # Seconds in-flight streams get to finish on shutdown.
     shutdown_grace: float = Field(default=10.0, ge=0)
+    # Seconds a client has to send a request's head (Granian's `--http1-header-read-timeout`). Granian (hyper) starts
+    # this timer when a connection begins waiting for its next request, so it is also how long an idle keep-alive
+    # connection is kept: set it above the idle timeout of a load balancer in front (at most 60).
+    header_read_timeout: float = Field(default=10.0, ge=0.001, le=60.0)
+    # HTTP/1 keep-alive (connections reused for several requests).
+    keep_alive: bool = True
+    # Seconds a request's whole body may take to arrive (the app's own timer: Granian has none). 60 s lets a 16 MB
+    # body (the default `max_body_bytes`) through a 2.5 Mbit/s link.
+    body_read_timeout: float = Field(default=60.0, gt=0)
     # Granian's knobs (README "Granian tuning" has the measurements behind the defaults).
     # How Granian calls the app: "asgi", or "rsgi" (its native interface). Granian 2.8.7's RSGI stream
     # transport queues every send without bound, so a client that reads slowly makes the worker hold the

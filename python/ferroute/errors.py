@@ -77,6 +77,16 @@ def request_too_large(limit: int) -> RouterError:
     return RouterError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
 
 
+def request_timeout(seconds: float) -> RouterError:
+    """The request's body did not arrive in time; the connection is closed after the answer."""
+    return RouterError(
+        408,
+        f"the request body did not arrive within {seconds:g} s",
+        code="request_timeout",
+        headers=[(b"connection", b"close")],
+    )
+
+
 def internal_error() -> RouterError:
     """A bug in the router (logged where it happened); the client learns nothing more."""
     return RouterError(500, "internal error in the router", type="server_error", code="internal_error")

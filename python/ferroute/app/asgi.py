@@ -208,7 +208,7 @@ class App:
         if self.draining:
             raise shutting_down()
         limits = self.settings.limits
-        body = await read_body(scope, receive, limits.max_body_bytes)
+        body = await read_body(scope, receive, limits.max_body_bytes, self.settings.server.body_read_timeout)
         request = parse_request(body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items)
         log["model"] = request.model
         log["stream"] = bool(request.stream)

@@ -23,7 +23,7 @@ from ferroute import _core
 from ferroute._transport import StreamTransport
 from ferroute._types import Receive, Send
 from ferroute.app.clock import Clock, Watcher
-from ferroute.app.http import SSE_HEADERS, ClientGone, send_json
+from ferroute.app.http import SSE_HEADERS, ClientGone, send_json, uncancel
 from ferroute.errors import (
     RouterError,
     internal_error,
@@ -363,13 +363,6 @@ def whole_result(response: bytes, translator: Translator) -> bytes:
         error = (json.loads(response).get("error") or {}) if response else {}
         raise upstream_failed(error.get("message"), error.get("code"))
     return response
-
-
-def uncancel(task: asyncio.Task[Any]) -> None:
-    """Undo a `cancel` the task has handled (Python 3.11+ counts them; `asyncio.timeout` reads the count)."""
-    uncancel_ = getattr(task, "uncancel", None)
-    if uncancel_ is not None:
-        uncancel_()
 
 
 async def _as_stream(stream: bytes) -> AsyncIterator[bytes]:

@@ -65,7 +65,7 @@ class HttpUpstream:
         # pydantic-core's serializer: 1.2 µs for a small body where `json.dumps(...).encode()` took 7.4.
         content = pydantic_core.to_json(body)
         key = self.api_key()
-        # (No timeout of its own: the app's clock cancels an exchange whose first event is late, `Clock.check` in ferroute.app.clock.)
+        # (No timeout of its own: the app's clock cancels an exchange whose first event is late, `Clock.check`.)
         answer: Answer | _Answer
         try:
             if self.origin is not None and isinstance(transport, StreamTransport):
