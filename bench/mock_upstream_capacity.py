@@ -37,10 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.router_overhead import cpu_seconds
+from bench.harness import REPO, cpu_seconds
 from ferroute._core import LoadGenerator
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "mock_upstream_capacity.json"
 CORES = os.cpu_count() or 1
 BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}).encode()
