@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000, help="open streams per wave (default 1000)")
     parser.add_argument("--waves", type=int, default=3, help="waves of streams, one after another (default 3)")
     parser.add_argument("--steps", type=int, default=4, help="memory readings per wave (default 4)")
-    parser.add_argument("--events", type=int, default=100, help="upstream events per stream (default 100)")
+    parser.add_argument("--events", type=int, default=100, help="text events (tokens) per answer (default 100)")
     parser.add_argument("--gap", type=float, default=0.2, help="seconds between a stream's events (default 0.2)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after each step before reading memory")
     parser.add_argument("--slow-events", type=int, default=200_000, help="the slow reader's answer, in events")

@@ -230,7 +230,7 @@ def table(results: dict[str, Any]) -> str:
     c1 = results["concurrency_1"]
     lines.append(
         f"Concurrency 1: {c1['requests_each']} requests each way after {c1['warmup_each']} warm-up, interleaved; "
-        f"{c1['events_per_stream']} upstream events per stream, sent at once"
+        f"{c1['events_per_stream']} text events per answer (the mock's tokens), sent at once"
     )
     lines.append(f"  {'':<36}{'TTFE p50':>10}{'TTFE p99':>10}{'total p50':>11}{'total p99':>11}{'failed':>8}")
     for name, label in (("direct", "direct (POST /v1/chat/completions)"), ("router", "router (POST /v1/responses)")):
@@ -253,7 +253,7 @@ def table(results: dict[str, Any]) -> str:
     for key, phase in results["load"].items():
         offered = f" (offered {phase['offered_events_per_s']:,} events/s)" if phase["offered_events_per_s"] else ""
         lines.append(
-            f"Load '{key}': {phase['concurrency']} concurrent streams of {phase['events_per_stream']} upstream events, "
+            f"Load '{key}': {phase['concurrency']} concurrent streams of {phase['events_per_stream']} text events, "
             f"{phase['upstream']}{offered}; {phase['router']['warmup_s']:g} s warm-up"
             + (" (starts spread over it)" if phase["offered_events_per_s"] else "")
             + ", then measured"
@@ -357,13 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=int, help="concurrency 1: untimed requests each way first (default 100; quick 10)"
     )
-    parser.add_argument("--events-c1", type=int, default=200, help="concurrency 1: upstream events per stream")
+    parser.add_argument("--events-c1", type=int, default=200, help="concurrency 1: text events (tokens) per answer")
     parser.add_argument("--concurrency", type=int, help="load: concurrent streams (default 256; quick 64)")
     parser.add_argument("--duration", type=float, help="load: seconds per router phase (default 20; quick 3)")
     parser.add_argument("--load-warmup", type=float, help="load: seconds before each window (default 3; quick 1)")
     parser.add_argument("--direct-share", type=float, default=0.5, help="direct phases last this share of --duration")
-    parser.add_argument("--events", type=int, default=500, help="load 'burst': upstream events per stream")
-    parser.add_argument("--paced-events", type=int, help="load 'paced': upstream events per stream (default 200)")
+    parser.add_argument("--events", type=int, default=500, help="load 'burst': text events (tokens) per answer")
+    parser.add_argument("--paced-events", type=int, help="load 'paced': text events (tokens) per answer (default 200)")
     parser.add_argument("--gap", type=float, default=0.05, help="load 'paced': seconds between a stream's events")
     parser.add_argument(
         "--core", type=Path, help="run the router with this native module (.so) instead of the installed one"
