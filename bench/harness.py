@@ -94,6 +94,7 @@ class Mock:
 
     @property
     def url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
         return f"http://127.0.0.1:{self.port}"
 
 
@@ -440,6 +441,7 @@ class Connection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, port: int, counter: list[int] | None = None) -> Connection:
+        """A connection to 127.0.0.1:`port`; `counter` counts the SSE frames it receives."""
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(lambda: cls(counter), "127.0.0.1", port)
         return protocol
@@ -455,10 +457,12 @@ class Connection(asyncio.Protocol):
             self.waiter.set_exception(ConnectionError(f"connection lost mid-response: {self.lost}"))
 
     def close(self) -> None:
+        """Closes the connection (a request in flight is cut)."""
         if self.transport is not None:
             self.transport.close()
 
     async def request(self, raw: bytes) -> Result:
+        """Sends the request bytes `raw` and waits for the whole answer."""
         if self.transport is None:
             raise ConnectionError("connection closed")
         self.waiter = asyncio.get_running_loop().create_future()
@@ -476,6 +480,7 @@ class Connection(asyncio.Protocol):
         return await self.waiter
 
     def data_received(self, data: bytes) -> None:
+        """Parses the head, then de-chunks and scans the body as it arrives."""
         if self.waiter is None or self.waiter.done():
             return
         if self.buffer:
