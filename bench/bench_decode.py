@@ -22,7 +22,8 @@ import orjson
 import pytest
 
 import ferroute
-from bench.streams import open_responses_stream, reads
+from bench.chat_stream import reads
+from bench.streams import open_responses_stream
 
 N = 10_000
 STREAM = open_responses_stream(N, done=True)

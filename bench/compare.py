@@ -35,130 +35,63 @@ import json
 import os
 import platform
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness import (
+    REPO,
+    cpu_model,
+    cpu_seconds,
+    free_port,
+    median,
+    peak_rss_mb,
+    pinned,
+    start_mock,
+    start_router,
+    stop,
+    wait_ready,
+)
 from ferroute import __version__
 from ferroute._core import LoadGenerator
 from ferroute.loadtest import report
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 ORS_VENV = REPO / "target" / "bench-ors-venv"
 # 0.4.3 needs Python >= 3.12; 0.4.1 is the newest for 3.11.
 ORS_VERSION = "0.4.3" if sys.version_info >= (3, 12) else "0.4.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def tree(root: int) -> list[int]:
-    """`root` and its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def cpu_seconds(root: int) -> float:
-    """User + system CPU of a process tree (live processes)."""
-    total = 0
-    for pid in tree(root):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
-
-
-def peak_rss_mb(root: int) -> float:
-    """The largest VmHWM (peak resident set) among a process tree's processes, MB."""
-    peak = 0
-    for pid in tree(root):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-    return peak / 1024
-
-
-def pin(core: int) -> Any:
-    def apply() -> None:
-        if CORES >= 2 and core >= 0:
-            os.sched_setaffinity(0, {core})
-
-    return apply
 
 
 @dataclass
 class Proc:
+    """A server under load: its name, base URL and process."""
+
     name: str
     url: str
     process: subprocess.Popen[bytes]
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], name: str, path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(f"{url}{path}", timeout=1).close()
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} did not become ready")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 9)
-            process.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def started(name: str, args: list[str], port: int, ready_path: str, env: dict[str, str], core: int) -> Iterator[Proc]:
+    """A server process in a directory of its own, pinned to `core`, until `ready_path` answers 200."""
     with tempfile.TemporaryDirectory(prefix=f"compare-{name}-") as tmp:
         process = subprocess.Popen(
-            args,
+            pinned(args, core if CORES >= 2 else None),
             cwd=tmp,
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=pin(core),
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_ready(url, process, name, ready_path)
+            wait_ready(process, f"{url}{ready_path}", name)
             yield Proc(name, url, process)
         finally:
             stop(process)
@@ -187,11 +120,6 @@ def load(
     return result
 
 
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="levels 1,16,64; 1 round; 2 s runs")
@@ -216,57 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     with contextlib.ExitStack() as stack:
-        mock_port = free_port()
         mock = stack.enter_context(
-            started(
-                "mock",
-                [
-                    sys.executable,
-                    "-m",
-                    "ferroute.loadtest.cli",
-                    "mock-upstream",
-                    "--port",
-                    str(mock_port),
-                    "--tokens",
-                    str(args.tokens),
-                    "--gap-ms",
-                    args.gap_ms,
-                    "--ttft-ms",
-                    str(args.ttft_ms),
-                ],
-                mock_port,
-                "/healthz",
-                {},
-                client_core,
+            start_mock(
+                client_core if CORES >= 2 else None, tokens=args.tokens, gap_ms=args.gap_ms, ttft_ms=args.ttft_ms
             )
         )
-        config = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ferroute.toml"
-        config.write_text(
-            f'[store]\nbackend = "memory"\n\n[[providers]]\nname = "up"\nkind = "chat_completions"\n'
-            f'base_url = "{mock.url}/v1"\n'
-        )
-        router_port = free_port()
-        servers: dict[str, Proc] = {"mock": mock}
-        servers["ferroute"] = stack.enter_context(
-            started(
-                "ferroute",
-                [
-                    sys.executable,
-                    "-m",
-                    "ferroute",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(router_port),
-                    "--no-access-log",
-                ],
-                router_port,
-                "/healthz",
-                {},
-                server_core,
+        servers: dict[str, Proc] = {"mock": Proc("mock", mock.url, mock.process)}
+        router, router_port = stack.enter_context(
+            start_router(
+                {"up": mock.port}, server_core if CORES >= 2 else None, store="memory", serve_args=["--no-access-log"]
             )
         )
+        servers["ferroute"] = Proc("ferroute", f"http://127.0.0.1:{router_port}", router)
         if not args.no_ors:
             python = ors_python()
             ors_port = free_port()
@@ -365,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "cores": CORES,
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
         },
         "versions": {"ferroute": __version__, "open-responses-server": ORS_VERSION},
         "settings": {
@@ -394,14 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"compare.png not written: {report.matplotlib_missing()}", file=sys.stderr)
     return 0
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def summarise(runs: list[dict[str, Any]], levels: list[int], names: list[str], bound: float) -> dict[str, Any]:

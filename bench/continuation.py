@@ -169,7 +169,7 @@ def run(
     }
 
 
-def _table(report: dict[str, Any]) -> str:
+def table(report: dict[str, Any]) -> str:
     lines = ["| backend | depth | fresh p50 | inline p50 | continue p50 | continue - fresh | continue - inline |",
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for result in report["results"]:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the raw report as JSON too")
     args = parser.parse_args(argv)
     report = run(args.quick, args.requests, tuple(args.backend or ("sqlite", "redis")))
-    print(_table(report))
+    print(table(report))
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

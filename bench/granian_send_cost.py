@@ -21,19 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.router_overhead import REPO, _free_port, _pinned, _stop, cpu_seconds, machine_info
+from bench.harness import REPO, cpu_seconds, free_port, machine_info, pinned, stop
 from ferroute.loadtest.load import run_load
 
 RESULTS = REPO / "bench" / "results" / "granian_send_cost.json"
 
 
 def measure(interface: str, args: argparse.Namespace) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FLOOR_SENDS": str(args.sends)}
     command = [sys.executable, "-m", "granian", "--interface", interface, "--loop", "uvloop", "--no-ws"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", f"bench.floor_app:{interface}"]
     process = subprocess.Popen(
-        _pinned(command, args.server_core),
+        pinned(command, args.server_core),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -56,7 +56,7 @@ def measure(interface: str, args: argparse.Namespace) -> dict[str, Any]:
         )
         cpu = cpu_seconds(process.pid) - before
     finally:
-        _stop(process)
+        stop(process)
     sends = result["events"]  # one SSE frame per send ([DONE] not counted)
     return {
         "interface": interface,

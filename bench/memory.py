@@ -6,7 +6,7 @@ Run from the repository root, with a release build of the native module (`make d
     .venv/bin/python -m bench.memory --streams 200 # a smaller run
 
 1. Open streams: `ferroute serve` (1 Granian worker, default settings: sqlite store, ASGI, uvloop) in
-   front of the paced mock upstream (`bench/fast_upstream.py`: one event every `--gap` s per stream).
+   front of the paced mock upstream (`ferroute mock-upstream`: one event every `--gap` s per stream).
    Streams are opened in `--steps` equal steps up to `--streams` and held open; after each step settles,
    the resident memory (VmRSS) of the worker and of Granian's main process is read from /proc. Then
    every stream is let run to its end and checked (200, every event, `response.completed` with the
@@ -14,7 +14,8 @@ Run from the repository root, with a release build of the native module (`make d
    many streams run the same way: memory that levels off stays at the first waves' peak, a leak climbs
    wave after wave.
 2. A slow reader: one client asks for an answer of `--slow-events` events (~250 bytes each, written
-   by the upstream at once) and reads nothing for `--stall` s while the worker's memory is sampled;
+   by a mock of its own at once; that mock holds the answer prebuilt in each of its dialects, ~0.7 GB
+   for the default 200,000) and reads nothing for `--stall` s while the worker's memory is sampled;
    then it reads everything and the stream is checked. Run against the default interface (ASGI) and
    `--interface rsgi`, whose stream transport queues without bound in Granian 2.8.7.
 
@@ -34,36 +35,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.router_overhead import (
+from bench.harness import (
     REPO,
     Connection,
+    Mock,
     Target,
-    _tree,
     http_post,
     machine_info,
     native_build,
     one,
+    process_tree,
+    rss_mb,
+    start_mock,
     start_router,
-    start_upstream,
     targets,
 )
 
 RESULTS = REPO / "bench" / "results" / "memory.json"
 
 
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def router_memory(root: int) -> dict[str, float]:
     """{"main": Granian's main process, "worker": its worker (the one serving), "total"} in MB."""
-    pids = _tree(root)
+    pids = process_tree(root)
     workers = [pid for pid in pids if pid != root]
     out = {"main": round(rss_mb(root), 1), "worker": round(max((rss_mb(p) for p in workers), default=0.0), 1)}
     out["total"] = round(sum(rss_mb(p) for p in pids), 1)
@@ -102,9 +95,9 @@ async def hold_streams(target: Target, router_pid: int, streams: int, steps: int
     }
 
 
-def slow_reader(port: int, router_pid: int, events: int, stall: float) -> dict[str, Any]:
+def slow_reader(port: int, router_pid: int, stall: float) -> dict[str, Any]:
     """A client that sends a request, reads nothing for `stall` s (worker memory sampled), then reads all."""
-    body = json.dumps({"model": f"bench?n={events}&gap=0:fast", "input": "Go.", "stream": True}).encode()
+    body = json.dumps({"model": "bench:slow", "input": "Go.", "stream": True}).encode()
     before = router_memory(router_pid)["worker"]
     peak = before
     with socket.socket() as sock:
@@ -158,11 +151,11 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def open_streams(args: argparse.Namespace, upstream_port: int, router: Any, port: int) -> dict[str, Any]:
-    _, target = targets(upstream_port, port, args.events, args.gap)
+async def open_streams(args: argparse.Namespace, mocks: dict[str, Mock], router: Any, port: int) -> dict[str, Any]:
+    _, target = targets(mocks["paced"], port, "paced")
     conn = await Connection.open(port)
     try:  # one correct stream first (and the worker's lazy imports done) before anything is read
-        _, problem = await one(conn, targets(upstream_port, port, 20, 0.0)[1])
+        _, problem = await one(conn, targets(mocks["check"], port, "check")[1])
     finally:
         conn.close()
     if problem is not None:
@@ -180,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000, help="open streams per wave (default 1000)")
     parser.add_argument("--waves", type=int, default=3, help="waves of streams, one after another (default 3)")
     parser.add_argument("--steps", type=int, default=4, help="memory readings per wave (default 4)")
-    parser.add_argument("--events", type=int, default=100, help="upstream events per stream (default 100)")
+    parser.add_argument("--events", type=int, default=100, help="text events (tokens) per answer (default 100)")
     parser.add_argument("--gap", type=float, default=0.2, help="seconds between a stream's events (default 0.2)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after each step before reading memory")
     parser.add_argument("--slow-events", type=int, default=200_000, help="the slow reader's answer, in events")
@@ -195,12 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         "native": native_build(None),
         "args": {**vars(args), "out": str(args.out)},
     }
-    with start_upstream(None) as (_, upstream_port):
-        with start_router(upstream_port, None, None) as (router, port):
-            results["open_streams"] = asyncio.run(open_streams(args, upstream_port, router, port))
-            results["slow_reader"] = {"asgi (default)": slow_reader(port, router.pid, args.slow_events, args.stall)}
-        with start_router(upstream_port, None, None, serve_args=["--interface", "rsgi"]) as (router, port):
-            results["slow_reader"]["rsgi"] = slow_reader(port, router.pid, args.slow_events, args.stall)
+    with contextlib.ExitStack() as stack:
+        mocks = {
+            "check": stack.enter_context(start_mock(tokens=20)),
+            "paced": stack.enter_context(start_mock(tokens=args.events, gap_ms=args.gap * 1000)),
+            "slow": stack.enter_context(start_mock(tokens=args.slow_events)),
+        }
+        upstreams = {key: mock.port for key, mock in mocks.items()}
+        with start_router(upstreams) as (router, port):
+            results["open_streams"] = asyncio.run(open_streams(args, mocks, router, port))
+            results["slow_reader"] = {"asgi (default)": slow_reader(port, router.pid, args.stall)}
+        with start_router(upstreams, serve_args=["--interface", "rsgi"]) as (router, port):
+            results["slow_reader"]["rsgi"] = slow_reader(port, router.pid, args.stall)
     results["seconds"] = round(time.monotonic() - started, 1)
     text = table(results)
     print(text)

@@ -19,8 +19,8 @@ events the mock sent (the bytes it wrote, from its counters, over the bytes per 
 answer), the mock process's CPU time (user + system, /proc/PID/stat: clock ticks, so keep
 `--duration` at a few seconds), and the gaps between events the clients saw (p50, p99). Derived:
 mock CPU µs per event, the mock's CPU use (cores), and events/s per mock core (events/s / cores):
-what one core of the mock could serve. The router under test costs 16-33 µs per event
-(bench/compare.py), so a mock that is not the bottleneck needs a small fraction of that.
+what one core of the mock could serve, to set beside the router's CPU per event: a mock that is not the
+bottleneck costs a small fraction of it.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.router_overhead import cpu_seconds
+from bench.harness import REPO, cpu_seconds
 from ferroute._core import LoadGenerator
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "mock_upstream_capacity.json"
 CORES = os.cpu_count() or 1
 BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}).encode()
@@ -118,7 +117,7 @@ def _set_thread(tid: int, core: int | None, policy: int, priority: int) -> None:
 
 def realtime_thread(core: int | None = None) -> None:
     """This thread at real-time priority (where allowed: root or CAP_SYS_NICE), so that a core full of
-    busy threads (the old mock's thousand, or the clients) cannot starve it; optionally onto `core`."""
+    busy threads (the clients) cannot starve it; optionally onto `core`."""
     _set_thread(0, core, getattr(os, "SCHED_FIFO", 0), 1)
 
 

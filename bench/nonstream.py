@@ -35,20 +35,21 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.router_overhead import (
+from bench.harness import (
     REPO,
-    _free_port,
-    _pinned,
-    _stop,
     cpu_seconds,
+    free_port,
     machine_info,
     native_build,
+    pinned,
+    start_mock,
     start_router,
+    stop,
+    wait_ready,
 )
 from ferroute.loadtest.load import run_load
 
@@ -56,53 +57,22 @@ RESULTS = REPO / "bench" / "results" / "nonstream.json"
 
 
 @contextlib.contextmanager
-def start_mock(core: int | None, latency_ms: float, tokens: int) -> Iterator[int]:
-    port = _free_port()
-    args = [sys.executable, "-m", "ferroute", "mock-upstream", "--port", str(port)]
-    args += ["--ttft-ms", f"{latency_ms:g}", "--tokens", str(tokens)]
-    process = subprocess.Popen(
-        _pinned(args, core), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        _wait_ready(process, f"http://127.0.0.1:{port}/v1/chat/completions", body, "ferroute mock-upstream")
-        yield port
-    finally:
-        _stop(process)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, body: bytes, name: str) -> None:
-    """Until `POST url` answers 200 (a dead process or 30 s without an answer raise)."""
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        request = urllib.request.Request(url, body, {"content-type": "application/json"})
-        with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=2) as answer:
-            if answer.status == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not become ready")
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
 def start_floor(core: int | None, latency_ms: float) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Granian's own floor for this load (`bench/floor_app.py`: `nonstream`, no ferroute code), served as the
     router is: 1 worker, uvloop, the same core."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--no-ws"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "bench.floor_app:nonstream"]
     env = {**os.environ, "FLOOR_LATENCY_MS": f"{latency_ms:g}"}
     process = subprocess.Popen(
-        _pinned(command, core), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pinned(command, core), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
     try:
-        _wait_ready(process, f"http://127.0.0.1:{port}/", b"{}", "the floor app")
+        wait_ready(process, f"http://127.0.0.1:{port}/", "the floor app", b"{}")
         yield process, port
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +114,7 @@ def measure(
     args: argparse.Namespace, mock_port: int, router: Any, router_port: int, floor: Any, floor_port: int
 ) -> list[dict[str, Any]]:
     chat = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Say something."}]}).encode()
-    responses = json.dumps({"model": "m:fast", "input": "Say something.", "stream": False}).encode()
+    responses = json.dumps({"model": "m:mock", "input": "Say something.", "stream": False}).encode()
     direct_url = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
     router_url = f"http://127.0.0.1:{router_port}/v1/responses"
     # Warm both ways (connections, the router's lazy imports), untimed.
@@ -240,14 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         "pinning": f"router on core {router_core}, mock and load generator on core {other_core}" if pin else "none",
     }
     with (
-        start_mock(other_core, args.latency_ms, args.tokens) as mock_port,
-        start_router(mock_port, router_core, None, store=args.store, serve_args=args.serve_args) as (
+        start_mock(other_core, tokens=args.tokens, ttft_ms=args.latency_ms) as mock,
+        start_router({"mock": mock.port}, router_core, None, store=args.store, serve_args=args.serve_args) as (
             router,
             router_port,
         ),
         start_floor(router_core, args.latency_ms) as (floor, floor_port),
     ):
-        results["levels"] = measure(args, mock_port, router, router_port, floor, floor_port)
+        results["levels"] = measure(args, mock.port, router, router_port, floor, floor_port)
     within = [
         level
         for level in results["levels"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-WORDS = [" The", " capital", " of", " the", " UK", " is", " London", ",", " a", " city", " of", " \u00e9t\u00e9", " 🚀"]
+from bench.chat_stream import WORDS
+
 RESPONSE_ID = "resp_065915db01d8635a016a3c125658a081a38159e7d307d23d65"
 RS_ID = "rs_065915db01d8635a016a3c1256d2dc81a3a6206cbb8ad411b6"
 MSG_ID = "msg_065915db01d8635a016a3c125c524c81a39e48ac0ebbcb6b30"
@@ -107,10 +108,3 @@ def open_responses_stream(n: int = 10_000, *, done: bool = False) -> bytes:
     if done:
         out.append(b"data: [DONE]\n\n")
     return b"".join(out)
-
-
-def reads(stream: bytes, size: int | None) -> list[bytes]:
-    """The stream as one read (`size` None) or as reads of `size` bytes."""
-    if size is None:
-        return [stream]
-    return [stream[i : i + size] for i in range(0, len(stream), size)]

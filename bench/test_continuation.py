@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.continuation import _table, run
+from bench.continuation import run, table
 
 
 def test_quick_run_reports_every_backend_and_kind() -> None:
@@ -18,4 +18,4 @@ def test_quick_run_reports_every_backend_and_kind() -> None:
     assert [result["backend"] for result in report["store_reads"]] == ["sqlite", "redis"]
     for result in report["store_reads"]:
         assert set(result["depths"]["2"]) == {"two_round_trips", "one_per_turn"}
-    assert _table(report).count("| 2 |") == 4  # one row per backend in each table
+    assert table(report).count("| 2 |") == 4  # one row per backend in each table
