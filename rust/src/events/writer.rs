@@ -42,6 +42,8 @@ pub enum Status {
     Completed,
     Incomplete,
     Failed,
+    /// Cancelled while in progress ([`ResponseWriter::cancel`]).
+    Cancelled,
 }
 
 impl Status {
@@ -52,8 +54,55 @@ impl Status {
             Status::Completed => "completed",
             Status::Incomplete => "incomplete",
             Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
         }
     }
+}
+
+/// Seals a reasoning item for a client: given the plaintext payload
+/// (`{"content":[…],"summary":[…],"upstream":…}`, UTF-8 JSON), returns the blob for `encrypted_content`,
+/// or `None` (the client then sees `null`) when it cannot.
+pub type SealFn = Box<dyn FnMut(&[u8]) -> Option<String> + Send>;
+
+/// What a client sees of a reasoning item's `encrypted_content`. The stored response object
+/// ([`ResponseWriter::response_json`]) always keeps the upstream's own (a later turn sends it back).
+#[derive(Default)]
+pub enum ReasoningPolicy {
+    /// As the upstream gave it (absent where it gave none).
+    #[default]
+    Keep,
+    /// `null` where the upstream gave one: an upstream's own blob (Anthropic's signature, OpenAI's
+    /// `encrypted_content`) goes to a client only when it asked for `reasoning.encrypted_content`.
+    Strip,
+    /// The router's own sealed blob on every reasoning item, made once per item when it closes. The
+    /// payload holds the item's `content` and `summary` arrays as the item has them, and `upstream`: the
+    /// upstream's own `encrypted_content`, where it gave one that is not already a router blob
+    /// (`ferroute1.`), as `python/ferroute/store/crypto.py` seals it.
+    Seal(SealFn),
+}
+
+impl std::fmt::Debug for ReasoningPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReasoningPolicy::Keep => "Keep",
+            ReasoningPolicy::Strip => "Strip",
+            ReasoningPolicy::Seal(_) => "Seal(..)",
+        })
+    }
+}
+
+/// The prefix of a blob the router sealed (`crypto.py`'s `_MAGIC`): never sealed again as `upstream`.
+const SEALED_PREFIX: &str = "ferroute1.";
+
+/// Which `encrypted_content` a written reasoning item carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// The upstream's own: the stored response, and clients under [`ReasoningPolicy::Keep`].
+    Stored,
+    /// `null` in place of the upstream's own.
+    Strip,
+    /// The sealed blob.
+    Sealed,
 }
 
 /// Token usage, already in Open Responses terms.
@@ -262,6 +311,8 @@ enum Body {
         summary: Vec<String>,
         summary_open: bool,
         encrypted_content: Option<String>,
+        /// The client's blob under [`ReasoningPolicy::Seal`], made when the item closes (`None`: none made).
+        sealed: Option<String>,
     },
     FunctionCall {
         call_id: String,
@@ -288,6 +339,7 @@ pub struct ResponseWriter {
     completed_at: Option<u64>,
     settings: ResponseSettings,
     framing: Framing,
+    reasoning: ReasoningPolicy,
     /// False for the whole-body converter: state is kept, no events are written.
     emit: bool,
     started: bool,
@@ -316,6 +368,7 @@ impl ResponseWriter {
             completed_at: None,
             settings,
             framing,
+            reasoning: ReasoningPolicy::Keep,
             emit: true,
             started: false,
             seq: 0,
@@ -334,6 +387,18 @@ impl ResponseWriter {
         let mut writer = Self::new(settings, id, created_at, Framing::JsonLines);
         writer.emit = false;
         writer
+    }
+
+    /// What clients see of reasoning items' `encrypted_content`; set before the first reasoning item closes.
+    #[must_use]
+    pub fn with_reasoning(mut self, policy: ReasoningPolicy) -> Self {
+        self.reasoning = policy;
+        self
+    }
+
+    /// How events are framed.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
     /// The response id (`resp_…`).
@@ -379,7 +444,7 @@ impl ResponseWriter {
         for ty in ["response.created", "response.in_progress"] {
             self.event(ty, |w, out| {
                 out.extend_from_slice(b",\"response\":");
-                w.write_response(out);
+                w.write_response(out, w.client_view(), None);
             });
         }
     }
@@ -608,18 +673,62 @@ impl ResponseWriter {
         };
         self.event(terminal, |w, out| {
             out.extend_from_slice(b",\"response\":");
-            w.write_response(out);
+            w.write_response(out, w.client_view(), None);
         });
         if self.emit && self.framing == Framing::Sse {
             self.out.extend_from_slice(b"data: [DONE]\n\n");
         }
     }
 
-    /// The response object as it stands, as JSON.
+    /// Cancel the response while it is in progress: close the open item (`incomplete`), write what a failed
+    /// response's stream gets (`error` with code `cancelled`, `response.failed`, `data: [DONE]` in SSE
+    /// framing: the stream's grammar has no cancelled ending), then mark the response `cancelled` with
+    /// `error: null`, as [`response_json`](Self::response_json) shows it from then on. Returns false (and
+    /// writes nothing) when the response had already ended.
+    pub fn cancel(&mut self) -> bool {
+        if self.status != Status::InProgress {
+            return false;
+        }
+        self.finish(Outcome::Failed(ErrorInfo {
+            kind: "server_error".to_owned(),
+            code: "cancelled".to_owned(),
+            message: "the response was cancelled".to_owned(),
+            param: None,
+        }));
+        self.status = Status::Cancelled;
+        self.error = None;
+        true
+    }
+
+    /// The response object as it stands, as JSON: the stored view (reasoning items keep the upstream's own
+    /// `encrypted_content`, never a sealed blob).
     pub fn response_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024);
-        self.write_response(&mut out);
+        self.write_response(&mut out, View::Stored, None);
         out
+    }
+
+    /// The response object as a client sees it (a non-streamed body): reasoning items' `encrypted_content`
+    /// under the writer's [`ReasoningPolicy`], as in the events it writes.
+    pub fn client_response_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        self.write_response(&mut out, self.client_view(), None);
+        out
+    }
+
+    /// The response object with `status: queued` (a background response stored before it runs).
+    pub fn queued_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        self.write_response(&mut out, View::Stored, Some("queued"));
+        out
+    }
+
+    fn client_view(&self) -> View {
+        match self.reasoning {
+            ReasoningPolicy::Keep => View::Stored,
+            ReasoningPolicy::Strip => View::Strip,
+            ReasoningPolicy::Seal(_) => View::Sealed,
+        }
     }
 
     // --- items -----------------------------------------------------------------------------------
@@ -653,6 +762,7 @@ impl ResponseWriter {
                     summary: Vec::new(),
                     summary_open: false,
                     encrypted_content: None,
+                    sealed: None,
                 },
             ),
         }
@@ -672,7 +782,7 @@ impl ResponseWriter {
         self.open = Some(index);
         self.event("response.output_item.added", |w, out| {
             put!(out, ",\"output_index\":{index},\"item\":");
-            w.items[index].write(out);
+            w.items[index].write(out, w.client_view());
         });
         index
     }
@@ -784,10 +894,46 @@ impl ResponseWriter {
             self.close_summary(index);
         }
         self.items[index].status = status;
+        self.seal(index);
         self.event("response.output_item.done", |w, out| {
             put!(out, ",\"output_index\":{index},\"item\":");
-            w.items[index].write(out);
+            w.items[index].write(out, w.client_view());
         });
+    }
+
+    /// Make the client's blob for reasoning item `index` under [`ReasoningPolicy::Seal`] (once: it closes once).
+    fn seal(&mut self, index: usize) {
+        let ReasoningPolicy::Seal(seal) = &mut self.reasoning else {
+            return;
+        };
+        let item = &mut self.items[index];
+        let Body::Reasoning {
+            content,
+            summary,
+            encrypted_content,
+            sealed,
+            ..
+        } = &mut item.body
+        else {
+            return;
+        };
+        let mut payload = Vec::with_capacity(64 + content.as_ref().map_or(0, |p| p.text.len()));
+        payload.extend_from_slice(b"{\"content\":[");
+        if let Some(part) = content {
+            write_part(&mut payload, part);
+        }
+        payload.extend_from_slice(b"],\"summary\":[");
+        write_summary(&mut payload, summary);
+        payload.push(b']');
+        if let Some(upstream) = encrypted_content
+            .as_deref()
+            .filter(|e| !e.is_empty() && !e.starts_with(SEALED_PREFIX))
+        {
+            payload.extend_from_slice(b",\"upstream\":");
+            write_str(&mut payload, upstream);
+        }
+        payload.push(b'}');
+        *sealed = seal(&payload);
     }
 
     // --- JSON --------------------------------------------------------------------------------------
@@ -814,7 +960,8 @@ impl ResponseWriter {
         self.out = out;
     }
 
-    fn write_response(&self, out: &mut Vec<u8>) {
+    /// The response object, its reasoning items as `view` has them, its status `status` where given.
+    fn write_response(&self, out: &mut Vec<u8>, view: View, status: Option<&str>) {
         out.extend_from_slice(b"{\"id\":");
         write_str(out, &self.id);
         put!(out, ",\"object\":\"response\",\"created_at\":{}", self.created_at);
@@ -823,7 +970,7 @@ impl ResponseWriter {
             None => out.extend_from_slice(b",\"completed_at\":null"),
         }
         out.extend_from_slice(b",\"status\":\"");
-        out.extend_from_slice(self.status.as_str().as_bytes());
+        out.extend_from_slice(status.unwrap_or(self.status.as_str()).as_bytes());
         out.extend_from_slice(b"\",\"incomplete_details\":");
         match &self.incomplete_reason {
             Some(reason) => {
@@ -846,7 +993,7 @@ impl ResponseWriter {
             if i > 0 {
                 out.push(b',');
             }
-            item.write(out);
+            item.write(out, view);
         }
         out.extend_from_slice(b"],\"error\":");
         match &self.error {
@@ -884,7 +1031,7 @@ impl ResponseWriter {
 }
 
 impl Item {
-    fn write(&self, out: &mut Vec<u8>) {
+    fn write(&self, out: &mut Vec<u8>, view: View) {
         out.extend_from_slice(b"{\"id\":");
         write_str(out, &self.id);
         match &self.body {
@@ -907,32 +1054,37 @@ impl Item {
                 content,
                 summary,
                 encrypted_content,
+                sealed,
                 ..
             } => {
                 out.extend_from_slice(b",\"type\":\"reasoning\",\"status\":\"");
                 out.extend_from_slice(self.status.as_str().as_bytes());
                 out.extend_from_slice(b"\",\"summary\":[");
-                if self.status != ItemStatus::InProgress {
-                    for (i, text) in summary.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(b"{\"type\":\"summary_text\",\"text\":");
-                        write_str(out, text);
-                        out.push(b'}');
-                    }
+                let closed = self.status != ItemStatus::InProgress;
+                if closed {
+                    write_summary(out, summary);
                 }
                 out.extend_from_slice(b"],\"content\":[");
-                if let Some(part) = content.as_ref().filter(|_| self.status != ItemStatus::InProgress) {
+                if let Some(part) = content.as_ref().filter(|_| closed) {
                     write_part(out, part);
                 }
                 out.push(b']');
-                if let Some(encrypted) = encrypted_content
-                    .as_ref()
-                    .filter(|_| self.status != ItemStatus::InProgress)
-                {
-                    out.extend_from_slice(b",\"encrypted_content\":");
-                    write_str(out, encrypted);
+                // (The key goes last, where the Python post-processing this replaces put it when it added one.)
+                match (view, encrypted_content) {
+                    _ if !closed => {}
+                    (View::Stored, Some(encrypted)) => {
+                        out.extend_from_slice(b",\"encrypted_content\":");
+                        write_str(out, encrypted);
+                    }
+                    (View::Strip, Some(_)) => out.extend_from_slice(b",\"encrypted_content\":null"),
+                    (View::Stored | View::Strip, None) => {}
+                    (View::Sealed, _) => {
+                        out.extend_from_slice(b",\"encrypted_content\":");
+                        match sealed {
+                            Some(blob) => write_str(out, blob),
+                            None => out.extend_from_slice(b"null"),
+                        }
+                    }
                 }
                 out.push(b'}');
             }
@@ -959,6 +1111,18 @@ impl Item {
                 out.push(b'}');
             }
         }
+    }
+}
+
+/// A reasoning item's `summary` parts, without the brackets.
+fn write_summary(out: &mut Vec<u8>, summary: &[String]) {
+    for (i, text) in summary.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"type\":\"summary_text\",\"text\":");
+        write_str(out, text);
+        out.push(b'}');
     }
 }
 
@@ -1195,6 +1359,176 @@ mod tests {
         );
         assert_eq!(last["response"]["output"][0]["status"], "incomplete");
         assert_eq!(w.status(), Status::Failed);
+    }
+
+    /// A reasoning item (summary "s", trace "t", `encrypted` when given), then a message; finished.
+    fn reasoning_response(policy: ReasoningPolicy, encrypted: Option<&str>) -> ResponseWriter {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse).with_reasoning(policy);
+        w.summary_delta(false, "s");
+        w.text_delta(TextKind::Reasoning, "t");
+        if let Some(encrypted) = encrypted {
+            w.reasoning_encrypted_content(encrypted);
+        }
+        w.text_delta(TextKind::OutputText, "answer");
+        w.finish(Outcome::Completed);
+        w
+    }
+
+    /// The reasoning item of the `output_item.done` event and of the terminal event's `output`.
+    fn client_reasoning(w: &ResponseWriter) -> (Value, Value) {
+        let evs = events(w.output());
+        let done = evs
+            .iter()
+            .find(|e| e["type"] == "response.output_item.done" && e["item"]["type"] == "reasoning")
+            .unwrap();
+        (
+            done["item"].clone(),
+            evs.last().unwrap()["response"]["output"][0].clone(),
+        )
+    }
+
+    fn stored_reasoning(w: &ResponseWriter) -> Value {
+        serde_json::from_slice::<Value>(&w.response_json()).unwrap()["output"][0].clone()
+    }
+
+    #[test]
+    fn keep_shows_the_upstream_encrypted_content() {
+        let w = reasoning_response(ReasoningPolicy::Keep, Some("sig"));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["encrypted_content"], "sig");
+        assert_eq!(terminal, done);
+        assert_eq!(stored_reasoning(&w), done);
+        assert_eq!(w.client_response_json(), w.response_json());
+    }
+
+    #[test]
+    fn strip_nulls_the_upstream_encrypted_content_for_clients_only() {
+        let w = reasoning_response(ReasoningPolicy::Strip, Some("sig"));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["encrypted_content"], Value::Null);
+        assert!(done.as_object().unwrap().contains_key("encrypted_content"));
+        assert_eq!(terminal, done);
+        assert_eq!(stored_reasoning(&w)["encrypted_content"], "sig");
+        let client: Value = serde_json::from_slice(&w.client_response_json()).unwrap();
+        assert_eq!(client["output"][0], done);
+        // Without an upstream blob there is nothing to take out: no key at all.
+        let w = reasoning_response(ReasoningPolicy::Strip, None);
+        let (done, _) = client_reasoning(&w);
+        assert!(!done.as_object().unwrap().contains_key("encrypted_content"));
+        assert_eq!(w.client_response_json(), w.response_json());
+    }
+
+    /// A sealer that records its payloads and answers `blob-<n>`.
+    fn recording_sealer() -> (ReasoningPolicy, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let payloads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = payloads.clone();
+        let policy = ReasoningPolicy::Seal(Box::new(move |payload: &[u8]| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(String::from_utf8(payload.to_vec()).unwrap());
+            Some(format!("blob-{}", seen.len()))
+        }));
+        (policy, payloads)
+    }
+
+    #[test]
+    fn seal_seals_each_reasoning_item_once_and_stores_the_upstream_blob() {
+        let (policy, payloads) = recording_sealer();
+        let w = reasoning_response(policy, Some("sig\u{e9}"));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["encrypted_content"], "blob-1");
+        assert_eq!(terminal, done);
+        assert_eq!(
+            *payloads.lock().unwrap(),
+            ["{\"content\":[{\"type\":\"reasoning_text\",\"text\":\"t\"}],\
+              \"summary\":[{\"type\":\"summary_text\",\"text\":\"s\"}],\"upstream\":\"sig\u{e9}\"}"]
+        );
+        assert_eq!(stored_reasoning(&w)["encrypted_content"], "sig\u{e9}");
+        let client: Value = serde_json::from_slice(&w.client_response_json()).unwrap();
+        assert_eq!(client["output"][0], done);
+        assert_eq!(payloads.lock().unwrap().len(), 1, "the body reuses the item's blob");
+
+        // No upstream blob, or one the router sealed itself: the payload has no `upstream`.
+        for encrypted in [None, Some("ferroute1.abc"), Some("")] {
+            let (policy, payloads) = recording_sealer();
+            let w = reasoning_response(policy, encrypted);
+            assert_eq!(client_reasoning(&w).0["encrypted_content"], "blob-1");
+            assert!(!payloads.lock().unwrap()[0].contains("upstream"), "{encrypted:?}");
+        }
+        // A sealer that cannot seal: the client sees null.
+        let w = reasoning_response(ReasoningPolicy::Seal(Box::new(|_: &[u8]| None)), Some("sig"));
+        assert_eq!(client_reasoning(&w).0["encrypted_content"], Value::Null);
+    }
+
+    #[test]
+    fn an_item_closed_by_a_failure_is_sealed_too() {
+        let (policy, payloads) = recording_sealer();
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse).with_reasoning(policy);
+        w.text_delta(TextKind::Reasoning, "t");
+        w.finish(Outcome::Failed(ErrorInfo {
+            kind: "model_error".into(),
+            code: "x".into(),
+            message: "m".into(),
+            param: None,
+        }));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["status"], "incomplete");
+        assert_eq!(done["encrypted_content"], "blob-1");
+        assert_eq!(terminal, done);
+        assert_eq!(payloads.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cancel_closes_the_open_item_and_marks_the_response_cancelled() {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse);
+        w.text_delta(TextKind::OutputText, "partial");
+        w.clear_output();
+        assert!(w.cancel());
+        let out = w.output().to_vec();
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        let evs = events(&out);
+        assert_eq!(
+            types(&evs),
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "error",
+                "response.failed",
+            ]
+        );
+        assert_eq!(evs[2]["item"]["status"], "incomplete");
+        assert_eq!(evs[3]["error"]["code"], "cancelled");
+        assert_eq!(evs[3]["error"]["message"], "the response was cancelled");
+        assert_eq!(w.status(), Status::Cancelled);
+        let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(r["status"], "cancelled");
+        assert_eq!(r["error"], Value::Null);
+        assert_eq!(r["output"][0]["content"][0]["text"], "partial");
+        w.clear_output();
+        assert!(!w.cancel(), "a cancelled response stays as it is");
+        assert!(w.output().is_empty());
+        let mut done = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse);
+        done.finish(Outcome::Completed);
+        assert!(!done.cancel());
+        assert_eq!(done.status(), Status::Completed);
+    }
+
+    #[test]
+    fn queued_is_a_snapshot_that_changes_nothing() {
+        let w = ResponseWriter::new(
+            ResponseSettings::default(),
+            Some("resp_q".into()),
+            Some(3),
+            Framing::Sse,
+        );
+        let queued: Value = serde_json::from_slice(&w.queued_json()).unwrap();
+        let now: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(queued["status"], "queued");
+        assert_eq!(now["status"], "in_progress");
+        let mut expected = now.clone();
+        expected["status"] = "queued".into();
+        assert_eq!(queued, expected);
+        assert!(w.output().is_empty());
     }
 
     #[test]
