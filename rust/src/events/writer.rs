@@ -27,9 +27,10 @@ macro_rules! put {
 }
 
 /// How events are framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Framing {
     /// `event: <type>\ndata: <json>\n\n`, and `data: [DONE]\n\n` after the terminal event.
+    #[default]
     Sse,
     /// One JSON object per event followed by `\n`; no `[DONE]` (the WebSocket transport).
     JsonLines,
@@ -245,6 +246,15 @@ impl ResponseSettings {
         Self { model, store, rendered }
     }
 
+    /// Settings of a stand-in writer (nothing rendered).
+    fn placeholder() -> Self {
+        Self {
+            model: String::new(),
+            store: false,
+            rendered: String::new(),
+        }
+    }
+
     /// Echo `model` instead of the request's (the router echoes what the client sent).
     pub fn set_model(&mut self, model: &str) {
         model.clone_into(&mut self.model);
@@ -333,6 +343,7 @@ struct Item {
 
 /// Builds one response's event stream and its final object.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // emit, started, stopped, turns: independent, not states of one machine
 pub struct ResponseWriter {
     id: String,
     created_at: u64,
@@ -349,9 +360,45 @@ pub struct ResponseWriter {
     /// The item streaming now (always the last one) if it is not closed yet.
     open: Option<usize>,
     status: Status,
+    /// No more events for this turn (a turn's end) or this response (its terminal event).
+    stopped: bool,
+    /// A turn's end does not end the response ([`begin_turn`](Self::begin_turn)).
+    turns: bool,
+    /// How the current turn ended, once it has.
+    turn_outcome: Option<Outcome>,
+    /// The `output_index` of the current turn's first item.
+    turn_first_item: usize,
+    /// This turn's usage (an upstream reports its own call's).
     usage: Option<Usage>,
+    /// The sum of the earlier turns' usage.
+    past_usage: Option<Usage>,
     error: Option<ErrorInfo>,
     incomplete_reason: Option<String>,
+}
+
+impl Usage {
+    /// Both turns' tokens.
+    #[must_use]
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            total_tokens: self.total_tokens.saturating_add(other.total_tokens),
+            cached_tokens: self.cached_tokens.saturating_add(other.cached_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(other.reasoning_tokens),
+        }
+    }
+}
+
+/// A function call the model made in a turn (for a tool loop to run), as its item has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionCallRef<'a> {
+    pub output_index: usize,
+    /// The item id (`fc_…`).
+    pub id: &'a str,
+    pub call_id: &'a str,
+    pub name: &'a str,
+    pub arguments: &'a str,
 }
 
 /// Seconds since the Unix epoch.
@@ -376,10 +423,22 @@ impl ResponseWriter {
             items: Vec::new(),
             open: None,
             status: Status::InProgress,
+            stopped: false,
+            turns: false,
+            turn_outcome: None,
+            turn_first_item: 0,
             usage: None,
+            past_usage: None,
             error: None,
             incomplete_reason: None,
         }
+    }
+
+    /// A writer that stands in for a moment (a dialect's state is rebuilt around the real one).
+    pub(crate) fn placeholder() -> Self {
+        let mut writer = Self::silent(ResponseSettings::placeholder(), Some(String::new()), Some(0));
+        writer.out = Vec::new();
+        writer
     }
 
     /// A writer that keeps the response state but writes no events (whole-body conversion).
@@ -410,9 +469,63 @@ impl ResponseWriter {
         self.status
     }
 
-    /// True once the terminal event has been written.
+    /// True once the terminal event has been written, or the current turn has ended: events that come
+    /// now are not written.
     pub fn is_finished(&self) -> bool {
-        self.status != Status::InProgress
+        self.stopped
+    }
+
+    /// Start an upstream turn whose end does not end the response: from now on [`finish`](Self::finish)
+    /// (what a dialect calls when its upstream says how the call ended) closes the open item and records the
+    /// turn's outcome ([`turn_outcome`](Self::turn_outcome)) without writing the terminal event. The same
+    /// sequence, `output` list and `output_index` series go on; usage is summed over turns. Call it before
+    /// the first turn too; [`finish_response`](Self::finish_response) ends the response. Nothing once the
+    /// response has ended.
+    pub fn begin_turn(&mut self) {
+        if self.status != Status::InProgress {
+            return;
+        }
+        self.turns = true;
+        self.stopped = false;
+        self.turn_outcome = None;
+        self.turn_first_item = self.items.len();
+        if let Some(usage) = self.usage.take() {
+            self.past_usage = Some(self.past_usage.map_or(usage, |past| past.plus(usage)));
+        }
+    }
+
+    /// Leave turn mode with the current turn unfinished: what the upstream says next ends the response.
+    pub fn end_turns(&mut self) {
+        if self.turn_outcome.is_none() {
+            self.turns = false;
+        }
+    }
+
+    /// How the current turn ended, once it has (`None` while it runs, or outside turns).
+    pub fn turn_outcome(&self) -> Option<&Outcome> {
+        self.turn_outcome.as_ref()
+    }
+
+    /// The function calls the model made in the current turn, in order.
+    pub fn turn_function_calls(&self) -> impl Iterator<Item = FunctionCallRef<'_>> {
+        self.items
+            .iter()
+            .enumerate()
+            .skip(self.turn_first_item)
+            .filter_map(|(output_index, item)| match &item.body {
+                Body::FunctionCall {
+                    call_id,
+                    name,
+                    arguments,
+                } => Some(FunctionCallRef {
+                    output_index,
+                    id: &item.id,
+                    call_id,
+                    name,
+                    arguments,
+                }),
+                _ => None,
+            })
     }
 
     /// The next `sequence_number`.
@@ -625,24 +738,39 @@ impl ResponseWriter {
         self.close_item(ItemStatus::Completed);
     }
 
-    /// Record token usage for the response object.
+    /// Record the current upstream call's token usage (the response's is the sum over turns).
     pub fn set_usage(&mut self, usage: Usage) {
         self.usage = Some(usage);
     }
 
     /// End the response: close the open item, write `error` (when failed) and the terminal event,
-    /// then `data: [DONE]` in SSE framing. Later calls do nothing.
+    /// then `data: [DONE]` in SSE framing. Later calls do nothing. In a turn ([`begin_turn`](Self::begin_turn)),
+    /// end the turn instead: close the open item and record `outcome`, writing no terminal event.
     pub fn finish(&mut self, outcome: Outcome) {
-        if self.is_finished() {
+        if self.stopped {
+            return;
+        }
+        if self.turns {
+            self.start();
+            self.close_item(item_status_for(&outcome));
+            self.stopped = true;
+            self.turn_outcome = Some(outcome);
+        } else {
+            self.finish_response(outcome);
+        }
+    }
+
+    /// End the response whatever its turns (after a turn has ended, or to cut one short): as
+    /// [`finish`](Self::finish) outside turns. Nothing once the response has ended.
+    pub fn finish_response(&mut self, outcome: Outcome) {
+        if self.status != Status::InProgress {
             return;
         }
         self.start();
-        let item_status = if outcome == Outcome::Completed {
-            ItemStatus::Completed
-        } else {
-            ItemStatus::Incomplete
-        };
-        self.close_item(item_status);
+        self.turns = false;
+        self.turn_outcome = None;
+        self.stopped = true;
+        self.close_item(item_status_for(&outcome));
         let terminal = match outcome {
             Outcome::Completed => {
                 self.status = Status::Completed;
@@ -689,7 +817,7 @@ impl ResponseWriter {
         if self.status != Status::InProgress {
             return false;
         }
-        self.finish(Outcome::Failed(ErrorInfo {
+        self.finish_response(Outcome::Failed(ErrorInfo {
             kind: "server_error".to_owned(),
             code: "cancelled".to_owned(),
             message: "the response was cancelled".to_owned(),
@@ -1007,7 +1135,11 @@ impl ResponseWriter {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"usage\":");
-        match &self.usage {
+        let usage = match (self.past_usage, self.usage) {
+            (Some(past), Some(now)) => Some(past.plus(now)),
+            (past, now) => past.or(now),
+        };
+        match &usage {
             Some(u) => put!(
                 out,
                 "{{\"input_tokens\":{},\"input_tokens_details\":{{\"cached_tokens\":{}}},\"output_tokens\":{},\
@@ -1111,6 +1243,15 @@ impl Item {
                 out.push(b'}');
             }
         }
+    }
+}
+
+/// An item closed by an ending with `outcome`: completed, or incomplete (cut short).
+fn item_status_for(outcome: &Outcome) -> ItemStatus {
+    if *outcome == Outcome::Completed {
+        ItemStatus::Completed
+    } else {
+        ItemStatus::Incomplete
     }
 }
 

@@ -288,6 +288,10 @@ impl Dialect for State {
         State::new(writer)
     }
 
+    fn into_writer(self) -> ResponseWriter {
+        self.writer
+    }
+
     fn writer(&self) -> &ResponseWriter {
         &self.writer
     }

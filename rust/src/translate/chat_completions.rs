@@ -45,6 +45,10 @@ impl Dialect for ChatCompletions {
         }
     }
 
+    fn into_writer(self) -> ResponseWriter {
+        self.state.writer
+    }
+
     fn writer(&self) -> &ResponseWriter {
         &self.state.writer
     }

@@ -1,7 +1,9 @@
 //! Upstream dialect translators: one module per dialect, each a [`Dialect`] that the generic
 //! [`Translator`] drives (SSE framing, the start, the end of the stream, failures from outside).
 
-use crate::events::writer::{ErrorInfo, Framing, Outcome, ResponseSettings, ResponseWriter, Status};
+use crate::events::writer::{
+    ErrorInfo, Framing, FunctionCallRef, Outcome, ReasoningPolicy, ResponseSettings, ResponseWriter, Status,
+};
 use crate::sse::{SseDecoder, SseEventRef, SseLimits};
 
 pub mod anthropic;
@@ -12,6 +14,8 @@ pub mod responses;
 pub trait Dialect {
     /// The dialect's state around `writer`.
     fn new(writer: ResponseWriter) -> Self;
+    /// The writer back, the dialect's state dropped (a new upstream turn starts from a fresh state).
+    fn into_writer(self) -> ResponseWriter;
     fn writer(&self) -> &ResponseWriter;
     fn writer_mut(&mut self) -> &mut ResponseWriter;
     /// One upstream SSE event, while the response is unfinished.
@@ -21,18 +25,43 @@ pub trait Dialect {
     fn on_end(&mut self);
 }
 
+/// How a translator writes: chosen once, when it is made.
+#[derive(Debug, Default)]
+pub struct TranslatorOptions {
+    /// SSE frames (HTTP), or one JSON object per line (the WebSocket transport).
+    pub framing: Framing,
+    /// What clients see of reasoning items' `encrypted_content`.
+    pub reasoning: ReasoningPolicy,
+}
+
 /// An upstream stream of dialect `D` (or a body) → Open Responses events: one call per upstream read.
+///
+/// One response may span several upstream calls (a server-side tool loop): [`next_turn`](Self::next_turn)
+/// before each call's first read, [`end_turn`](Self::end_turn) at its end, then another turn or
+/// [`finish`](Self::finish) / [`fail`](Self::fail) / [`cancel`](Self::cancel).
 pub struct Translator<D> {
     sse: SseDecoder,
     dialect: D,
 }
 
 impl<D: Dialect> Translator<D> {
-    /// A translator for one response; see [`ResponseWriter::new`] for `id` and `created_at`.
+    /// A translator for one response, writing SSE frames; see [`ResponseWriter::new`] for `id` and `created_at`.
     pub fn new(settings: ResponseSettings, id: Option<String>, created_at: Option<u64>, limits: SseLimits) -> Self {
+        Self::with_options(settings, id, created_at, limits, TranslatorOptions::default())
+    }
+
+    /// A translator with a framing and a reasoning policy of its own.
+    pub fn with_options(
+        settings: ResponseSettings,
+        id: Option<String>,
+        created_at: Option<u64>,
+        limits: SseLimits,
+        options: TranslatorOptions,
+    ) -> Self {
+        let writer = ResponseWriter::new(settings, id, created_at, options.framing).with_reasoning(options.reasoning);
         Self {
             sse: SseDecoder::with_limits(limits),
-            dialect: D::new(ResponseWriter::new(settings, id, created_at, Framing::Sse)),
+            dialect: D::new(writer),
         }
     }
 
@@ -61,11 +90,49 @@ impl<D: Dialect> Translator<D> {
         dialect.writer().output()
     }
 
-    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`).
+    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`). After
+    /// [`end_turn`](Self::end_turn), the response ends as the last turn did.
     pub fn finish(&mut self) -> &[u8] {
+        let turn_outcome = self.dialect.writer().turn_outcome().cloned();
+        if let Some(outcome) = turn_outcome {
+            let writer = self.dialect.writer_mut();
+            writer.clear_output();
+            writer.finish_response(outcome);
+            return writer.output();
+        }
+        self.end_stream(false);
+        self.dialect.writer().output()
+    }
+
+    /// Start an upstream call whose end does not end the response (see [`ResponseWriter::begin_turn`]):
+    /// a fresh SSE decoder and dialect state around the same writer. Call it before every turn's first
+    /// [`feed`](Self::feed), the first turn's too. Writes nothing.
+    pub fn next_turn(&mut self) {
+        self.sse = SseDecoder::with_limits(self.sse.limits());
+        let dialect = std::mem::replace(&mut self.dialect, D::new(ResponseWriter::placeholder()));
+        let mut writer = dialect.into_writer();
+        writer.clear_output();
+        writer.begin_turn();
+        self.dialect = D::new(writer);
+    }
+
+    /// End of the current turn's upstream stream: closes the open item and records how the turn ended
+    /// ([`turn_outcome`](Self::turn_outcome), [`turn_function_calls`](Self::turn_function_calls)), writing
+    /// no terminal event; the caller then starts another turn or ends the response. Outside a turn, as
+    /// [`finish`](Self::finish).
+    pub fn end_turn(&mut self) -> &[u8] {
+        self.end_stream(true);
+        self.dialect.writer().output()
+    }
+
+    fn end_stream(&mut self, keep_turn: bool) {
         let Self { sse, dialect } = self;
-        dialect.writer_mut().clear_output();
-        dialect.writer_mut().start();
+        let writer = dialect.writer_mut();
+        writer.clear_output();
+        writer.start();
+        if !keep_turn {
+            writer.end_turns();
+        }
         let cut_mid_event = sse.finish();
         if !dialect.writer().is_finished() {
             if cut_mid_event {
@@ -77,7 +144,16 @@ impl<D: Dialect> Translator<D> {
                 dialect.on_end();
             }
         }
-        dialect.writer().output()
+    }
+
+    /// How the current turn ended, once [`end_turn`](Self::end_turn) (or the upstream) said so.
+    pub fn turn_outcome(&self) -> Option<&Outcome> {
+        self.dialect.writer().turn_outcome()
+    }
+
+    /// The function calls the model made in the current turn.
+    pub fn turn_function_calls(&self) -> impl Iterator<Item = FunctionCallRef<'_>> {
+        self.dialect.writer().turn_function_calls()
     }
 
     /// End the response as failed for a reason outside the upstream's bytes (an idle timeout, the
@@ -89,8 +165,28 @@ impl<D: Dialect> Translator<D> {
         writer.clear_output();
         writer.start();
         sse.finish();
-        writer.finish(Outcome::Failed(error));
+        writer.finish_response(Outcome::Failed(error));
         writer.output()
+    }
+
+    /// Cancel the response (see [`ResponseWriter::cancel`]): the frames that close it. Nothing if the
+    /// response already ended.
+    pub fn cancel(&mut self) -> &[u8] {
+        let Self { sse, dialect } = self;
+        let writer = dialect.writer_mut();
+        writer.clear_output();
+        if writer.status() == Status::InProgress {
+            writer.start();
+            sse.finish();
+            writer.cancel();
+        }
+        writer.output()
+    }
+
+    /// The writer, for what the router writes itself between upstream reads (its own items); its
+    /// [`output`](ResponseWriter::output) is cleared by the next translator call.
+    pub fn writer_mut(&mut self) -> &mut ResponseWriter {
+        self.dialect.writer_mut()
     }
 
     /// The writer (response id, status, the response object so far).
@@ -148,5 +244,212 @@ fn stream_error(code: &str, message: String) -> ErrorInfo {
         code: code.to_owned(),
         message,
         param: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chat_completions::ChatCompletionsTranslator;
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const ID: &str = "resp_0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// A turn in which the model calls `get`, then one in which it answers.
+    const CALL_TURN: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\
+        \"function\":{\"name\":\"get\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,\"total_tokens\":15,\
+        \"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":2}}}\n\n\
+        data: [DONE]\n\n";
+    const ANSWER_TURN: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"It is 1.\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":7,\"total_tokens\":27,\
+        \"prompt_tokens_details\":{\"cached_tokens\":1}}}\n\n\
+        data: [DONE]\n\n";
+
+    fn translator(framing: Framing) -> ChatCompletionsTranslator {
+        let options = TranslatorOptions {
+            framing,
+            ..TranslatorOptions::default()
+        };
+        ChatCompletionsTranslator::with_options(
+            ResponseSettings::default(),
+            Some(ID.into()),
+            Some(1),
+            SseLimits::default(),
+            options,
+        )
+    }
+
+    /// The events of SSE frames or JSON lines, `completed_at` (the clock's) taken out.
+    pub(crate) fn events(out: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(out).unwrap();
+        let datas: Vec<&str> = if text.starts_with('{') {
+            text.lines().collect()
+        } else {
+            text.split("\n\n")
+                .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+                .filter(|data| *data != "[DONE]")
+                .collect()
+        };
+        datas
+            .into_iter()
+            .map(|data| {
+                let mut event: Value = serde_json::from_str(data).unwrap();
+                if let Some(response) = event.get_mut("response") {
+                    response["completed_at"] = Value::Null;
+                }
+                event
+            })
+            .collect()
+    }
+
+    /// Both turns in `read`-byte reads; the frames of each call, and the calls each turn made.
+    fn two_turns(t: &mut ChatCompletionsTranslator, read: usize) -> (Vec<u8>, Vec<Vec<(usize, String)>>) {
+        let mut out = Vec::new();
+        let mut calls = Vec::new();
+        for turn in [CALL_TURN, ANSWER_TURN] {
+            t.next_turn();
+            for chunk in turn.chunks(read) {
+                out.extend_from_slice(t.feed(chunk));
+            }
+            out.extend_from_slice(t.end_turn());
+            assert_eq!(t.turn_outcome(), Some(&Outcome::Completed));
+            assert_eq!(t.status(), Status::InProgress);
+            calls.push(
+                t.turn_function_calls()
+                    .map(|c| (c.output_index, format!("{} {} {}", c.call_id, c.name, c.arguments)))
+                    .collect(),
+            );
+        }
+        out.extend_from_slice(t.finish());
+        (out, calls)
+    }
+
+    #[test]
+    fn two_upstream_calls_make_one_response() {
+        let mut t = translator(Framing::Sse);
+        let (out, calls) = two_turns(&mut t, usize::MAX);
+        assert_eq!(calls, [vec![(1, "call_1 get {\"a\":1}".to_owned())], vec![]]);
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        assert_eq!(out.windows(6).filter(|w| w == b"[DONE]").count(), 1);
+        let evs = events(&out);
+        for (i, e) in evs.iter().enumerate() {
+            assert_eq!(e["sequence_number"], i as u64);
+        }
+        let count = |ty: &str| evs.iter().filter(|e| e["type"] == ty).count();
+        assert_eq!(count("response.created"), 1);
+        assert_eq!(count("response.completed"), 1);
+        assert_eq!(count("response.output_item.added"), 3);
+        let indexes: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.done")
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, [0, 1, 2]);
+        let response = &evs.last().unwrap()["response"];
+        let output: Vec<_> = response["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["type"])
+            .collect();
+        assert_eq!(output, ["reasoning", "function_call", "message"]);
+        assert_eq!(
+            response["usage"],
+            serde_json::json!({"input_tokens": 30, "input_tokens_details": {"cached_tokens": 5},
+                               "output_tokens": 12, "output_tokens_details": {"reasoning_tokens": 2},
+                               "total_tokens": 42})
+        );
+        assert_eq!(t.status(), Status::Completed);
+        assert!(t.finish().is_empty());
+    }
+
+    #[test]
+    fn a_turn_that_fails_ends_the_response_only_when_told() {
+        let mut t = translator(Framing::Sse);
+        t.next_turn();
+        let out = t
+            .feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par")
+            .to_vec();
+        assert!(!out.is_empty());
+        let out = t.end_turn().to_vec();
+        assert!(matches!(
+            t.turn_outcome(),
+            Some(Outcome::Failed(ErrorInfo { code, .. })) if code == "upstream_stream_truncated"
+        ));
+        assert!(events(&out).is_empty(), "nothing was open: no events, and no error yet");
+        assert_eq!(t.status(), Status::InProgress);
+        let evs = events(t.finish());
+        let types: Vec<_> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["error", "response.failed"]);
+        assert_eq!(t.status(), Status::Failed);
+
+        // A turn cut while an item is open closes it incomplete; `fail` then ends the response its own way.
+        let mut t = translator(Framing::Sse);
+        t.next_turn();
+        t.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n");
+        let evs = events(t.end_turn());
+        assert_eq!(evs.last().unwrap()["type"], "response.output_item.done");
+        assert_eq!(evs.last().unwrap()["item"]["status"], "incomplete");
+        let evs = events(t.fail(stream_error("upstream_timeout", "slow".into())));
+        assert_eq!(evs[0]["error"]["code"], "upstream_timeout");
+        assert_eq!(t.status(), Status::Failed);
+    }
+
+    #[test]
+    fn finish_without_end_turn_ends_the_response_as_today() {
+        let mut a = translator(Framing::Sse);
+        a.next_turn();
+        let mut out_a = a.feed(ANSWER_TURN).to_vec();
+        out_a.extend_from_slice(a.finish());
+        let mut b = translator(Framing::Sse);
+        let mut out_b = b.feed(ANSWER_TURN).to_vec();
+        out_b.extend_from_slice(b.finish());
+        assert_eq!(events(&out_a), events(&out_b));
+        assert!(out_a.ends_with(b"data: [DONE]\n\n"));
+        // And a second turn's usage is summed even when its end finishes the response at once.
+        let mut t = translator(Framing::Sse);
+        t.next_turn();
+        t.feed(CALL_TURN);
+        t.end_turn();
+        t.next_turn();
+        t.feed(ANSWER_TURN);
+        let evs = events(t.finish());
+        let usage = &evs.last().unwrap()["response"]["usage"];
+        assert_eq!(usage["total_tokens"], 42);
+    }
+
+    #[test]
+    fn cancel_mid_turn_and_after_a_turn() {
+        for end_first in [false, true] {
+            let mut t = translator(Framing::Sse);
+            t.next_turn();
+            t.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n");
+            if end_first {
+                t.end_turn();
+            }
+            let evs = events(t.cancel());
+            assert_eq!(evs.last().unwrap()["type"], "response.failed");
+            assert_eq!(t.status(), Status::Cancelled);
+            let r: Value = serde_json::from_slice(&t.writer().response_json()).unwrap();
+            assert_eq!((r["status"].as_str(), &r["error"]), (Some("cancelled"), &Value::Null));
+            assert_eq!(r["output"][0]["status"], "incomplete");
+            assert!(t.cancel().is_empty());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn turns_in_any_split_give_the_same_events(read in 1usize..200) {
+            let (whole, calls) = two_turns(&mut translator(Framing::JsonLines), usize::MAX);
+            let (split, split_calls) = two_turns(&mut translator(Framing::JsonLines), read);
+            prop_assert_eq!(events(&whole), events(&split));
+            prop_assert_eq!(calls, split_calls);
+        }
     }
 }
