@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::ids::{item_id, new_id};
+use super::raw::{object_body, Members, RawJsonError};
 use crate::json::scan::find_string_end;
 
 /// `write!` into a byte buffer, which cannot fail.
@@ -329,6 +330,9 @@ enum Body {
         name: String,
         arguments: String,
     },
+    /// An item the router makes itself (a hosted tool's call): its members as it started (`id` apart), and
+    /// its final JSON once the router gave it.
+    Hosted { members: Members, done: Option<Vec<u8>> },
 }
 
 #[derive(Debug)]
@@ -733,6 +737,73 @@ impl ResponseWriter {
         true
     }
 
+    /// Start an item the router makes itself (a hosted tool's call, e.g. `{"type":"mcp_call",…}` with
+    /// `status: in_progress`), closing whatever item is open: `response.output_item.added` with `item` as
+    /// given, its `id` first (made from `prefix` where `item` has none). Returns its `output_index` and id.
+    /// Allowed between turns; an error (and nothing written) if `item` is not a JSON object or the
+    /// response has ended.
+    pub fn open_item(&mut self, prefix: &str, item: &[u8]) -> Result<(usize, &str), RawJsonError> {
+        if self.status != Status::InProgress {
+            return Err(ended());
+        }
+        let members = Members::parse(item, "the item")?;
+        self.start();
+        self.close_item(ItemStatus::Completed);
+        let index = match members.get_str("id") {
+            Some(id) => self.push_item_with_id(id, Body::Hosted { members, done: None }),
+            None => self.push_item(prefix, Body::Hosted { members, done: None }),
+        };
+        Ok((index, &self.items[index].id))
+    }
+
+    /// An event of the open router-made item: `{"type":ty,"sequence_number":…,"item_id":…,"output_index":…`
+    /// then the members of the JSON object `members` (which must not repeat those four). An error (and
+    /// nothing written) if no router-made item is open or `members` is not a JSON object.
+    pub fn item_event(&mut self, ty: &str, members: &[u8]) -> Result<(), RawJsonError> {
+        let index = self.open_hosted()?;
+        let body = object_body(members, "the event's members")?;
+        self.event(ty, |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+            out.extend_from_slice(&body);
+        });
+        Ok(())
+    }
+
+    /// Close the open router-made item: `response.output_item.done` with `item`, its final JSON (its `id`
+    /// first; it may leave `id` out), which the response's `output` then holds. An error (and nothing
+    /// written) if no router-made item is open, `item` is not a JSON object, or its `id` is another's.
+    pub fn done_item(&mut self, item: &[u8]) -> Result<(), RawJsonError> {
+        let index = self.open_hosted()?;
+        let members = Members::parse(item, "the item")?;
+        let id = &self.items[index].id;
+        if members.get_str("id").is_some_and(|given| given != *id) {
+            return Err(RawJsonError {
+                message: format!("the item's id is not the open item's ({id})"),
+            });
+        }
+        let mut json = Vec::with_capacity(item.len() + id.len() + 16);
+        json.extend_from_slice(b"{\"id\":");
+        write_str(&mut json, id);
+        members.write(&mut json, "id");
+        json.push(b'}');
+        if let Body::Hosted { done, .. } = &mut self.items[index].body {
+            *done = Some(json);
+        }
+        self.close_item(ItemStatus::Completed);
+        Ok(())
+    }
+
+    /// The open item's index, if the router made it.
+    fn open_hosted(&self) -> Result<usize, RawJsonError> {
+        match self.open {
+            Some(index) if matches!(self.items[index].body, Body::Hosted { .. }) => Ok(index),
+            _ if self.status != Status::InProgress => Err(ended()),
+            _ => Err(RawJsonError {
+                message: "no item the router made is open".to_owned(),
+            }),
+        }
+    }
+
     /// Close the open item (if any) as completed.
     pub fn close_open_item(&mut self) {
         self.close_item(ItemStatus::Completed);
@@ -897,8 +968,12 @@ impl ResponseWriter {
     }
 
     fn push_item(&mut self, prefix: &str, body: Body) -> usize {
+        let id = item_id(prefix, &self.id, self.items.len());
+        self.push_item_with_id(id, body)
+    }
+
+    fn push_item_with_id(&mut self, id: String, body: Body) -> usize {
         let index = self.items.len();
-        let id = item_id(prefix, &self.id, index);
         let mut locator = Vec::with_capacity(id.len() + 40);
         write_locator(&mut locator, &id, index, None);
         self.items.push(Item {
@@ -923,7 +998,7 @@ impl ResponseWriter {
                 content.as_ref().filter(|_| *part_open).map(|p| p.kind),
                 usize::from(content.is_some()),
             ),
-            Body::FunctionCall { .. } => unreachable!("text is never routed to a function call"),
+            Body::FunctionCall { .. } | Body::Hosted { .. } => unreachable!("text goes to messages and reasoning"),
         };
         if open_kind == Some(kind) {
             return count - 1;
@@ -948,7 +1023,7 @@ impl ResponseWriter {
                 *part_open = true;
                 0
             }
-            Body::FunctionCall { .. } => unreachable!(),
+            Body::FunctionCall { .. } | Body::Hosted { .. } => unreachable!(),
         };
         let item_id = self.items[index].id.clone();
         self.event("response.content_part.added", |w, out| {
@@ -1164,6 +1239,10 @@ impl ResponseWriter {
 
 impl Item {
     fn write(&self, out: &mut Vec<u8>, view: View) {
+        if let Body::Hosted { done: Some(json), .. } = &self.body {
+            out.extend_from_slice(json);
+            return;
+        }
         out.extend_from_slice(b"{\"id\":");
         write_str(out, &self.id);
         match &self.body {
@@ -1220,6 +1299,19 @@ impl Item {
                 }
                 out.push(b'}');
             }
+            Body::Hosted { members, .. } => {
+                if self.status == ItemStatus::InProgress {
+                    members.write(out, "id");
+                } else {
+                    // Closed by something else (the response's end, another item): the status it ended with.
+                    let mut members = members.clone();
+                    if members.get("status").is_some() {
+                        members.set("status", format!("\"{}\"", self.status.as_str()));
+                    }
+                    members.write(out, "id");
+                }
+                out.push(b'}');
+            }
             Body::FunctionCall {
                 call_id,
                 name,
@@ -1243,6 +1335,13 @@ impl Item {
                 out.push(b'}');
             }
         }
+    }
+}
+
+#[cold]
+fn ended() -> RawJsonError {
+    RawJsonError {
+        message: "the response has ended".to_owned(),
     }
 }
 
@@ -1670,6 +1769,109 @@ mod tests {
         expected["status"] = "queued".into();
         assert_eq!(queued, expected);
         assert!(w.output().is_empty());
+    }
+
+    const MCP_ADDED: &[u8] = b"{\"type\":\"mcp_call\", \"status\":\"in_progress\",\"server_label\":\"s\",\n\
+        \"name\":\"t\",\"arguments\":\"\"}";
+    const MCP_DONE: &[u8] = b"{\"type\":\"mcp_call\",\"status\":\"completed\",\"server_label\":\"s\",\
+        \"name\":\"t\",\"arguments\":\"{}\",\"output\":\"42\"}";
+
+    #[test]
+    fn router_items_sit_in_the_same_series_and_output() {
+        let mut w = ResponseWriter::new(
+            ResponseSettings::default(),
+            Some("resp_0123456789abcdef0123456789abcdef0123456789abcdef".into()),
+            Some(1),
+            Framing::Sse,
+        );
+        w.text_delta(TextKind::OutputText, "a");
+        let (index, id) = w.open_item("mcp", MCP_ADDED).unwrap();
+        let id = id.to_owned();
+        assert_eq!(index, 1);
+        assert!(id.starts_with("mcp_"));
+        w.item_event("response.mcp_call.in_progress", b"{}").unwrap();
+        w.item_event("response.mcp_call_arguments.delta", b"{\"delta\": \"{}\"}")
+            .unwrap();
+        w.item_event("response.mcp_call.completed", b"{}").unwrap();
+        w.done_item(MCP_DONE).unwrap();
+        w.text_delta(TextKind::OutputText, "b");
+        w.finish(Outcome::Completed);
+        let out = w.output().to_vec();
+        let text = std::str::from_utf8(&out).unwrap();
+        let added = format!(
+            "\"output_index\":1,\"item\":{{\"id\":\"{id}\",\"type\":\"mcp_call\",\"status\":\"in_progress\",\
+             \"server_label\":\"s\",\"name\":\"t\",\"arguments\":\"\"}}}}"
+        );
+        assert!(text.contains(&added), "{text}");
+        let done = format!("{{\"id\":\"{id}\",{}", &std::str::from_utf8(MCP_DONE).unwrap()[1..]);
+        assert!(text.contains(&format!("\"output_index\":1,\"item\":{done}}}")));
+        let evs = events(&out);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        let delta = evs
+            .iter()
+            .find(|e| e["type"] == "response.mcp_call_arguments.delta")
+            .unwrap();
+        assert_eq!(
+            *delta,
+            serde_json::json!({"type": "response.mcp_call_arguments.delta", "sequence_number": delta["sequence_number"],
+                               "item_id": id, "output_index": 1, "delta": "{}"})
+        );
+        let types: Vec<_> = evs[7..].iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types[..6],
+            [
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.mcp_call.in_progress",
+                "response.mcp_call_arguments.delta",
+                "response.mcp_call.completed",
+                "response.output_item.done",
+            ]
+        );
+        let response = String::from_utf8(w.response_json()).unwrap();
+        assert!(response.contains(&format!(",{done},{{\"id\":\"msg_")), "{response}");
+        let r: Value = serde_json::from_str(&response).unwrap();
+        assert_eq!(r["output"].as_array().unwrap().len(), 3);
+        assert_eq!(r["output"][2]["output_index"], Value::Null);
+        assert_eq!(r["output"][2]["content"][0]["text"], "b");
+    }
+
+    #[test]
+    fn router_items_refuse_what_does_not_fit() {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::JsonLines);
+        assert!(w.item_event("x.y", b"{}").is_err(), "nothing open");
+        assert!(w.open_item("mcp", b"[1]").is_err());
+        assert!(w.output().is_empty(), "a refused item writes nothing");
+        w.text_delta(TextKind::OutputText, "a");
+        assert!(w.done_item(MCP_DONE).is_err(), "the open item is a message");
+        let (_, id) = w
+            .open_item(
+                "mcp",
+                b"{\"id\":\"mcp_mine\",\"type\":\"mcp_call\",\"status\":\"in_progress\"}",
+            )
+            .unwrap();
+        assert_eq!(id, "mcp_mine");
+        assert!(w.item_event("x.y", b"[]").is_err());
+        assert!(w.done_item(b"{\"id\":\"mcp_other\"}").is_err());
+        w.clear_output();
+        // The response ends with the item open: it is closed with the status the ending gives.
+        w.finish(Outcome::Failed(ErrorInfo {
+            kind: "server_error".into(),
+            code: "c".into(),
+            message: "m".into(),
+            param: None,
+        }));
+        let evs: Vec<Value> = std::str::from_utf8(w.output())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            evs[0]["item"],
+            serde_json::json!({"id": "mcp_mine", "type": "mcp_call", "status": "incomplete"})
+        );
+        assert!(w.open_item("mcp", MCP_ADDED).is_err(), "the response has ended");
+        assert!(w.item_event("x.y", b"{}").is_err());
     }
 
     #[test]

@@ -443,6 +443,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_router_runs_a_tool_between_turns() {
+        let mut t = translator(Framing::JsonLines);
+        t.next_turn();
+        let mut out = t.feed(CALL_TURN).to_vec();
+        out.extend_from_slice(t.end_turn());
+        let call = t.turn_function_calls().next().unwrap().call_id.to_owned();
+        let writer = t.writer_mut();
+        writer.clear_output();
+        writer
+            .open_item("mcp", b"{\"type\":\"mcp_call\",\"status\":\"in_progress\"}")
+            .unwrap();
+        writer.item_event("response.mcp_call.completed", b"{}").unwrap();
+        writer
+            .done_item(format!("{{\"type\":\"mcp_call\",\"status\":\"completed\",\"call\":\"{call}\"}}").as_bytes())
+            .unwrap();
+        out.extend_from_slice(writer.output());
+        t.next_turn();
+        out.extend_from_slice(t.feed(ANSWER_TURN));
+        out.extend_from_slice(t.end_turn());
+        out.extend_from_slice(t.finish());
+        let evs = events(&out);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        let output = &evs.last().unwrap()["response"]["output"];
+        let types: Vec<_> = output
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["reasoning", "function_call", "mcp_call", "message"]);
+        assert_eq!(output[2]["call"], "call_1");
+        let added: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.added")
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(added, [0, 1, 2, 3]);
+        assert_eq!(t.turn_function_calls().count(), 0, "the last turn made no calls");
+    }
+
     proptest! {
         #[test]
         fn turns_in_any_split_give_the_same_events(read in 1usize..200) {
