@@ -542,6 +542,24 @@ impl ResponseWriter {
         &self.out
     }
 
+    /// The [`output`](Self::output) one event at a time: in JSON lines, each event's JSON object (no
+    /// newline: one WebSocket message each); in SSE, each frame with its blank line (`data: [DONE]\n\n`
+    /// too). Events are never split: no JSON the writer writes holds a raw newline.
+    pub fn output_events(&self) -> Vec<&[u8]> {
+        match self.framing {
+            Framing::JsonLines => self.out.split(|&b| b == b'\n').filter(|e| !e.is_empty()).collect(),
+            Framing::Sse => {
+                let mut events = Vec::new();
+                let mut rest = &self.out[..];
+                while let Some(end) = memchr::memmem::find(rest, b"\n\n") {
+                    events.push(&rest[..end + 2]);
+                    rest = &rest[end + 2..];
+                }
+                events
+            }
+        }
+    }
+
     /// Make room for `additional` more bytes of frames.
     pub fn reserve(&mut self, additional: usize) {
         self.out.reserve(additional);
@@ -1872,6 +1890,62 @@ mod tests {
         );
         assert!(w.open_item("mcp", MCP_ADDED).is_err(), "the response has ended");
         assert!(w.item_event("x.y", b"{}").is_err());
+    }
+
+    #[test]
+    fn json_lines_on_every_path_are_one_object_per_message() {
+        let check = |w: &ResponseWriter| -> Vec<Value> {
+            let text = std::str::from_utf8(w.output()).unwrap();
+            assert!(!text.contains("[DONE]") && !text.contains("event: "), "{text}");
+            assert!(text.is_empty() || text.ends_with('\n'));
+            let messages = w.output_events();
+            assert_eq!(messages.len(), text.lines().count());
+            messages.iter().map(|m| serde_json::from_slice(m).unwrap()).collect()
+        };
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::JsonLines)
+            .with_reasoning(ReasoningPolicy::Strip);
+        w.summary_delta(false, "s\nt");
+        w.reasoning_encrypted_content("sig");
+        w.open_item("mcp", b"{\"type\":\"mcp_call\",\n\"status\":\"in_progress\"}")
+            .unwrap();
+        w.item_event("response.mcp_call.in_progress", b"{\n\"a\": [1,\n2]}")
+            .unwrap();
+        w.done_item(b"{\"type\":\"mcp_call\",\n\"status\":\"completed\"}")
+            .unwrap();
+        w.begin_turn();
+        w.text_delta(TextKind::OutputText, "line\nbreak");
+        w.finish(Outcome::Completed);
+        let evs = check(&w);
+        assert_eq!(evs.len(), 17);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        assert_eq!(evs.last().unwrap()["type"], "response.output_item.done", "a turn's end");
+        w.clear_output();
+        assert!(w.cancel());
+        let evs = check(&w);
+        assert_eq!(evs.last().unwrap()["type"], "response.failed");
+        assert_eq!(
+            evs.last().unwrap()["response"]["output"][0]["encrypted_content"],
+            Value::Null
+        );
+
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::JsonLines);
+        w.text_delta(TextKind::OutputText, "x");
+        w.finish(Outcome::Failed(ErrorInfo {
+            kind: "server_error".into(),
+            code: "c".into(),
+            message: "m".into(),
+            param: None,
+        }));
+        assert_eq!(check(&w).last().unwrap()["type"], "response.failed");
+
+        // SSE messages are whole frames, `[DONE]` the last.
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse);
+        w.text_delta(TextKind::OutputText, "x");
+        w.finish(Outcome::Completed);
+        let frames = w.output_events();
+        assert_eq!(frames.concat(), w.output());
+        assert_eq!(*frames.last().unwrap(), b"data: [DONE]\n\n");
+        assert!(frames[0].starts_with(b"event: response.created\ndata: {"));
     }
 
     #[test]
