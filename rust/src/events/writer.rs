@@ -64,7 +64,7 @@ impl Status {
 /// Seals a reasoning item for a client: given the plaintext payload
 /// (`{"content":[…],"summary":[…],"upstream":…}`, UTF-8 JSON), returns the blob for `encrypted_content`,
 /// or `None` (the client then sees `null`) when it cannot.
-pub type SealFn = Box<dyn FnMut(&[u8]) -> Option<String> + Send>;
+pub type SealFn = Box<dyn FnMut(&[u8]) -> Option<String> + Send + Sync>;
 
 /// What a client sees of a reasoning item's `encrypted_content`. The stored response object
 /// ([`ResponseWriter::response_json`]) always keeps the upstream's own (a later turn sends it back).

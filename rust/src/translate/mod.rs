@@ -20,6 +20,10 @@ pub trait Dialect {
     fn writer_mut(&mut self) -> &mut ResponseWriter;
     /// One upstream SSE event, while the response is unfinished.
     fn on_event(&mut self, event: &SseEventRef<'_>);
+    /// A whole upstream body (a JSON answer where a stream was asked for): the events the stream saying
+    /// the same would have driven, its end included. An error (nothing written) if it is not the
+    /// dialect's body.
+    fn on_whole(&mut self, body: &[u8]) -> Result<(), ConvertError>;
     /// The upstream stream ended, on an event boundary, with the response unfinished: complete it where the
     /// stream had said how it ends, else fail it as cut (`upstream_stream_truncated`).
     fn on_end(&mut self);
@@ -144,6 +148,19 @@ impl<D: Dialect> Translator<D> {
                 dialect.on_end();
             }
         }
+    }
+
+    /// A whole upstream body where a stream was asked for: the frames that stream followed by
+    /// [`finish`](Self::finish) would have given (in a turn, by [`end_turn`](Self::end_turn)). An error,
+    /// and nothing written, if the body is not the dialect's (the caller then fails the response).
+    pub fn feed_whole(&mut self, body: &[u8]) -> Result<&[u8], ConvertError> {
+        let Self { sse, dialect } = self;
+        dialect.writer_mut().clear_output();
+        if !dialect.writer().is_finished() {
+            sse.finish();
+            dialect.on_whole(body)?;
+        }
+        Ok(dialect.writer().output())
     }
 
     /// How the current turn ended, once [`end_turn`](Self::end_turn) (or the upstream) said so.
@@ -482,6 +499,131 @@ mod tests {
             .collect();
         assert_eq!(added, [0, 1, 2, 3]);
         assert_eq!(t.turn_function_calls().count(), 0, "the last turn made no calls");
+    }
+
+    /// SSE frames of `events` (JSON values, each with its `type`), as `providers/*.py` `whole_as_stream` writes.
+    fn sse_of(events: &[Value], named: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in events {
+            if named {
+                out.extend_from_slice(format!("event: {}\n", e["type"].as_str().unwrap()).as_bytes());
+            }
+            out.extend_from_slice(format!("data: {e}\n\n").as_bytes());
+        }
+        out
+    }
+
+    /// `feed_whole(body)` and `feed(stream) + finish()` on fresh translators of dialect `D`: the same bytes.
+    fn same_as_stream<D: Dialect>(body: &Value, stream: &[u8]) {
+        let make = || {
+            Translator::<D>::with_options(
+                ResponseSettings::default(),
+                Some(ID.into()),
+                Some(1),
+                SseLimits::default(),
+                TranslatorOptions::default(),
+            )
+        };
+        let mut whole = make();
+        let whole_out = whole.feed_whole(body.to_string().as_bytes()).unwrap().to_vec();
+        let mut streamed = make();
+        let mut stream_out = streamed.feed(stream).to_vec();
+        stream_out.extend_from_slice(streamed.finish());
+        assert_eq!(events(&whole_out), events(&stream_out));
+        assert!(whole_out.ends_with(b"data: [DONE]\n\n"));
+        assert!(whole.finish().is_empty());
+        let response = |t: &Translator<D>| {
+            let mut r: Value = serde_json::from_slice(&t.writer().response_json()).unwrap();
+            r["completed_at"] = Value::Null;
+            r
+        };
+        assert_eq!(response(&whole), response(&streamed));
+    }
+
+    #[test]
+    fn a_whole_body_gives_the_events_of_the_stream_saying_the_same() {
+        use serde_json::json;
+        // tests/mock_upstream.py: `_completion_body`, `WHOLE_MESSAGE`, `WHOLE_RESPONSE`.
+        let completion = json!({
+            "id": "chatcmpl-json", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "The capital is London."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
+        let mut chunk = completion.clone();
+        chunk["choices"][0]["delta"] = chunk["choices"][0]["message"].take();
+        chunk["choices"][0].as_object_mut().unwrap().remove("message");
+        let mut stream = sse_of(&[chunk], false);
+        stream.extend_from_slice(b"data: [DONE]\n\n");
+        same_as_stream::<chat_completions::ChatCompletions>(&completion, &stream);
+
+        let message = json!({
+            "id": "msg_whole", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": "Look it up.", "signature": "sig-whole"},
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_whole", "name": "get_weather", "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 8}});
+        let mut start = message.clone();
+        start["content"] = json!([]);
+        let mut events = vec![json!({"type": "message_start", "message": start})];
+        for (index, block) in message["content"].as_array().unwrap().iter().enumerate() {
+            events.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
+            events.push(json!({"type": "content_block_stop", "index": index}));
+        }
+        events.push(
+            json!({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"]},
+                           "usage": message["usage"]}),
+        );
+        events.push(json!({"type": "message_stop"}));
+        same_as_stream::<anthropic::State>(&message, &sse_of(&events, true));
+
+        let response = json!({
+            "id": "resp_whole", "object": "response", "status": "completed", "model": "gpt",
+            "output": [{"type": "reasoning", "id": "rs_whole", "summary": [{"type": "summary_text", "text": "Look it up."}],
+                        "encrypted_content": "blob-whole"},
+                       {"type": "message", "id": "msg_whole", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]},
+                       {"type": "function_call", "id": "fc_whole", "call_id": "call_whole", "name": "get_weather",
+                        "arguments": "{\"city\": \"Paris\"}", "status": "completed"}],
+            "usage": {"input_tokens": 9, "output_tokens": 8, "total_tokens": 17}});
+        let mut events = Vec::new();
+        for (index, item) in response["output"].as_array().unwrap().iter().enumerate() {
+            let at = |ty: &str, delta: &Value| json!({"type": ty, "output_index": index, "item_id": item["id"], "delta": delta});
+            events.push(json!({"type": "response.output_item.added", "output_index": index, "item": item}));
+            if item["type"] == "message" {
+                for part in item["content"].as_array().unwrap() {
+                    events.push(at("response.output_text.delta", &part["text"]));
+                }
+            } else if item["type"] == "reasoning" {
+                for part in item["summary"].as_array().unwrap() {
+                    events.push(
+                        json!({"type": "response.reasoning_summary_part.added", "output_index": index,
+                                       "item_id": item["id"]}),
+                    );
+                    events.push(at("response.reasoning_summary_text.delta", &part["text"]));
+                }
+            }
+            events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
+        }
+        events.push(json!({"type": "response.completed", "response": response}));
+        same_as_stream::<responses::State>(&response, &sse_of(&events, true));
+    }
+
+    #[test]
+    fn a_body_of_another_dialect_writes_nothing_and_a_turn_records_its_end() {
+        let mut t = translator(Framing::Sse);
+        assert!(t.feed_whole(b"{\"type\":\"message\"}").is_err());
+        assert!(t.feed_whole(b"not json").is_err());
+        assert!(t.writer().output().is_empty());
+        t.next_turn();
+        let out = t
+            .feed_whole(b"{\"choices\":[{\"index\":0,\"message\":{\"content\":\"hi\"},\"finish_reason\":\"length\"}]}")
+            .unwrap()
+            .to_vec();
+        assert!(!out.windows(6).any(|w| w == b"[DONE]"));
+        assert_eq!(t.turn_outcome(), Some(&Outcome::Incomplete("max_output_tokens".into())));
+        assert!(t.end_turn().is_empty());
+        let evs = events(t.finish());
+        assert_eq!(evs.last().unwrap()["type"], "response.incomplete");
     }
 
     proptest! {
