@@ -20,6 +20,7 @@ from ferroute.app import _reasoning_body, _reasoning_frames, _strip_encrypted, _
 from ferroute.providers import Provider
 from ferroute.providers.anthropic import AnthropicProvider
 from ferroute.providers.responses import ResponsesProvider
+from ferroute.store import items
 from ferroute.store.crypto import ReasoningCipher, seal_item
 from tests.conftest import fixture_files
 from tests.grammar import check_events, check_stream
@@ -295,3 +296,16 @@ def test_a_whole_body_of_another_dialect_raises() -> None:
     with pytest.raises(_core.UpstreamError):
         t.feed_whole(b'{"object":"response"}')
     assert t.status == "in_progress"
+
+
+# --- ids --------------------------------------------------------------------------------------------------
+
+
+def test_ids_come_from_the_core() -> None:
+    assert items.OUTPUT_ITEMS == _core.OUTPUT_ITEMS == 0x8000
+    rid = _core.new_id("resp")
+    assert re.fullmatch(r"resp_[0-9a-f]{48}", rid)
+    assert _core.item_id("msg", rid, 2) == f"msg_{rid[5:]}0002" == items.item_id("message", rid, 2)
+    assert items.item_id("message", rid, items.OUTPUT_ITEMS + 1) == f"msg_{rid[5:]}8001"
+    assert items.response_of(items.new_id("function_call")) is None
+    assert re.fullmatch(r"fc_[0-9a-f]{48}", items.new_id("function_call"))

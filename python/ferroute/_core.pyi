@@ -2,9 +2,10 @@
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Literal, final
+from typing import Any, Final, Literal, final
 
 __all__ = [
+    "OUTPUT_ITEMS",
     "AnthropicTranslator",
     "ChatCompletionsTranslator",
     "ChunkedDecoder",
@@ -23,6 +24,8 @@ __all__ = [
     "__version__",
     "_panic",
     "encode_sse",
+    "item_id",
+    "new_id",
     "parse_partial_json",
 ]
 __version__: str
@@ -460,6 +463,20 @@ class ResponsesTranslator:
     def client_response_json(self) -> bytes:
         """The response object as the client sees it (a non-streamed body): reasoning items'
         `encrypted_content` under the `reasoning` policy, as in the frames."""
+
+# --- ids ---------------------------------------------------------------------------------------
+
+OUTPUT_ITEMS: Final[int]
+"""Output indexes below this get an id derived from their response's (`item_id`); inputs take the rest."""
+
+def new_id(prefix: str) -> str:
+    """A new id: `prefix_` + 48 hex characters, the time in milliseconds (12) then 144 random bits from the
+    OS's CSPRNG, so ids sort by creation time."""
+
+def item_id(prefix: str, response_id: str, index: int) -> str:
+    """The id of output item `index` of response `response_id`: `prefix_` + the response id's 48 hex
+    characters + `index` in 4 more. A response id of another shape, or an index from `OUTPUT_ITEMS` on,
+    gets a `new_id`."""
 
 # --- load testing ------------------------------------------------------------------------------
 
