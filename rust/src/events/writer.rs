@@ -7,6 +7,11 @@
 //! knows an upstream dialect, so a server-side tool loop can drive one writer across several
 //! upstream calls (one sequence, one `output` list).
 //!
+//! The writer also carries what used to be Python's post-processing: the reasoning policy (what a client
+//! sees of `encrypted_content`: the upstream's, `null`, or the router's sealed blob, while the stored object
+//! keeps the upstream's), `cancelled` and `queued` views, and items the router makes itself (a hosted
+//! tool's call) between the upstream's.
+//!
 //! Events are written straight into a reused byte buffer, as SSE frames or as bare JSON objects
 //! (one per line, for the WebSocket transport); JSON is written by hand for the fixed envelope and
 //! by `serde_json` for strings and echoed request values.
@@ -779,6 +784,12 @@ impl ResponseWriter {
     /// nothing written) if no router-made item is open or `members` is not a JSON object.
     pub fn item_event(&mut self, ty: &str, members: &[u8]) -> Result<(), RawJsonError> {
         let index = self.open_hosted()?;
+        // (Written as is into the JSON and the SSE `event:` line: nothing there may need escaping.)
+        if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+            return Err(RawJsonError {
+                message: format!("an event type is letters, digits and _ . : - only, not {ty:?}"),
+            });
+        }
         let body = object_body(members, "the event's members")?;
         self.event(ty, |w, out| {
             out.extend_from_slice(&w.items[index].locator);
@@ -1870,6 +1881,9 @@ mod tests {
             .unwrap();
         assert_eq!(id, "mcp_mine");
         assert!(w.item_event("x.y", b"[]").is_err());
+        assert!(w.item_event("x\"y", b"{}").is_err());
+        assert!(w.item_event("x\ny", b"{}").is_err());
+        assert!(w.item_event("", b"{}").is_err());
         assert!(w.done_item(b"{\"id\":\"mcp_other\"}").is_err());
         w.clear_output();
         // The response ends with the item open: it is closed with the status the ending gives.
