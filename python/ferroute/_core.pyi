@@ -1,10 +1,11 @@
 """ferroute's native core (Rust). Import the public names from `ferroute`, not from here."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, final
+from typing import Any, Final, Literal, Protocol, final
 
 __all__ = [
+    "OUTPUT_ITEMS",
     "AnthropicTranslator",
     "ChatCompletionsTranslator",
     "ChunkedDecoder",
@@ -23,6 +24,8 @@ __all__ = [
     "__version__",
     "_panic",
     "encode_sse",
+    "item_id",
+    "new_id",
     "parse_partial_json",
 ]
 __version__: str
@@ -193,9 +196,28 @@ class Translator(Protocol):
     `AnthropicTranslator` and `ResponsesTranslator` are the classes, and each is made the same way:
 
     `Cls(request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576,
-    max_event_size=16_777_216)`: `request` is the Open Responses request whose settings the response echoes
+    max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None)`: `request` is the Open Responses request whose settings the response echoes
     (JSON bytes/str or a mapping). `model` and `store` override the echoed values; `response_id` and `created_at`
-    are generated when omitted. Each class's docstring says what of its dialect it reads."""
+    are generated when omitted. Each class's docstring says what of its dialect it reads.
+
+    `framing`: `"sse"` (`event:`/`data:` frames, `data: [DONE]` after the terminal event) or `"json"`
+    (one JSON object per event, each ending in a newline, no `[DONE]`: the WebSocket transport; see
+    `last_events`). Every method that returns frames uses it.
+
+    `reasoning`: what the client sees of reasoning items' `encrypted_content`, in the frames and in
+    `client_response_json()` (`response_json()` always keeps the upstream's own, for later turns):
+    `"keep"` as the upstream gave it; `"strip"` `null` where the upstream gave one (a client that did not
+    ask for `reasoning.encrypted_content`); `"seal"` the router's blob on every reasoning item, made once
+    per item when it closes by `seal(payload)`: `payload` is the UTF-8 JSON
+    `{"content":[…],"summary":[…],"upstream":"…"}` (the item's arrays as it has them; `upstream` only
+    where the upstream gave an `encrypted_content` that does not start with `ferroute1.`), and the
+    callable returns the blob (`ReasoningCipher.seal_payload`). An exception it raises comes out of the
+    translator call that closed the item (that item's blob is then `null`).
+
+    One response may span several upstream calls (a server-side tool loop): `next_turn()` before each
+    call's first `feed`, `end_turn()` at its end, `turn_result()` to see how it ended, then another
+    turn, or `finish()` / `fail()` / `cancel()`. The router's own items (a hosted tool's call) go in
+    with `open_item` / `item_event` / `done_item`, in the same sequence and `output`."""
 
     def feed(self, upstream: bytes) -> bytes:
         """Translate the next upstream bytes; returns the Open Responses SSE frames they produce
@@ -213,9 +235,52 @@ class Translator(Protocol):
     def response_id(self) -> str: ...
     @property
     def status(self) -> str:
-        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed`."""
+        """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed` (or
+        `cancelled` after `cancel()`)."""
     def response_json(self) -> bytes:
-        """The response object as it stands (the terminal event's `response` once finished)."""
+        """The response object as it stands (the terminal event's `response` once finished), as stored:
+        reasoning items keep the upstream's own `encrypted_content`."""
+    def feed_whole(self, body: bytes) -> bytes:
+        """A whole upstream body where a stream was asked for: the frames the stream saying the same would
+        have given, its end included (`finish()` then returns b""; in a turn the turn ends instead).
+        UpstreamError, nothing written, if the body is not this dialect's (fail the response then)."""
+    def next_turn(self) -> None:
+        """Start an upstream call whose end does not end the response: a fresh stream decoder and dialect
+        state; sequence numbers, `output` and `output_index` go on, usage is summed over calls. Call it
+        before every call's first `feed` (the first call's too). Writes nothing."""
+    def end_turn(self) -> bytes:
+        """End of the current call's upstream stream: the frames that close its open item, without a
+        terminal event (see `turn_result`). Outside a turn, as `finish`."""
+    def turn_result(self) -> dict[str, Any] | None:
+        """How the current call ended, once it has: `{"status": "completed" | "incomplete" | "failed",
+        "reason": str | None (incomplete), "error": {"type", "code", "message"} | None (failed),
+        "function_calls": [{"output_index", "id", "call_id", "name", "arguments"}, …]}` (the calls the model
+        made in this call); None while it runs."""
+    def cancel(self) -> bytes:
+        """Cancel the response while in progress: the open item closes `incomplete`, and the stream gets
+        what a failed one gets (`error` with code `cancelled`, `response.failed`, `data: [DONE]`); from then
+        on `status` is `cancelled` and `response_json()` shows `status: cancelled`, `error: null`. b"" if it
+        had already ended."""
+    def open_item(self, item: bytes | str | Mapping[str, Any], *, prefix: str = "item") -> tuple[str, bytes]:
+        """Start an item the router makes itself (a hosted tool's call, `status: in_progress`), closing the
+        open one: `response.output_item.added` with `item` as given, `id` first (made from `prefix` where the
+        item has none). Allowed between turns. Returns the item's id and the frames; ValueError if `item` is
+        not a JSON object or the response has ended."""
+    def item_event(self, type: str, members: bytes | str | Mapping[str, Any] | None = None) -> bytes:
+        """An event of the open router-made item (e.g. `response.mcp_call.in_progress`):
+        `{"type", "sequence_number", "item_id", "output_index"}` and the members of the JSON object
+        `members`. ValueError if no router-made item is open."""
+    def done_item(self, item: bytes | str | Mapping[str, Any]) -> bytes:
+        """Close the open router-made item: `response.output_item.done` with `item`, its final JSON (`id`
+        first; it may leave it out), which `output` then holds as given."""
+    def last_events(self) -> list[bytes]:
+        """The frames the last call returned, one per event: with `framing="json"` each event's JSON object
+        (no newline: one WebSocket message each); with SSE each frame with its blank line."""
+    def queued_json(self) -> bytes:
+        """The response object with `status: queued` (a background response stored before it runs)."""
+    def client_response_json(self) -> bytes:
+        """The response object as the client sees it (a non-streamed body): reasoning items'
+        `encrypted_content` under the `reasoning` policy, as in the frames."""
 
 @final
 class ChatCompletionsTranslator(Translator):
@@ -234,6 +299,9 @@ class ChatCompletionsTranslator(Translator):
         created_at: int | None = None,
         max_line_length: int = 1_048_576,
         max_event_size: int = 16_777_216,
+        framing: Literal["sse", "json"] = "sse",
+        reasoning: Literal["keep", "strip", "seal"] = "keep",
+        seal: Callable[[bytes], str] | None = None,
     ) -> ChatCompletionsTranslator: ...
 
 @final
@@ -258,6 +326,9 @@ class AnthropicTranslator(Translator):
         created_at: int | None = None,
         max_line_length: int = 1_048_576,
         max_event_size: int = 16_777_216,
+        framing: Literal["sse", "json"] = "sse",
+        reasoning: Literal["keep", "strip", "seal"] = "keep",
+        seal: Callable[[bytes], str] | None = None,
     ) -> AnthropicTranslator: ...
 
 @final
@@ -283,7 +354,24 @@ class ResponsesTranslator(Translator):
         created_at: int | None = None,
         max_line_length: int = 1_048_576,
         max_event_size: int = 16_777_216,
+        framing: Literal["sse", "json"] = "sse",
+        reasoning: Literal["keep", "strip", "seal"] = "keep",
+        seal: Callable[[bytes], str] | None = None,
     ) -> ResponsesTranslator: ...
+
+# --- ids ---------------------------------------------------------------------------------------
+
+OUTPUT_ITEMS: Final[int]
+"""Output indexes below this get an id derived from their response's (`item_id`); inputs take the rest."""
+
+def new_id(prefix: str) -> str:
+    """A new id: `prefix_` + 48 hex characters, the time in milliseconds (12) then 144 random bits from the
+    OS's CSPRNG, so ids sort by creation time."""
+
+def item_id(prefix: str, response_id: str, index: int) -> str:
+    """The id of output item `index` of response `response_id`: `prefix_` + the response id's 48 hex
+    characters + `index` in 4 more. A response id of another shape, or an index from `OUTPUT_ITEMS` on,
+    gets a `new_id`."""
 
 # --- load testing ------------------------------------------------------------------------------
 

@@ -55,7 +55,11 @@ class ReasoningCipher:
         upstream = item.get("encrypted_content")
         if isinstance(upstream, str) and upstream and not upstream.startswith(_MAGIC):
             sealed_item["upstream"] = upstream  # the upstream's own (Anthropic's signature): it needs it back
-        payload = json.dumps(sealed_item, separators=(",", ":")).encode()
+        return self.seal_payload(tenant, json.dumps(sealed_item, separators=(",", ":")).encode())
+
+    def seal_payload(self, tenant: str, payload: bytes) -> str:
+        """`seal` of a payload already serialised: `{"content": [...], "summary": [...], "upstream": ...}` as JSON,
+        as the Rust writer builds it for a translator made with `reasoning="seal"` (its `seal=` callable)."""
         nonce = secrets.token_bytes(12)
         sealed = self.aead.encrypt(nonce, payload, _AAD + tenant.encode())
         return _MAGIC + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")

@@ -14,15 +14,13 @@ pattern where needed (no JSON round trip): inside a JSON string a `"` is always 
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from ferroute import _core
 from ferroute.errors import RouterError
 from ferroute.models import InputItem, MessageItem
 from ferroute.store import Record
@@ -31,43 +29,24 @@ _PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco
 _OUTPUT_IDS = re.compile(rb'"id":"((?:msg|rs|fc)_[0-9a-f]{48}(?:[0-9a-f]{4})?)"')
 _RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
 _DERIVED = re.compile(r"(?:msg|rs|fc|fco)_([0-9a-f]{48})[0-9a-f]{4}")
-OUTPUT_ITEMS = 0x8000  # item numbers below are output items' (the Rust core's `OUTPUT_ITEMS`)
+OUTPUT_ITEMS: int = _core.OUTPUT_ITEMS  # item numbers below are output items' (the Rust core numbers those)
 # Output item types a later turn passes back (slug-prefixed extension items are not model context).
 _CONTEXT_TYPES = {"message", "function_call", "function_call_output", "reasoning"}
 _ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[InputItem])
 
 
-# Random bytes for ids, read from the OS 4 KiB at a time: `secrets.token_hex` is a `getrandom` system call
-# per id (4% of the app's CPU per non-streaming request, py-spy). Emptied in a forked child (Granian forks
-# its workers), which must not hand out the ids its parent's buffer still holds.
-_random = bytearray()
-_random_lock = threading.Lock()  # (two threads taking ids at once must not take the same bytes)
-
-
-def _forget_random() -> None:
-    global _random_lock
-    _random.clear()
-    _random_lock = threading.Lock()  # (a lock held at the fork stays held in the child)
-
-
-if hasattr(os, "register_at_fork"):  # (POSIX; where there is no fork there is nothing to forget)
-    os.register_at_fork(after_in_child=_forget_random)
-
-
 def new_id(kind: str) -> str:
     """`<prefix>_` + 48 hex characters: the time in milliseconds (12) and 18 bytes from the OS's CSPRNG (36),
-    made as the Rust core makes its ids (`rust/src/events/ids.rs`: why the time comes first)."""
-    with _random_lock:
-        if len(_random) < 18:
-            _random[:] = os.urandom(4096)
-        token = _random[-18:].hex()
-        del _random[-18:]
-    return f"{_PREFIX.get(kind, 'item')}_{time.time_ns() // 1_000_000:012x}{token}"
+    made by the Rust core (`rust/src/events/ids.rs`: why the time comes first)."""
+    return _core.new_id(_PREFIX.get(kind, "item"))
 
 
 def item_id(kind: str, response_id: str, number: int) -> str:
     """The id of item `number` of a response (see the module's doc); a response id of another shape (given by
     a caller) or a number past 4 hex digits gets a `new_id`."""
+    if 0 <= number < OUTPUT_ITEMS:  # an output item: as the core names it
+        return _core.item_id(_PREFIX.get(kind, "item"), response_id, number)
+    # Input items take the numbers the core leaves them (it gives no output item one of these).
     if number > 0xFFFF or not derives_items(response_id):
         return new_id(kind)
     return f"{_PREFIX.get(kind, 'item')}_{response_id[5:]}{number:04x}"

@@ -3,4 +3,5 @@
 
 pub mod ids;
 pub mod parser;
+pub mod raw;
 pub mod writer;

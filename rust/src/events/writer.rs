@@ -7,6 +7,11 @@
 //! knows an upstream dialect, so a server-side tool loop can drive one writer across several
 //! upstream calls (one sequence, one `output` list).
 //!
+//! The writer also carries what used to be Python's post-processing: the reasoning policy (what a client
+//! sees of `encrypted_content`: the upstream's, `null`, or the router's sealed blob, while the stored object
+//! keeps the upstream's), `cancelled` and `queued` views, and items the router makes itself (a hosted
+//! tool's call) between the upstream's.
+//!
 //! Events are written straight into a reused byte buffer, as SSE frames or as bare JSON objects
 //! (one per line, for the WebSocket transport); JSON is written by hand for the fixed envelope and
 //! by `serde_json` for strings and echoed request values.
@@ -16,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::ids::{item_id, new_id};
+use super::raw::{object_body, Members, RawJsonError};
 use crate::json::scan::find_string_end;
 
 /// `write!` into a byte buffer, which cannot fail.
@@ -27,9 +33,10 @@ macro_rules! put {
 }
 
 /// How events are framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Framing {
     /// `event: <type>\ndata: <json>\n\n`, and `data: [DONE]\n\n` after the terminal event.
+    #[default]
     Sse,
     /// One JSON object per event followed by `\n`; no `[DONE]` (the WebSocket transport).
     JsonLines,
@@ -42,6 +49,8 @@ pub enum Status {
     Completed,
     Incomplete,
     Failed,
+    /// Cancelled while in progress ([`ResponseWriter::cancel`]).
+    Cancelled,
 }
 
 impl Status {
@@ -52,8 +61,55 @@ impl Status {
             Status::Completed => "completed",
             Status::Incomplete => "incomplete",
             Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
         }
     }
+}
+
+/// Seals a reasoning item for a client: given the plaintext payload
+/// (`{"content":[…],"summary":[…],"upstream":…}`, UTF-8 JSON), returns the blob for `encrypted_content`,
+/// or `None` (the client then sees `null`) when it cannot.
+pub type SealFn = Box<dyn FnMut(&[u8]) -> Option<String> + Send + Sync>;
+
+/// What a client sees of a reasoning item's `encrypted_content`. The stored response object
+/// ([`ResponseWriter::response_json`]) always keeps the upstream's own (a later turn sends it back).
+#[derive(Default)]
+pub enum ReasoningPolicy {
+    /// As the upstream gave it (absent where it gave none).
+    #[default]
+    Keep,
+    /// `null` where the upstream gave one: an upstream's own blob (Anthropic's signature, OpenAI's
+    /// `encrypted_content`) goes to a client only when it asked for `reasoning.encrypted_content`.
+    Strip,
+    /// The router's own sealed blob on every reasoning item, made once per item when it closes. The
+    /// payload holds the item's `content` and `summary` arrays as the item has them, and `upstream`: the
+    /// upstream's own `encrypted_content`, where it gave one that is not already a router blob
+    /// (`ferroute1.`), as `python/ferroute/store/crypto.py` seals it.
+    Seal(SealFn),
+}
+
+impl std::fmt::Debug for ReasoningPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReasoningPolicy::Keep => "Keep",
+            ReasoningPolicy::Strip => "Strip",
+            ReasoningPolicy::Seal(_) => "Seal(..)",
+        })
+    }
+}
+
+/// The prefix of a blob the router sealed (`crypto.py`'s `_MAGIC`): never sealed again as `upstream`.
+const SEALED_PREFIX: &str = "ferroute1.";
+
+/// Which `encrypted_content` a written reasoning item carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// The upstream's own: the stored response, and clients under [`ReasoningPolicy::Keep`].
+    Stored,
+    /// `null` in place of the upstream's own.
+    Strip,
+    /// The sealed blob.
+    Sealed,
 }
 
 /// Token usage, already in Open Responses terms.
@@ -196,6 +252,15 @@ impl ResponseSettings {
         Self { model, store, rendered }
     }
 
+    /// Settings of a stand-in writer (nothing rendered).
+    fn placeholder() -> Self {
+        Self {
+            model: String::new(),
+            store: false,
+            rendered: String::new(),
+        }
+    }
+
     /// Echo `model` instead of the request's (the router echoes what the client sent).
     pub fn set_model(&mut self, model: &str) {
         model.clone_into(&mut self.model);
@@ -262,12 +327,17 @@ enum Body {
         summary: Vec<String>,
         summary_open: bool,
         encrypted_content: Option<String>,
+        /// The client's blob under [`ReasoningPolicy::Seal`], made when the item closes (`None`: none made).
+        sealed: Option<String>,
     },
     FunctionCall {
         call_id: String,
         name: String,
         arguments: String,
     },
+    /// An item the router makes itself (a hosted tool's call): its members as it started (`id` apart), and
+    /// its final JSON once the router gave it.
+    Hosted { members: Members, done: Option<Vec<u8>> },
 }
 
 #[derive(Debug)]
@@ -282,12 +352,14 @@ struct Item {
 
 /// Builds one response's event stream and its final object.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // emit, started, stopped, turns: independent, not states of one machine
 pub struct ResponseWriter {
     id: String,
     created_at: u64,
     completed_at: Option<u64>,
     settings: ResponseSettings,
     framing: Framing,
+    reasoning: ReasoningPolicy,
     /// False for the whole-body converter: state is kept, no events are written.
     emit: bool,
     started: bool,
@@ -297,9 +369,45 @@ pub struct ResponseWriter {
     /// The item streaming now (always the last one) if it is not closed yet.
     open: Option<usize>,
     status: Status,
+    /// No more events for this turn (a turn's end) or this response (its terminal event).
+    stopped: bool,
+    /// A turn's end does not end the response ([`begin_turn`](Self::begin_turn)).
+    turns: bool,
+    /// How the current turn ended, once it has.
+    turn_outcome: Option<Outcome>,
+    /// The `output_index` of the current turn's first item.
+    turn_first_item: usize,
+    /// This turn's usage (an upstream reports its own call's).
     usage: Option<Usage>,
+    /// The sum of the earlier turns' usage.
+    past_usage: Option<Usage>,
     error: Option<ErrorInfo>,
     incomplete_reason: Option<String>,
+}
+
+impl Usage {
+    /// Both turns' tokens.
+    #[must_use]
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            total_tokens: self.total_tokens.saturating_add(other.total_tokens),
+            cached_tokens: self.cached_tokens.saturating_add(other.cached_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(other.reasoning_tokens),
+        }
+    }
+}
+
+/// A function call the model made in a turn (for a tool loop to run), as its item has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionCallRef<'a> {
+    pub output_index: usize,
+    /// The item id (`fc_…`).
+    pub id: &'a str,
+    pub call_id: &'a str,
+    pub name: &'a str,
+    pub arguments: &'a str,
 }
 
 /// Seconds since the Unix epoch.
@@ -316,6 +424,7 @@ impl ResponseWriter {
             completed_at: None,
             settings,
             framing,
+            reasoning: ReasoningPolicy::Keep,
             emit: true,
             started: false,
             seq: 0,
@@ -323,10 +432,22 @@ impl ResponseWriter {
             items: Vec::new(),
             open: None,
             status: Status::InProgress,
+            stopped: false,
+            turns: false,
+            turn_outcome: None,
+            turn_first_item: 0,
             usage: None,
+            past_usage: None,
             error: None,
             incomplete_reason: None,
         }
+    }
+
+    /// A writer that stands in for a moment (a dialect's state is rebuilt around the real one).
+    pub(crate) fn placeholder() -> Self {
+        let mut writer = Self::silent(ResponseSettings::placeholder(), Some(String::new()), Some(0));
+        writer.out = Vec::new();
+        writer
     }
 
     /// A writer that keeps the response state but writes no events (whole-body conversion).
@@ -334,6 +455,18 @@ impl ResponseWriter {
         let mut writer = Self::new(settings, id, created_at, Framing::JsonLines);
         writer.emit = false;
         writer
+    }
+
+    /// What clients see of reasoning items' `encrypted_content`; set before the first reasoning item closes.
+    #[must_use]
+    pub fn with_reasoning(mut self, policy: ReasoningPolicy) -> Self {
+        self.reasoning = policy;
+        self
+    }
+
+    /// How events are framed.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
     /// The response id (`resp_…`).
@@ -345,9 +478,63 @@ impl ResponseWriter {
         self.status
     }
 
-    /// True once the terminal event has been written.
+    /// True once the terminal event has been written, or the current turn has ended: events that come
+    /// now are not written.
     pub fn is_finished(&self) -> bool {
-        self.status != Status::InProgress
+        self.stopped
+    }
+
+    /// Start an upstream turn whose end does not end the response: from now on [`finish`](Self::finish)
+    /// (what a dialect calls when its upstream says how the call ended) closes the open item and records the
+    /// turn's outcome ([`turn_outcome`](Self::turn_outcome)) without writing the terminal event. The same
+    /// sequence, `output` list and `output_index` series go on; usage is summed over turns. Call it before
+    /// the first turn too; [`finish_response`](Self::finish_response) ends the response. Nothing once the
+    /// response has ended.
+    pub fn begin_turn(&mut self) {
+        if self.status != Status::InProgress {
+            return;
+        }
+        self.turns = true;
+        self.stopped = false;
+        self.turn_outcome = None;
+        self.turn_first_item = self.items.len();
+        if let Some(usage) = self.usage.take() {
+            self.past_usage = Some(self.past_usage.map_or(usage, |past| past.plus(usage)));
+        }
+    }
+
+    /// Leave turn mode with the current turn unfinished: what the upstream says next ends the response.
+    pub fn end_turns(&mut self) {
+        if self.turn_outcome.is_none() {
+            self.turns = false;
+        }
+    }
+
+    /// How the current turn ended, once it has (`None` while it runs, or outside turns).
+    pub fn turn_outcome(&self) -> Option<&Outcome> {
+        self.turn_outcome.as_ref()
+    }
+
+    /// The function calls the model made in the current turn, in order.
+    pub fn turn_function_calls(&self) -> impl Iterator<Item = FunctionCallRef<'_>> {
+        self.items
+            .iter()
+            .enumerate()
+            .skip(self.turn_first_item)
+            .filter_map(|(output_index, item)| match &item.body {
+                Body::FunctionCall {
+                    call_id,
+                    name,
+                    arguments,
+                } => Some(FunctionCallRef {
+                    output_index,
+                    id: &item.id,
+                    call_id,
+                    name,
+                    arguments,
+                }),
+                _ => None,
+            })
     }
 
     /// The next `sequence_number`.
@@ -358,6 +545,24 @@ impl ResponseWriter {
     /// Frames written since the last [`clear_output`](Self::clear_output).
     pub fn output(&self) -> &[u8] {
         &self.out
+    }
+
+    /// The [`output`](Self::output) one event at a time: in JSON lines, each event's JSON object (no
+    /// newline: one WebSocket message each); in SSE, each frame with its blank line (`data: [DONE]\n\n`
+    /// too). Events are never split: no JSON the writer writes holds a raw newline.
+    pub fn output_events(&self) -> Vec<&[u8]> {
+        match self.framing {
+            Framing::JsonLines => self.out.split(|&b| b == b'\n').filter(|e| !e.is_empty()).collect(),
+            Framing::Sse => {
+                let mut events = Vec::new();
+                let mut rest = &self.out[..];
+                while let Some(end) = memchr::memmem::find(rest, b"\n\n") {
+                    events.push(&rest[..end + 2]);
+                    rest = &rest[end + 2..];
+                }
+                events
+            }
+        }
     }
 
     /// Make room for `additional` more bytes of frames.
@@ -379,7 +584,7 @@ impl ResponseWriter {
         for ty in ["response.created", "response.in_progress"] {
             self.event(ty, |w, out| {
                 out.extend_from_slice(b",\"response\":");
-                w.write_response(out);
+                w.write_response(out, w.client_view(), None);
             });
         }
     }
@@ -555,29 +760,117 @@ impl ResponseWriter {
         true
     }
 
+    /// Start an item the router makes itself (a hosted tool's call, e.g. `{"type":"mcp_call",…}` with
+    /// `status: in_progress`), closing whatever item is open: `response.output_item.added` with `item` as
+    /// given, its `id` first (made from `prefix` where `item` has none). Returns its `output_index` and id.
+    /// Allowed between turns; an error (and nothing written) if `item` is not a JSON object or the
+    /// response has ended.
+    pub fn open_item(&mut self, prefix: &str, item: &[u8]) -> Result<(usize, &str), RawJsonError> {
+        if self.status != Status::InProgress {
+            return Err(ended());
+        }
+        let members = Members::parse(item, "the item")?;
+        self.start();
+        self.close_item(ItemStatus::Completed);
+        let index = match members.get_str("id") {
+            Some(id) => self.push_item_with_id(id, Body::Hosted { members, done: None }),
+            None => self.push_item(prefix, Body::Hosted { members, done: None }),
+        };
+        Ok((index, &self.items[index].id))
+    }
+
+    /// An event of the open router-made item: `{"type":ty,"sequence_number":…,"item_id":…,"output_index":…`
+    /// then the members of the JSON object `members` (which must not repeat those four). An error (and
+    /// nothing written) if no router-made item is open or `members` is not a JSON object.
+    pub fn item_event(&mut self, ty: &str, members: &[u8]) -> Result<(), RawJsonError> {
+        let index = self.open_hosted()?;
+        // (Written as is into the JSON and the SSE `event:` line: nothing there may need escaping.)
+        if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+            return Err(RawJsonError {
+                message: format!("an event type is letters, digits and _ . : - only, not {ty:?}"),
+            });
+        }
+        let body = object_body(members, "the event's members")?;
+        self.event(ty, |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+            out.extend_from_slice(&body);
+        });
+        Ok(())
+    }
+
+    /// Close the open router-made item: `response.output_item.done` with `item`, its final JSON (its `id`
+    /// first; it may leave `id` out), which the response's `output` then holds. An error (and nothing
+    /// written) if no router-made item is open, `item` is not a JSON object, or its `id` is another's.
+    pub fn done_item(&mut self, item: &[u8]) -> Result<(), RawJsonError> {
+        let index = self.open_hosted()?;
+        let members = Members::parse(item, "the item")?;
+        let id = &self.items[index].id;
+        if members.get_str("id").is_some_and(|given| given != *id) {
+            return Err(RawJsonError {
+                message: format!("the item's id is not the open item's ({id})"),
+            });
+        }
+        let mut json = Vec::with_capacity(item.len() + id.len() + 16);
+        json.extend_from_slice(b"{\"id\":");
+        write_str(&mut json, id);
+        members.write(&mut json, "id");
+        json.push(b'}');
+        if let Body::Hosted { done, .. } = &mut self.items[index].body {
+            *done = Some(json);
+        }
+        self.close_item(ItemStatus::Completed);
+        Ok(())
+    }
+
+    /// The open item's index, if the router made it.
+    fn open_hosted(&self) -> Result<usize, RawJsonError> {
+        match self.open {
+            Some(index) if matches!(self.items[index].body, Body::Hosted { .. }) => Ok(index),
+            _ if self.status != Status::InProgress => Err(ended()),
+            _ => Err(RawJsonError {
+                message: "no item the router made is open".to_owned(),
+            }),
+        }
+    }
+
     /// Close the open item (if any) as completed.
     pub fn close_open_item(&mut self) {
         self.close_item(ItemStatus::Completed);
     }
 
-    /// Record token usage for the response object.
+    /// Record the current upstream call's token usage (the response's is the sum over turns).
     pub fn set_usage(&mut self, usage: Usage) {
         self.usage = Some(usage);
     }
 
     /// End the response: close the open item, write `error` (when failed) and the terminal event,
-    /// then `data: [DONE]` in SSE framing. Later calls do nothing.
+    /// then `data: [DONE]` in SSE framing. Later calls do nothing. In a turn ([`begin_turn`](Self::begin_turn)),
+    /// end the turn instead: close the open item and record `outcome`, writing no terminal event.
     pub fn finish(&mut self, outcome: Outcome) {
-        if self.is_finished() {
+        if self.stopped {
+            return;
+        }
+        if self.turns {
+            self.start();
+            self.close_item(item_status_for(&outcome));
+            self.stopped = true;
+            self.turn_outcome = Some(outcome);
+        } else {
+            self.finish_response(outcome);
+        }
+    }
+
+    /// End the response whatever its turns (after a turn has ended, or to cut one short): as
+    /// [`finish`](Self::finish) outside turns. Nothing once the response has ended.
+    pub fn finish_response(&mut self, outcome: Outcome) {
+        if self.status != Status::InProgress {
             return;
         }
         self.start();
-        let item_status = if outcome == Outcome::Completed {
-            ItemStatus::Completed
-        } else {
-            ItemStatus::Incomplete
-        };
-        self.close_item(item_status);
+        self.turns = false;
+        self.turn_outcome = None;
+        self.stopped = true;
+        self.close_item(item_status_for(&outcome));
         let terminal = match outcome {
             Outcome::Completed => {
                 self.status = Status::Completed;
@@ -608,18 +901,62 @@ impl ResponseWriter {
         };
         self.event(terminal, |w, out| {
             out.extend_from_slice(b",\"response\":");
-            w.write_response(out);
+            w.write_response(out, w.client_view(), None);
         });
         if self.emit && self.framing == Framing::Sse {
             self.out.extend_from_slice(b"data: [DONE]\n\n");
         }
     }
 
-    /// The response object as it stands, as JSON.
+    /// Cancel the response while it is in progress: close the open item (`incomplete`), write what a failed
+    /// response's stream gets (`error` with code `cancelled`, `response.failed`, `data: [DONE]` in SSE
+    /// framing: the stream's grammar has no cancelled ending), then mark the response `cancelled` with
+    /// `error: null`, as [`response_json`](Self::response_json) shows it from then on. Returns false (and
+    /// writes nothing) when the response had already ended.
+    pub fn cancel(&mut self) -> bool {
+        if self.status != Status::InProgress {
+            return false;
+        }
+        self.finish_response(Outcome::Failed(ErrorInfo {
+            kind: "server_error".to_owned(),
+            code: "cancelled".to_owned(),
+            message: "the response was cancelled".to_owned(),
+            param: None,
+        }));
+        self.status = Status::Cancelled;
+        self.error = None;
+        true
+    }
+
+    /// The response object as it stands, as JSON: the stored view (reasoning items keep the upstream's own
+    /// `encrypted_content`, never a sealed blob).
     pub fn response_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024);
-        self.write_response(&mut out);
+        self.write_response(&mut out, View::Stored, None);
         out
+    }
+
+    /// The response object as a client sees it (a non-streamed body): reasoning items' `encrypted_content`
+    /// under the writer's [`ReasoningPolicy`], as in the events it writes.
+    pub fn client_response_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        self.write_response(&mut out, self.client_view(), None);
+        out
+    }
+
+    /// The response object with `status: queued` (a background response stored before it runs).
+    pub fn queued_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        self.write_response(&mut out, View::Stored, Some("queued"));
+        out
+    }
+
+    fn client_view(&self) -> View {
+        match self.reasoning {
+            ReasoningPolicy::Keep => View::Stored,
+            ReasoningPolicy::Strip => View::Strip,
+            ReasoningPolicy::Seal(_) => View::Sealed,
+        }
     }
 
     // --- items -----------------------------------------------------------------------------------
@@ -653,14 +990,19 @@ impl ResponseWriter {
                     summary: Vec::new(),
                     summary_open: false,
                     encrypted_content: None,
+                    sealed: None,
                 },
             ),
         }
     }
 
     fn push_item(&mut self, prefix: &str, body: Body) -> usize {
+        let id = item_id(prefix, &self.id, self.items.len());
+        self.push_item_with_id(id, body)
+    }
+
+    fn push_item_with_id(&mut self, id: String, body: Body) -> usize {
         let index = self.items.len();
-        let id = item_id(prefix, &self.id, index);
         let mut locator = Vec::with_capacity(id.len() + 40);
         write_locator(&mut locator, &id, index, None);
         self.items.push(Item {
@@ -672,7 +1014,7 @@ impl ResponseWriter {
         self.open = Some(index);
         self.event("response.output_item.added", |w, out| {
             put!(out, ",\"output_index\":{index},\"item\":");
-            w.items[index].write(out);
+            w.items[index].write(out, w.client_view());
         });
         index
     }
@@ -685,7 +1027,7 @@ impl ResponseWriter {
                 content.as_ref().filter(|_| *part_open).map(|p| p.kind),
                 usize::from(content.is_some()),
             ),
-            Body::FunctionCall { .. } => unreachable!("text is never routed to a function call"),
+            Body::FunctionCall { .. } | Body::Hosted { .. } => unreachable!("text goes to messages and reasoning"),
         };
         if open_kind == Some(kind) {
             return count - 1;
@@ -710,7 +1052,7 @@ impl ResponseWriter {
                 *part_open = true;
                 0
             }
-            Body::FunctionCall { .. } => unreachable!(),
+            Body::FunctionCall { .. } | Body::Hosted { .. } => unreachable!(),
         };
         let item_id = self.items[index].id.clone();
         self.event("response.content_part.added", |w, out| {
@@ -784,10 +1126,46 @@ impl ResponseWriter {
             self.close_summary(index);
         }
         self.items[index].status = status;
+        self.seal(index);
         self.event("response.output_item.done", |w, out| {
             put!(out, ",\"output_index\":{index},\"item\":");
-            w.items[index].write(out);
+            w.items[index].write(out, w.client_view());
         });
+    }
+
+    /// Make the client's blob for reasoning item `index` under [`ReasoningPolicy::Seal`] (once: it closes once).
+    fn seal(&mut self, index: usize) {
+        let ReasoningPolicy::Seal(seal) = &mut self.reasoning else {
+            return;
+        };
+        let item = &mut self.items[index];
+        let Body::Reasoning {
+            content,
+            summary,
+            encrypted_content,
+            sealed,
+            ..
+        } = &mut item.body
+        else {
+            return;
+        };
+        let mut payload = Vec::with_capacity(64 + content.as_ref().map_or(0, |p| p.text.len()));
+        payload.extend_from_slice(b"{\"content\":[");
+        if let Some(part) = content {
+            write_part(&mut payload, part);
+        }
+        payload.extend_from_slice(b"],\"summary\":[");
+        write_summary(&mut payload, summary);
+        payload.push(b']');
+        if let Some(upstream) = encrypted_content
+            .as_deref()
+            .filter(|e| !e.is_empty() && !e.starts_with(SEALED_PREFIX))
+        {
+            payload.extend_from_slice(b",\"upstream\":");
+            write_str(&mut payload, upstream);
+        }
+        payload.push(b'}');
+        *sealed = seal(&payload);
     }
 
     // --- JSON --------------------------------------------------------------------------------------
@@ -814,7 +1192,8 @@ impl ResponseWriter {
         self.out = out;
     }
 
-    fn write_response(&self, out: &mut Vec<u8>) {
+    /// The response object, its reasoning items as `view` has them, its status `status` where given.
+    fn write_response(&self, out: &mut Vec<u8>, view: View, status: Option<&str>) {
         out.extend_from_slice(b"{\"id\":");
         write_str(out, &self.id);
         put!(out, ",\"object\":\"response\",\"created_at\":{}", self.created_at);
@@ -823,7 +1202,7 @@ impl ResponseWriter {
             None => out.extend_from_slice(b",\"completed_at\":null"),
         }
         out.extend_from_slice(b",\"status\":\"");
-        out.extend_from_slice(self.status.as_str().as_bytes());
+        out.extend_from_slice(status.unwrap_or(self.status.as_str()).as_bytes());
         out.extend_from_slice(b"\",\"incomplete_details\":");
         match &self.incomplete_reason {
             Some(reason) => {
@@ -846,7 +1225,7 @@ impl ResponseWriter {
             if i > 0 {
                 out.push(b',');
             }
-            item.write(out);
+            item.write(out, view);
         }
         out.extend_from_slice(b"],\"error\":");
         match &self.error {
@@ -860,7 +1239,11 @@ impl ResponseWriter {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"usage\":");
-        match &self.usage {
+        let usage = match (self.past_usage, self.usage) {
+            (Some(past), Some(now)) => Some(past.plus(now)),
+            (past, now) => past.or(now),
+        };
+        match &usage {
             Some(u) => put!(
                 out,
                 "{{\"input_tokens\":{},\"input_tokens_details\":{{\"cached_tokens\":{}}},\"output_tokens\":{},\
@@ -884,7 +1267,11 @@ impl ResponseWriter {
 }
 
 impl Item {
-    fn write(&self, out: &mut Vec<u8>) {
+    fn write(&self, out: &mut Vec<u8>, view: View) {
+        if let Body::Hosted { done: Some(json), .. } = &self.body {
+            out.extend_from_slice(json);
+            return;
+        }
         out.extend_from_slice(b"{\"id\":");
         write_str(out, &self.id);
         match &self.body {
@@ -907,32 +1294,50 @@ impl Item {
                 content,
                 summary,
                 encrypted_content,
+                sealed,
                 ..
             } => {
                 out.extend_from_slice(b",\"type\":\"reasoning\",\"status\":\"");
                 out.extend_from_slice(self.status.as_str().as_bytes());
                 out.extend_from_slice(b"\",\"summary\":[");
-                if self.status != ItemStatus::InProgress {
-                    for (i, text) in summary.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(b"{\"type\":\"summary_text\",\"text\":");
-                        write_str(out, text);
-                        out.push(b'}');
-                    }
+                let closed = self.status != ItemStatus::InProgress;
+                if closed {
+                    write_summary(out, summary);
                 }
                 out.extend_from_slice(b"],\"content\":[");
-                if let Some(part) = content.as_ref().filter(|_| self.status != ItemStatus::InProgress) {
+                if let Some(part) = content.as_ref().filter(|_| closed) {
                     write_part(out, part);
                 }
                 out.push(b']');
-                if let Some(encrypted) = encrypted_content
-                    .as_ref()
-                    .filter(|_| self.status != ItemStatus::InProgress)
-                {
-                    out.extend_from_slice(b",\"encrypted_content\":");
-                    write_str(out, encrypted);
+                // (The key goes last, where the Python post-processing this replaces put it when it added one.)
+                match (view, encrypted_content) {
+                    _ if !closed => {}
+                    (View::Stored, Some(encrypted)) => {
+                        out.extend_from_slice(b",\"encrypted_content\":");
+                        write_str(out, encrypted);
+                    }
+                    (View::Strip, Some(_)) => out.extend_from_slice(b",\"encrypted_content\":null"),
+                    (View::Stored | View::Strip, None) => {}
+                    (View::Sealed, _) => {
+                        out.extend_from_slice(b",\"encrypted_content\":");
+                        match sealed {
+                            Some(blob) => write_str(out, blob),
+                            None => out.extend_from_slice(b"null"),
+                        }
+                    }
+                }
+                out.push(b'}');
+            }
+            Body::Hosted { members, .. } => {
+                if self.status == ItemStatus::InProgress {
+                    members.write(out, "id");
+                } else {
+                    // Closed by something else (the response's end, another item): the status it ended with.
+                    let mut members = members.clone();
+                    if members.get("status").is_some() {
+                        members.set("status", format!("\"{}\"", self.status.as_str()));
+                    }
+                    members.write(out, "id");
                 }
                 out.push(b'}');
             }
@@ -959,6 +1364,34 @@ impl Item {
                 out.push(b'}');
             }
         }
+    }
+}
+
+#[cold]
+fn ended() -> RawJsonError {
+    RawJsonError {
+        message: "the response has ended".to_owned(),
+    }
+}
+
+/// An item closed by an ending with `outcome`: completed, or incomplete (cut short).
+fn item_status_for(outcome: &Outcome) -> ItemStatus {
+    if *outcome == Outcome::Completed {
+        ItemStatus::Completed
+    } else {
+        ItemStatus::Incomplete
+    }
+}
+
+/// A reasoning item's `summary` parts, without the brackets.
+fn write_summary(out: &mut Vec<u8>, summary: &[String]) {
+    for (i, text) in summary.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"type\":\"summary_text\",\"text\":");
+        write_str(out, text);
+        out.push(b'}');
     }
 }
 
@@ -1195,6 +1628,338 @@ mod tests {
         );
         assert_eq!(last["response"]["output"][0]["status"], "incomplete");
         assert_eq!(w.status(), Status::Failed);
+    }
+
+    /// A reasoning item (summary "s", trace "t", `encrypted` when given), then a message; finished.
+    fn reasoning_response(policy: ReasoningPolicy, encrypted: Option<&str>) -> ResponseWriter {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse).with_reasoning(policy);
+        w.summary_delta(false, "s");
+        w.text_delta(TextKind::Reasoning, "t");
+        if let Some(encrypted) = encrypted {
+            w.reasoning_encrypted_content(encrypted);
+        }
+        w.text_delta(TextKind::OutputText, "answer");
+        w.finish(Outcome::Completed);
+        w
+    }
+
+    /// The reasoning item of the `output_item.done` event and of the terminal event's `output`.
+    fn client_reasoning(w: &ResponseWriter) -> (Value, Value) {
+        let evs = events(w.output());
+        let done = evs
+            .iter()
+            .find(|e| e["type"] == "response.output_item.done" && e["item"]["type"] == "reasoning")
+            .unwrap();
+        (
+            done["item"].clone(),
+            evs.last().unwrap()["response"]["output"][0].clone(),
+        )
+    }
+
+    fn stored_reasoning(w: &ResponseWriter) -> Value {
+        serde_json::from_slice::<Value>(&w.response_json()).unwrap()["output"][0].clone()
+    }
+
+    #[test]
+    fn keep_shows_the_upstream_encrypted_content() {
+        let w = reasoning_response(ReasoningPolicy::Keep, Some("sig"));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["encrypted_content"], "sig");
+        assert_eq!(terminal, done);
+        assert_eq!(stored_reasoning(&w), done);
+        assert_eq!(w.client_response_json(), w.response_json());
+    }
+
+    #[test]
+    fn strip_nulls_the_upstream_encrypted_content_for_clients_only() {
+        let w = reasoning_response(ReasoningPolicy::Strip, Some("sig"));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["encrypted_content"], Value::Null);
+        assert!(done.as_object().unwrap().contains_key("encrypted_content"));
+        assert_eq!(terminal, done);
+        assert_eq!(stored_reasoning(&w)["encrypted_content"], "sig");
+        let client: Value = serde_json::from_slice(&w.client_response_json()).unwrap();
+        assert_eq!(client["output"][0], done);
+        // Without an upstream blob there is nothing to take out: no key at all.
+        let w = reasoning_response(ReasoningPolicy::Strip, None);
+        let (done, _) = client_reasoning(&w);
+        assert!(!done.as_object().unwrap().contains_key("encrypted_content"));
+        assert_eq!(w.client_response_json(), w.response_json());
+    }
+
+    /// A sealer that records its payloads and answers `blob-<n>`.
+    fn recording_sealer() -> (ReasoningPolicy, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let payloads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = payloads.clone();
+        let policy = ReasoningPolicy::Seal(Box::new(move |payload: &[u8]| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(String::from_utf8(payload.to_vec()).unwrap());
+            Some(format!("blob-{}", seen.len()))
+        }));
+        (policy, payloads)
+    }
+
+    #[test]
+    fn seal_seals_each_reasoning_item_once_and_stores_the_upstream_blob() {
+        let (policy, payloads) = recording_sealer();
+        let w = reasoning_response(policy, Some("sig\u{e9}"));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["encrypted_content"], "blob-1");
+        assert_eq!(terminal, done);
+        assert_eq!(
+            *payloads.lock().unwrap(),
+            ["{\"content\":[{\"type\":\"reasoning_text\",\"text\":\"t\"}],\
+              \"summary\":[{\"type\":\"summary_text\",\"text\":\"s\"}],\"upstream\":\"sig\u{e9}\"}"]
+        );
+        assert_eq!(stored_reasoning(&w)["encrypted_content"], "sig\u{e9}");
+        let client: Value = serde_json::from_slice(&w.client_response_json()).unwrap();
+        assert_eq!(client["output"][0], done);
+        assert_eq!(payloads.lock().unwrap().len(), 1, "the body reuses the item's blob");
+
+        // No upstream blob, or one the router sealed itself: the payload has no `upstream`.
+        for encrypted in [None, Some("ferroute1.abc"), Some("")] {
+            let (policy, payloads) = recording_sealer();
+            let w = reasoning_response(policy, encrypted);
+            assert_eq!(client_reasoning(&w).0["encrypted_content"], "blob-1");
+            assert!(!payloads.lock().unwrap()[0].contains("upstream"), "{encrypted:?}");
+        }
+        // A sealer that cannot seal: the client sees null.
+        let w = reasoning_response(ReasoningPolicy::Seal(Box::new(|_: &[u8]| None)), Some("sig"));
+        assert_eq!(client_reasoning(&w).0["encrypted_content"], Value::Null);
+    }
+
+    #[test]
+    fn an_item_closed_by_a_failure_is_sealed_too() {
+        let (policy, payloads) = recording_sealer();
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse).with_reasoning(policy);
+        w.text_delta(TextKind::Reasoning, "t");
+        w.finish(Outcome::Failed(ErrorInfo {
+            kind: "model_error".into(),
+            code: "x".into(),
+            message: "m".into(),
+            param: None,
+        }));
+        let (done, terminal) = client_reasoning(&w);
+        assert_eq!(done["status"], "incomplete");
+        assert_eq!(done["encrypted_content"], "blob-1");
+        assert_eq!(terminal, done);
+        assert_eq!(payloads.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cancel_closes_the_open_item_and_marks_the_response_cancelled() {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse);
+        w.text_delta(TextKind::OutputText, "partial");
+        w.clear_output();
+        assert!(w.cancel());
+        let out = w.output().to_vec();
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        let evs = events(&out);
+        assert_eq!(
+            types(&evs),
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "error",
+                "response.failed",
+            ]
+        );
+        assert_eq!(evs[2]["item"]["status"], "incomplete");
+        assert_eq!(evs[3]["error"]["code"], "cancelled");
+        assert_eq!(evs[3]["error"]["message"], "the response was cancelled");
+        assert_eq!(w.status(), Status::Cancelled);
+        let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(r["status"], "cancelled");
+        assert_eq!(r["error"], Value::Null);
+        assert_eq!(r["output"][0]["content"][0]["text"], "partial");
+        w.clear_output();
+        assert!(!w.cancel(), "a cancelled response stays as it is");
+        assert!(w.output().is_empty());
+        let mut done = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse);
+        done.finish(Outcome::Completed);
+        assert!(!done.cancel());
+        assert_eq!(done.status(), Status::Completed);
+    }
+
+    #[test]
+    fn queued_is_a_snapshot_that_changes_nothing() {
+        let w = ResponseWriter::new(
+            ResponseSettings::default(),
+            Some("resp_q".into()),
+            Some(3),
+            Framing::Sse,
+        );
+        let queued: Value = serde_json::from_slice(&w.queued_json()).unwrap();
+        let now: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(queued["status"], "queued");
+        assert_eq!(now["status"], "in_progress");
+        let mut expected = now.clone();
+        expected["status"] = "queued".into();
+        assert_eq!(queued, expected);
+        assert!(w.output().is_empty());
+    }
+
+    const MCP_ADDED: &[u8] = b"{\"type\":\"mcp_call\", \"status\":\"in_progress\",\"server_label\":\"s\",\n\
+        \"name\":\"t\",\"arguments\":\"\"}";
+    const MCP_DONE: &[u8] = b"{\"type\":\"mcp_call\",\"status\":\"completed\",\"server_label\":\"s\",\
+        \"name\":\"t\",\"arguments\":\"{}\",\"output\":\"42\"}";
+
+    #[test]
+    fn router_items_sit_in_the_same_series_and_output() {
+        let mut w = ResponseWriter::new(
+            ResponseSettings::default(),
+            Some("resp_0123456789abcdef0123456789abcdef0123456789abcdef".into()),
+            Some(1),
+            Framing::Sse,
+        );
+        w.text_delta(TextKind::OutputText, "a");
+        let (index, id) = w.open_item("mcp", MCP_ADDED).unwrap();
+        let id = id.to_owned();
+        assert_eq!(index, 1);
+        assert!(id.starts_with("mcp_"));
+        w.item_event("response.mcp_call.in_progress", b"{}").unwrap();
+        w.item_event("response.mcp_call_arguments.delta", b"{\"delta\": \"{}\"}")
+            .unwrap();
+        w.item_event("response.mcp_call.completed", b"{}").unwrap();
+        w.done_item(MCP_DONE).unwrap();
+        w.text_delta(TextKind::OutputText, "b");
+        w.finish(Outcome::Completed);
+        let out = w.output().to_vec();
+        let text = std::str::from_utf8(&out).unwrap();
+        let added = format!(
+            "\"output_index\":1,\"item\":{{\"id\":\"{id}\",\"type\":\"mcp_call\",\"status\":\"in_progress\",\
+             \"server_label\":\"s\",\"name\":\"t\",\"arguments\":\"\"}}}}"
+        );
+        assert!(text.contains(&added), "{text}");
+        let done = format!("{{\"id\":\"{id}\",{}", &std::str::from_utf8(MCP_DONE).unwrap()[1..]);
+        assert!(text.contains(&format!("\"output_index\":1,\"item\":{done}}}")));
+        let evs = events(&out);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        let delta = evs
+            .iter()
+            .find(|e| e["type"] == "response.mcp_call_arguments.delta")
+            .unwrap();
+        assert_eq!(
+            *delta,
+            serde_json::json!({"type": "response.mcp_call_arguments.delta", "sequence_number": delta["sequence_number"],
+                               "item_id": id, "output_index": 1, "delta": "{}"})
+        );
+        let types: Vec<_> = evs[7..].iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types[..6],
+            [
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.mcp_call.in_progress",
+                "response.mcp_call_arguments.delta",
+                "response.mcp_call.completed",
+                "response.output_item.done",
+            ]
+        );
+        let response = String::from_utf8(w.response_json()).unwrap();
+        assert!(response.contains(&format!(",{done},{{\"id\":\"msg_")), "{response}");
+        let r: Value = serde_json::from_str(&response).unwrap();
+        assert_eq!(r["output"].as_array().unwrap().len(), 3);
+        assert_eq!(r["output"][2]["output_index"], Value::Null);
+        assert_eq!(r["output"][2]["content"][0]["text"], "b");
+    }
+
+    #[test]
+    fn router_items_refuse_what_does_not_fit() {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::JsonLines);
+        assert!(w.item_event("x.y", b"{}").is_err(), "nothing open");
+        assert!(w.open_item("mcp", b"[1]").is_err());
+        assert!(w.output().is_empty(), "a refused item writes nothing");
+        w.text_delta(TextKind::OutputText, "a");
+        assert!(w.done_item(MCP_DONE).is_err(), "the open item is a message");
+        let (_, id) = w
+            .open_item(
+                "mcp",
+                b"{\"id\":\"mcp_mine\",\"type\":\"mcp_call\",\"status\":\"in_progress\"}",
+            )
+            .unwrap();
+        assert_eq!(id, "mcp_mine");
+        assert!(w.item_event("x.y", b"[]").is_err());
+        assert!(w.item_event("x\"y", b"{}").is_err());
+        assert!(w.item_event("x\ny", b"{}").is_err());
+        assert!(w.item_event("", b"{}").is_err());
+        assert!(w.done_item(b"{\"id\":\"mcp_other\"}").is_err());
+        w.clear_output();
+        // The response ends with the item open: it is closed with the status the ending gives.
+        w.finish(Outcome::Failed(ErrorInfo {
+            kind: "server_error".into(),
+            code: "c".into(),
+            message: "m".into(),
+            param: None,
+        }));
+        let evs: Vec<Value> = std::str::from_utf8(w.output())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            evs[0]["item"],
+            serde_json::json!({"id": "mcp_mine", "type": "mcp_call", "status": "incomplete"})
+        );
+        assert!(w.open_item("mcp", MCP_ADDED).is_err(), "the response has ended");
+        assert!(w.item_event("x.y", b"{}").is_err());
+    }
+
+    #[test]
+    fn json_lines_on_every_path_are_one_object_per_message() {
+        let check = |w: &ResponseWriter| -> Vec<Value> {
+            let text = std::str::from_utf8(w.output()).unwrap();
+            assert!(!text.contains("[DONE]") && !text.contains("event: "), "{text}");
+            assert!(text.is_empty() || text.ends_with('\n'));
+            let messages = w.output_events();
+            assert_eq!(messages.len(), text.lines().count());
+            messages.iter().map(|m| serde_json::from_slice(m).unwrap()).collect()
+        };
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::JsonLines)
+            .with_reasoning(ReasoningPolicy::Strip);
+        w.summary_delta(false, "s\nt");
+        w.reasoning_encrypted_content("sig");
+        w.open_item("mcp", b"{\"type\":\"mcp_call\",\n\"status\":\"in_progress\"}")
+            .unwrap();
+        w.item_event("response.mcp_call.in_progress", b"{\n\"a\": [1,\n2]}")
+            .unwrap();
+        w.done_item(b"{\"type\":\"mcp_call\",\n\"status\":\"completed\"}")
+            .unwrap();
+        w.begin_turn();
+        w.text_delta(TextKind::OutputText, "line\nbreak");
+        w.finish(Outcome::Completed);
+        let evs = check(&w);
+        assert_eq!(evs.len(), 17);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        assert_eq!(evs.last().unwrap()["type"], "response.output_item.done", "a turn's end");
+        w.clear_output();
+        assert!(w.cancel());
+        let evs = check(&w);
+        assert_eq!(evs.last().unwrap()["type"], "response.failed");
+        assert_eq!(
+            evs.last().unwrap()["response"]["output"][0]["encrypted_content"],
+            Value::Null
+        );
+
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::JsonLines);
+        w.text_delta(TextKind::OutputText, "x");
+        w.finish(Outcome::Failed(ErrorInfo {
+            kind: "server_error".into(),
+            code: "c".into(),
+            message: "m".into(),
+            param: None,
+        }));
+        assert_eq!(check(&w).last().unwrap()["type"], "response.failed");
+
+        // SSE messages are whole frames, `[DONE]` the last.
+        let mut w = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse);
+        w.text_delta(TextKind::OutputText, "x");
+        w.finish(Outcome::Completed);
+        let frames = w.output_events();
+        assert_eq!(frames.concat(), w.output());
+        assert_eq!(*frames.last().unwrap(), b"data: [DONE]\n\n");
+        assert!(frames[0].starts_with(b"event: response.created\ndata: {"));
     }
 
     #[test]

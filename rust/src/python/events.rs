@@ -1,4 +1,5 @@
-//! `ResponseEventParser` and `StreamError`: the checking Open Responses stream parser for Python.
+//! `ResponseEventParser` and `StreamError`: the checking Open Responses stream parser for Python; `new_id`,
+//! `item_id` and `OUTPUT_ITEMS`: the ids the core gives responses and their items.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
@@ -111,7 +112,22 @@ impl ResponseEventParser {
     }
 }
 
+/// A new id `prefix_` + 48 hex characters (see `events/ids.rs`).
+#[pyfunction]
+fn new_id(prefix: &str) -> String {
+    crate::events::ids::new_id(prefix)
+}
+
+/// The id of output item `index` of response `response_id` (see `events/ids.rs`).
+#[pyfunction]
+fn item_id(prefix: &str, response_id: &str, index: usize) -> String {
+    crate::events::ids::item_id(prefix, response_id, index)
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(new_id, m)?)?;
+    m.add_function(wrap_pyfunction!(item_id, m)?)?;
+    m.add("OUTPUT_ITEMS", crate::events::ids::OUTPUT_ITEMS)?;
     m.add_class::<ResponseEventParser>()?;
     m.add("StreamError", m.py().get_type::<StreamError>())?;
     Ok(())

@@ -238,54 +238,67 @@ pub fn convert_message(
     id: Option<String>,
     created_at: Option<u64>,
 ) -> Result<Vec<u8>, ConvertError> {
-    #[derive(Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow, default, rename = "type")]
-        kind: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        error: Option<ErrorIn<'a>>,
-    }
-    let head: Body<'_> = serde_json::from_slice(body).map_err(|e| ConvertError {
-        message: format!("the upstream body is not a Messages object: {e}"),
-    })?;
     let mut state = State::new(ResponseWriter::silent(settings, id, created_at));
-    if head.kind.as_deref() == Some("error") {
-        let error = head.error.as_ref().map_or_else(
-            || {
-                stream_error(
-                    "upstream_error",
-                    "upstream error: the upstream reported an error".to_owned(),
-                )
-            },
-            ErrorIn::to_error,
-        );
-        state.fail(error);
-        return Ok(state.writer.response_json());
-    }
-    if head.kind.as_deref() != Some("message") {
-        return Err(ConvertError {
-            message: "the upstream body is not a Messages object (type is not \"message\")".to_owned(),
-        });
-    }
-    let message: MessageIn<'_> = serde_json::from_slice(body).map_err(|e| ConvertError {
-        message: format!("the upstream body is not a Messages object: {e}"),
-    })?;
-    state.writer.start();
-    for block in &message.content {
-        state.open_block(block);
-        state.close_block();
-    }
-    if let Some(usage) = &message.usage {
-        state.on_usage(usage);
-    }
-    state.stop_reason = message.stop_reason.as_deref().map(str::to_owned);
-    state.complete();
+    state.read_whole(body)?;
     Ok(state.writer.response_json())
+}
+
+impl State {
+    /// A whole Messages body, as the stream that says the same would have driven the writer.
+    fn read_whole(&mut self, body: &[u8]) -> Result<(), ConvertError> {
+        #[derive(Deserialize)]
+        struct Body<'a> {
+            #[serde(borrow, default, rename = "type")]
+            kind: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            error: Option<ErrorIn<'a>>,
+        }
+        let state = self;
+        let head: Body<'_> = serde_json::from_slice(body).map_err(|e| ConvertError {
+            message: format!("the upstream body is not a Messages object: {e}"),
+        })?;
+        if head.kind.as_deref() == Some("error") {
+            let error = head.error.as_ref().map_or_else(
+                || {
+                    stream_error(
+                        "upstream_error",
+                        "upstream error: the upstream reported an error".to_owned(),
+                    )
+                },
+                ErrorIn::to_error,
+            );
+            state.fail(error);
+            return Ok(());
+        }
+        if head.kind.as_deref() != Some("message") {
+            return Err(ConvertError {
+                message: "the upstream body is not a Messages object (type is not \"message\")".to_owned(),
+            });
+        }
+        let message: MessageIn<'_> = serde_json::from_slice(body).map_err(|e| ConvertError {
+            message: format!("the upstream body is not a Messages object: {e}"),
+        })?;
+        state.writer.start();
+        for block in &message.content {
+            state.open_block(block);
+            state.close_block();
+        }
+        if let Some(usage) = &message.usage {
+            state.on_usage(usage);
+        }
+        state.stop_reason = message.stop_reason.as_deref().map(str::to_owned);
+        state.complete();
+        Ok(())
+    }
 }
 
 impl Dialect for State {
     fn new(writer: ResponseWriter) -> Self {
         State::new(writer)
+    }
+
+    fn into_writer(self) -> ResponseWriter {
+        self.writer
     }
 
     fn writer(&self) -> &ResponseWriter {
@@ -298,6 +311,10 @@ impl Dialect for State {
 
     fn on_event(&mut self, event: &SseEventRef<'_>) {
         self.read_event(event);
+    }
+
+    fn on_whole(&mut self, body: &[u8]) -> Result<(), ConvertError> {
+        self.read_whole(body)
     }
 
     fn on_end(&mut self) {

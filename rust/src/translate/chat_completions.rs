@@ -45,6 +45,10 @@ impl Dialect for ChatCompletions {
         }
     }
 
+    fn into_writer(self) -> ResponseWriter {
+        self.state.writer
+    }
+
     fn writer(&self) -> &ResponseWriter {
         &self.state.writer
     }
@@ -55,6 +59,10 @@ impl Dialect for ChatCompletions {
 
     fn on_event(&mut self, event: &SseEventRef<'_>) {
         self.state.on_event(&mut self.reader, event);
+    }
+
+    fn on_whole(&mut self, body: &[u8]) -> Result<(), ConvertError> {
+        self.state.read_whole(body)
     }
 
     fn on_end(&mut self) {
@@ -288,46 +296,55 @@ pub fn convert_chat_completion(
     id: Option<String>,
     created_at: Option<u64>,
 ) -> Result<Vec<u8>, ConvertError> {
-    let chunk: Chunk<'_> = serde_json::from_slice(body).map_err(|e| ConvertError {
-        message: format!("the upstream body is not a chat.completion object: {e}"),
-    })?;
     let mut state = State::new(ResponseWriter::silent(settings, id, created_at));
-    if let Some(error) = &chunk.error {
-        state.fail(error.to_error());
-        return Ok(state.writer.response_json());
-    }
-    let Some(choice) = chunk
-        .choices
-        .as_ref()
-        .and_then(|c| c.iter().find(|c| c.index.unwrap_or(0) == 0))
-    else {
-        return Err(ConvertError {
-            message: "the upstream chat.completion has no choices".to_owned(),
-        });
-    };
-    if let Some(message) = &choice.message {
-        let calls = message.tool_calls.iter().flatten().map(|call| {
-            let function = call.function.as_ref();
-            CallDelta {
-                index: call.index,
-                id: call.id.as_deref(),
-                name: function.and_then(|f| f.name.as_deref()),
-                arguments: function.and_then(|f| f.arguments.as_deref()),
-            }
-        });
-        let text = DeltaText {
-            reasoning: message.reasoning_content.as_deref().or(message.reasoning.as_deref()),
-            content: message.content.as_deref(),
-            refusal: message.refusal.as_deref(),
-        };
-        state.on_delta(&text, calls);
-    }
-    if let Some(usage) = &chunk.usage {
-        state.writer.set_usage(usage.to_usage());
-    }
-    state.finish_reason = choice.finish_reason.as_deref().map(str::to_owned);
-    state.complete();
+    state.read_whole(body)?;
     Ok(state.writer.response_json())
+}
+
+impl State {
+    /// A whole `chat.completion` body, as the stream that says the same would have driven the writer.
+    fn read_whole(&mut self, body: &[u8]) -> Result<(), ConvertError> {
+        let state = self;
+        let chunk: Chunk<'_> = serde_json::from_slice(body).map_err(|e| ConvertError {
+            message: format!("the upstream body is not a chat.completion object: {e}"),
+        })?;
+        if let Some(error) = &chunk.error {
+            state.fail(error.to_error());
+            return Ok(());
+        }
+        let Some(choice) = chunk
+            .choices
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.index.unwrap_or(0) == 0))
+        else {
+            return Err(ConvertError {
+                message: "the upstream chat.completion has no choices".to_owned(),
+            });
+        };
+        if let Some(message) = &choice.message {
+            let calls = message.tool_calls.iter().flatten().map(|call| {
+                let function = call.function.as_ref();
+                CallDelta {
+                    index: call.index,
+                    id: call.id.as_deref(),
+                    name: function.and_then(|f| f.name.as_deref()),
+                    arguments: function.and_then(|f| f.arguments.as_deref()),
+                }
+            });
+            let text = DeltaText {
+                reasoning: message.reasoning_content.as_deref().or(message.reasoning.as_deref()),
+                content: message.content.as_deref(),
+                refusal: message.refusal.as_deref(),
+            };
+            state.on_delta(&text, calls);
+        }
+        if let Some(usage) = &chunk.usage {
+            state.writer.set_usage(usage.to_usage());
+        }
+        state.finish_reason = choice.finish_reason.as_deref().map(str::to_owned);
+        state.complete();
+        Ok(())
+    }
 }
 
 impl State {

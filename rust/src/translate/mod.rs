@@ -1,7 +1,9 @@
 //! Upstream dialect translators: one module per dialect, each a [`Dialect`] that the generic
 //! [`Translator`] drives (SSE framing, the start, the end of the stream, failures from outside).
 
-use crate::events::writer::{ErrorInfo, Framing, Outcome, ResponseSettings, ResponseWriter, Status};
+use crate::events::writer::{
+    ErrorInfo, Framing, FunctionCallRef, Outcome, ReasoningPolicy, ResponseSettings, ResponseWriter, Status,
+};
 use crate::sse::{SseDecoder, SseEventRef, SseLimits};
 
 pub mod anthropic;
@@ -12,27 +14,58 @@ pub mod responses;
 pub trait Dialect {
     /// The dialect's state around `writer`.
     fn new(writer: ResponseWriter) -> Self;
+    /// The writer back, the dialect's state dropped (a new upstream turn starts from a fresh state).
+    fn into_writer(self) -> ResponseWriter;
     fn writer(&self) -> &ResponseWriter;
     fn writer_mut(&mut self) -> &mut ResponseWriter;
     /// One upstream SSE event, while the response is unfinished.
     fn on_event(&mut self, event: &SseEventRef<'_>);
+    /// A whole upstream body (a JSON answer where a stream was asked for): the events the stream saying
+    /// the same would have driven, its end included. An error (nothing written) if it is not the
+    /// dialect's body.
+    fn on_whole(&mut self, body: &[u8]) -> Result<(), ConvertError>;
     /// The upstream stream ended, on an event boundary, with the response unfinished: complete it where the
     /// stream had said how it ends, else fail it as cut (`upstream_stream_truncated`).
     fn on_end(&mut self);
 }
 
+/// How a translator writes: chosen once, when it is made.
+#[derive(Debug, Default)]
+pub struct TranslatorOptions {
+    /// SSE frames (HTTP), or one JSON object per line (the WebSocket transport).
+    pub framing: Framing,
+    /// What clients see of reasoning items' `encrypted_content`.
+    pub reasoning: ReasoningPolicy,
+}
+
 /// An upstream stream of dialect `D` (or a body) → Open Responses events: one call per upstream read.
+///
+/// One response may span several upstream calls (a server-side tool loop): [`next_turn`](Self::next_turn)
+/// before each call's first read, [`end_turn`](Self::end_turn) at its end, then another turn or
+/// [`finish`](Self::finish) / [`fail`](Self::fail) / [`cancel`](Self::cancel).
 pub struct Translator<D> {
     sse: SseDecoder,
     dialect: D,
 }
 
 impl<D: Dialect> Translator<D> {
-    /// A translator for one response; see [`ResponseWriter::new`] for `id` and `created_at`.
+    /// A translator for one response, writing SSE frames; see [`ResponseWriter::new`] for `id` and `created_at`.
     pub fn new(settings: ResponseSettings, id: Option<String>, created_at: Option<u64>, limits: SseLimits) -> Self {
+        Self::with_options(settings, id, created_at, limits, TranslatorOptions::default())
+    }
+
+    /// A translator with a framing and a reasoning policy of its own.
+    pub fn with_options(
+        settings: ResponseSettings,
+        id: Option<String>,
+        created_at: Option<u64>,
+        limits: SseLimits,
+        options: TranslatorOptions,
+    ) -> Self {
+        let writer = ResponseWriter::new(settings, id, created_at, options.framing).with_reasoning(options.reasoning);
         Self {
             sse: SseDecoder::with_limits(limits),
-            dialect: D::new(ResponseWriter::new(settings, id, created_at, Framing::Sse)),
+            dialect: D::new(writer),
         }
     }
 
@@ -61,11 +94,49 @@ impl<D: Dialect> Translator<D> {
         dialect.writer().output()
     }
 
-    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`).
+    /// End of the upstream stream: the frames that close the response (and `data: [DONE]`). After
+    /// [`end_turn`](Self::end_turn), the response ends as the last turn did.
     pub fn finish(&mut self) -> &[u8] {
+        let turn_outcome = self.dialect.writer().turn_outcome().cloned();
+        if let Some(outcome) = turn_outcome {
+            let writer = self.dialect.writer_mut();
+            writer.clear_output();
+            writer.finish_response(outcome);
+            return writer.output();
+        }
+        self.end_stream(false);
+        self.dialect.writer().output()
+    }
+
+    /// Start an upstream call whose end does not end the response (see [`ResponseWriter::begin_turn`]):
+    /// a fresh SSE decoder and dialect state around the same writer. Call it before every turn's first
+    /// [`feed`](Self::feed), the first turn's too. Writes nothing.
+    pub fn next_turn(&mut self) {
+        self.sse = SseDecoder::with_limits(self.sse.limits());
+        let dialect = std::mem::replace(&mut self.dialect, D::new(ResponseWriter::placeholder()));
+        let mut writer = dialect.into_writer();
+        writer.clear_output();
+        writer.begin_turn();
+        self.dialect = D::new(writer);
+    }
+
+    /// End of the current turn's upstream stream: closes the open item and records how the turn ended
+    /// ([`turn_outcome`](Self::turn_outcome), [`turn_function_calls`](Self::turn_function_calls)), writing
+    /// no terminal event; the caller then starts another turn or ends the response. Outside a turn, as
+    /// [`finish`](Self::finish).
+    pub fn end_turn(&mut self) -> &[u8] {
+        self.end_stream(true);
+        self.dialect.writer().output()
+    }
+
+    fn end_stream(&mut self, keep_turn: bool) {
         let Self { sse, dialect } = self;
-        dialect.writer_mut().clear_output();
-        dialect.writer_mut().start();
+        let writer = dialect.writer_mut();
+        writer.clear_output();
+        writer.start();
+        if !keep_turn {
+            writer.end_turns();
+        }
         let cut_mid_event = sse.finish();
         if !dialect.writer().is_finished() {
             if cut_mid_event {
@@ -77,7 +148,29 @@ impl<D: Dialect> Translator<D> {
                 dialect.on_end();
             }
         }
-        dialect.writer().output()
+    }
+
+    /// A whole upstream body where a stream was asked for: the frames that stream followed by
+    /// [`finish`](Self::finish) would have given (in a turn, by [`end_turn`](Self::end_turn)). An error,
+    /// and nothing written, if the body is not the dialect's (the caller then fails the response).
+    pub fn feed_whole(&mut self, body: &[u8]) -> Result<&[u8], ConvertError> {
+        let Self { sse, dialect } = self;
+        dialect.writer_mut().clear_output();
+        if !dialect.writer().is_finished() {
+            sse.finish();
+            dialect.on_whole(body)?;
+        }
+        Ok(dialect.writer().output())
+    }
+
+    /// How the current turn ended, once [`end_turn`](Self::end_turn) (or the upstream) said so.
+    pub fn turn_outcome(&self) -> Option<&Outcome> {
+        self.dialect.writer().turn_outcome()
+    }
+
+    /// The function calls the model made in the current turn.
+    pub fn turn_function_calls(&self) -> impl Iterator<Item = FunctionCallRef<'_>> {
+        self.dialect.writer().turn_function_calls()
     }
 
     /// End the response as failed for a reason outside the upstream's bytes (an idle timeout, the
@@ -89,8 +182,28 @@ impl<D: Dialect> Translator<D> {
         writer.clear_output();
         writer.start();
         sse.finish();
-        writer.finish(Outcome::Failed(error));
+        writer.finish_response(Outcome::Failed(error));
         writer.output()
+    }
+
+    /// Cancel the response (see [`ResponseWriter::cancel`]): the frames that close it. Nothing if the
+    /// response already ended.
+    pub fn cancel(&mut self) -> &[u8] {
+        let Self { sse, dialect } = self;
+        let writer = dialect.writer_mut();
+        writer.clear_output();
+        if writer.status() == Status::InProgress {
+            writer.start();
+            sse.finish();
+            writer.cancel();
+        }
+        writer.output()
+    }
+
+    /// The writer, for what the router writes itself between upstream reads (its own items); its
+    /// [`output`](ResponseWriter::output) is cleared by the next translator call.
+    pub fn writer_mut(&mut self) -> &mut ResponseWriter {
+        self.dialect.writer_mut()
     }
 
     /// The writer (response id, status, the response object so far).
@@ -148,5 +261,378 @@ fn stream_error(code: &str, message: String) -> ErrorInfo {
         code: code.to_owned(),
         message,
         param: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chat_completions::ChatCompletionsTranslator;
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const ID: &str = "resp_0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// A turn in which the model calls `get`, then one in which it answers.
+    const CALL_TURN: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\
+        \"function\":{\"name\":\"get\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,\"total_tokens\":15,\
+        \"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":2}}}\n\n\
+        data: [DONE]\n\n";
+    const ANSWER_TURN: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"It is 1.\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":7,\"total_tokens\":27,\
+        \"prompt_tokens_details\":{\"cached_tokens\":1}}}\n\n\
+        data: [DONE]\n\n";
+
+    fn translator(framing: Framing) -> ChatCompletionsTranslator {
+        let options = TranslatorOptions {
+            framing,
+            ..TranslatorOptions::default()
+        };
+        ChatCompletionsTranslator::with_options(
+            ResponseSettings::default(),
+            Some(ID.into()),
+            Some(1),
+            SseLimits::default(),
+            options,
+        )
+    }
+
+    /// The events of SSE frames or JSON lines, `completed_at` (the clock's) taken out.
+    pub(crate) fn events(out: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(out).unwrap();
+        let datas: Vec<&str> = if text.starts_with('{') {
+            text.lines().collect()
+        } else {
+            text.split("\n\n")
+                .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+                .filter(|data| *data != "[DONE]")
+                .collect()
+        };
+        datas
+            .into_iter()
+            .map(|data| {
+                let mut event: Value = serde_json::from_str(data).unwrap();
+                if let Some(response) = event.get_mut("response") {
+                    response["completed_at"] = Value::Null;
+                }
+                event
+            })
+            .collect()
+    }
+
+    /// Both turns in `read`-byte reads; the frames of each call, and the calls each turn made.
+    fn two_turns(t: &mut ChatCompletionsTranslator, read: usize) -> (Vec<u8>, Vec<Vec<(usize, String)>>) {
+        let mut out = Vec::new();
+        let mut calls = Vec::new();
+        for turn in [CALL_TURN, ANSWER_TURN] {
+            t.next_turn();
+            for chunk in turn.chunks(read) {
+                out.extend_from_slice(t.feed(chunk));
+            }
+            out.extend_from_slice(t.end_turn());
+            assert_eq!(t.turn_outcome(), Some(&Outcome::Completed));
+            assert_eq!(t.status(), Status::InProgress);
+            calls.push(
+                t.turn_function_calls()
+                    .map(|c| (c.output_index, format!("{} {} {}", c.call_id, c.name, c.arguments)))
+                    .collect(),
+            );
+        }
+        out.extend_from_slice(t.finish());
+        (out, calls)
+    }
+
+    #[test]
+    fn two_upstream_calls_make_one_response() {
+        let mut t = translator(Framing::Sse);
+        let (out, calls) = two_turns(&mut t, usize::MAX);
+        assert_eq!(calls, [vec![(1, "call_1 get {\"a\":1}".to_owned())], vec![]]);
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        assert_eq!(out.windows(6).filter(|w| w == b"[DONE]").count(), 1);
+        let evs = events(&out);
+        for (i, e) in evs.iter().enumerate() {
+            assert_eq!(e["sequence_number"], i as u64);
+        }
+        let count = |ty: &str| evs.iter().filter(|e| e["type"] == ty).count();
+        assert_eq!(count("response.created"), 1);
+        assert_eq!(count("response.completed"), 1);
+        assert_eq!(count("response.output_item.added"), 3);
+        let indexes: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.done")
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, [0, 1, 2]);
+        let response = &evs.last().unwrap()["response"];
+        let output: Vec<_> = response["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["type"])
+            .collect();
+        assert_eq!(output, ["reasoning", "function_call", "message"]);
+        assert_eq!(
+            response["usage"],
+            serde_json::json!({"input_tokens": 30, "input_tokens_details": {"cached_tokens": 5},
+                               "output_tokens": 12, "output_tokens_details": {"reasoning_tokens": 2},
+                               "total_tokens": 42})
+        );
+        assert_eq!(t.status(), Status::Completed);
+        assert!(t.finish().is_empty());
+    }
+
+    #[test]
+    fn a_turn_that_fails_ends_the_response_only_when_told() {
+        let mut t = translator(Framing::Sse);
+        t.next_turn();
+        let out = t
+            .feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par")
+            .to_vec();
+        assert!(!out.is_empty());
+        let out = t.end_turn().to_vec();
+        assert!(matches!(
+            t.turn_outcome(),
+            Some(Outcome::Failed(ErrorInfo { code, .. })) if code == "upstream_stream_truncated"
+        ));
+        assert!(events(&out).is_empty(), "nothing was open: no events, and no error yet");
+        assert_eq!(t.status(), Status::InProgress);
+        let evs = events(t.finish());
+        let types: Vec<_> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["error", "response.failed"]);
+        assert_eq!(t.status(), Status::Failed);
+
+        // A turn cut while an item is open closes it incomplete; `fail` then ends the response its own way.
+        let mut t = translator(Framing::Sse);
+        t.next_turn();
+        t.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n");
+        let evs = events(t.end_turn());
+        assert_eq!(evs.last().unwrap()["type"], "response.output_item.done");
+        assert_eq!(evs.last().unwrap()["item"]["status"], "incomplete");
+        let evs = events(t.fail(stream_error("upstream_timeout", "slow".into())));
+        assert_eq!(evs[0]["error"]["code"], "upstream_timeout");
+        assert_eq!(t.status(), Status::Failed);
+    }
+
+    #[test]
+    fn finish_without_end_turn_ends_the_response_as_today() {
+        let mut a = translator(Framing::Sse);
+        a.next_turn();
+        let mut out_a = a.feed(ANSWER_TURN).to_vec();
+        out_a.extend_from_slice(a.finish());
+        let mut b = translator(Framing::Sse);
+        let mut out_b = b.feed(ANSWER_TURN).to_vec();
+        out_b.extend_from_slice(b.finish());
+        assert_eq!(events(&out_a), events(&out_b));
+        assert!(out_a.ends_with(b"data: [DONE]\n\n"));
+        // And a second turn's usage is summed even when its end finishes the response at once.
+        let mut t = translator(Framing::Sse);
+        t.next_turn();
+        t.feed(CALL_TURN);
+        t.end_turn();
+        t.next_turn();
+        t.feed(ANSWER_TURN);
+        let evs = events(t.finish());
+        let usage = &evs.last().unwrap()["response"]["usage"];
+        assert_eq!(usage["total_tokens"], 42);
+    }
+
+    #[test]
+    fn cancel_mid_turn_and_after_a_turn() {
+        for end_first in [false, true] {
+            let mut t = translator(Framing::Sse);
+            t.next_turn();
+            t.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n");
+            if end_first {
+                t.end_turn();
+            }
+            let evs = events(t.cancel());
+            assert_eq!(evs.last().unwrap()["type"], "response.failed");
+            assert_eq!(t.status(), Status::Cancelled);
+            let r: Value = serde_json::from_slice(&t.writer().response_json()).unwrap();
+            assert_eq!((r["status"].as_str(), &r["error"]), (Some("cancelled"), &Value::Null));
+            assert_eq!(r["output"][0]["status"], "incomplete");
+            assert!(t.cancel().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_router_runs_a_tool_between_turns() {
+        let mut t = translator(Framing::JsonLines);
+        t.next_turn();
+        let mut out = t.feed(CALL_TURN).to_vec();
+        out.extend_from_slice(t.end_turn());
+        let call = t.turn_function_calls().next().unwrap().call_id.to_owned();
+        let writer = t.writer_mut();
+        writer.clear_output();
+        writer
+            .open_item("mcp", b"{\"type\":\"mcp_call\",\"status\":\"in_progress\"}")
+            .unwrap();
+        writer.item_event("response.mcp_call.completed", b"{}").unwrap();
+        writer
+            .done_item(format!("{{\"type\":\"mcp_call\",\"status\":\"completed\",\"call\":\"{call}\"}}").as_bytes())
+            .unwrap();
+        out.extend_from_slice(writer.output());
+        t.next_turn();
+        out.extend_from_slice(t.feed(ANSWER_TURN));
+        out.extend_from_slice(t.end_turn());
+        out.extend_from_slice(t.finish());
+        let evs = events(&out);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        let output = &evs.last().unwrap()["response"]["output"];
+        let types: Vec<_> = output
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["reasoning", "function_call", "mcp_call", "message"]);
+        assert_eq!(output[2]["call"], "call_1");
+        let added: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.added")
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(added, [0, 1, 2, 3]);
+        assert_eq!(t.turn_function_calls().count(), 0, "the last turn made no calls");
+    }
+
+    /// SSE frames of `events` (JSON values, each with its `type`), as `providers/*.py` `whole_as_stream` writes.
+    fn sse_of(events: &[Value], named: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in events {
+            if named {
+                out.extend_from_slice(format!("event: {}\n", e["type"].as_str().unwrap()).as_bytes());
+            }
+            out.extend_from_slice(format!("data: {e}\n\n").as_bytes());
+        }
+        out
+    }
+
+    /// `feed_whole(body)` and `feed(stream) + finish()` on fresh translators of dialect `D`: the same bytes.
+    fn same_as_stream<D: Dialect>(body: &Value, stream: &[u8]) {
+        let make = || {
+            Translator::<D>::with_options(
+                ResponseSettings::default(),
+                Some(ID.into()),
+                Some(1),
+                SseLimits::default(),
+                TranslatorOptions::default(),
+            )
+        };
+        let mut whole = make();
+        let whole_out = whole.feed_whole(body.to_string().as_bytes()).unwrap().to_vec();
+        let mut streamed = make();
+        let mut stream_out = streamed.feed(stream).to_vec();
+        stream_out.extend_from_slice(streamed.finish());
+        assert_eq!(events(&whole_out), events(&stream_out));
+        assert!(whole_out.ends_with(b"data: [DONE]\n\n"));
+        assert!(whole.finish().is_empty());
+        let response = |t: &Translator<D>| {
+            let mut r: Value = serde_json::from_slice(&t.writer().response_json()).unwrap();
+            r["completed_at"] = Value::Null;
+            r
+        };
+        assert_eq!(response(&whole), response(&streamed));
+    }
+
+    #[test]
+    fn a_whole_body_gives_the_events_of_the_stream_saying_the_same() {
+        use serde_json::json;
+        // tests/mock_upstream.py: `_completion_body`, `WHOLE_MESSAGE`, `WHOLE_RESPONSE`.
+        let completion = json!({
+            "id": "chatcmpl-json", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "The capital is London."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
+        let mut chunk = completion.clone();
+        chunk["choices"][0]["delta"] = chunk["choices"][0]["message"].take();
+        chunk["choices"][0].as_object_mut().unwrap().remove("message");
+        let mut stream = sse_of(&[chunk], false);
+        stream.extend_from_slice(b"data: [DONE]\n\n");
+        same_as_stream::<chat_completions::ChatCompletions>(&completion, &stream);
+
+        let message = json!({
+            "id": "msg_whole", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": "Look it up.", "signature": "sig-whole"},
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_whole", "name": "get_weather", "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 8}});
+        let mut start = message.clone();
+        start["content"] = json!([]);
+        let mut events = vec![json!({"type": "message_start", "message": start})];
+        for (index, block) in message["content"].as_array().unwrap().iter().enumerate() {
+            events.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
+            events.push(json!({"type": "content_block_stop", "index": index}));
+        }
+        events.push(
+            json!({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"]},
+                           "usage": message["usage"]}),
+        );
+        events.push(json!({"type": "message_stop"}));
+        same_as_stream::<anthropic::State>(&message, &sse_of(&events, true));
+
+        let response = json!({
+            "id": "resp_whole", "object": "response", "status": "completed", "model": "gpt",
+            "output": [{"type": "reasoning", "id": "rs_whole", "summary": [{"type": "summary_text", "text": "Look it up."}],
+                        "encrypted_content": "blob-whole"},
+                       {"type": "message", "id": "msg_whole", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]},
+                       {"type": "function_call", "id": "fc_whole", "call_id": "call_whole", "name": "get_weather",
+                        "arguments": "{\"city\": \"Paris\"}", "status": "completed"}],
+            "usage": {"input_tokens": 9, "output_tokens": 8, "total_tokens": 17}});
+        let mut events = Vec::new();
+        for (index, item) in response["output"].as_array().unwrap().iter().enumerate() {
+            let at = |ty: &str, delta: &Value| json!({"type": ty, "output_index": index, "item_id": item["id"], "delta": delta});
+            events.push(json!({"type": "response.output_item.added", "output_index": index, "item": item}));
+            if item["type"] == "message" {
+                for part in item["content"].as_array().unwrap() {
+                    events.push(at("response.output_text.delta", &part["text"]));
+                }
+            } else if item["type"] == "reasoning" {
+                for part in item["summary"].as_array().unwrap() {
+                    events.push(
+                        json!({"type": "response.reasoning_summary_part.added", "output_index": index,
+                                       "item_id": item["id"]}),
+                    );
+                    events.push(at("response.reasoning_summary_text.delta", &part["text"]));
+                }
+            }
+            events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
+        }
+        events.push(json!({"type": "response.completed", "response": response}));
+        same_as_stream::<responses::State>(&response, &sse_of(&events, true));
+    }
+
+    #[test]
+    fn a_body_of_another_dialect_writes_nothing_and_a_turn_records_its_end() {
+        let mut t = translator(Framing::Sse);
+        assert!(t.feed_whole(b"{\"type\":\"message\"}").is_err());
+        assert!(t.feed_whole(b"not json").is_err());
+        assert!(t.writer().output().is_empty());
+        t.next_turn();
+        let out = t
+            .feed_whole(b"{\"choices\":[{\"index\":0,\"message\":{\"content\":\"hi\"},\"finish_reason\":\"length\"}]}")
+            .unwrap()
+            .to_vec();
+        assert!(!out.windows(6).any(|w| w == b"[DONE]"));
+        assert_eq!(t.turn_outcome(), Some(&Outcome::Incomplete("max_output_tokens".into())));
+        assert!(t.end_turn().is_empty());
+        let evs = events(t.finish());
+        assert_eq!(evs.last().unwrap()["type"], "response.incomplete");
+    }
+
+    proptest! {
+        #[test]
+        fn turns_in_any_split_give_the_same_events(read in 1usize..200) {
+            let (whole, calls) = two_turns(&mut translator(Framing::JsonLines), usize::MAX);
+            let (split, split_calls) = two_turns(&mut translator(Framing::JsonLines), read);
+            prop_assert_eq!(events(&whole), events(&split));
+            prop_assert_eq!(calls, split_calls);
+        }
     }
 }

@@ -96,54 +96,67 @@ pub fn convert_response(
     id: Option<String>,
     created_at: Option<u64>,
 ) -> Result<Vec<u8>, ConvertError> {
-    let response: Value = serde_json::from_slice(body).map_err(|e| ConvertError {
-        message: format!("the upstream body is not a response object: {e}"),
-    })?;
     let mut state = State::new(ResponseWriter::silent(settings, id, created_at));
-    if response.get("object").and_then(Value::as_str) != Some("response") {
-        if let Some(error) = response.get("error").filter(|e| e.is_object()) {
-            state.fail(error_of(Some(error)));
-            return Ok(state.writer.response_json());
+    state.read_whole(body)?;
+    Ok(state.writer.response_json())
+}
+
+impl State {
+    /// A whole response object, as the stream that says the same would have driven the writer.
+    fn read_whole(&mut self, body: &[u8]) -> Result<(), ConvertError> {
+        let state = self;
+        let response: Value = serde_json::from_slice(body).map_err(|e| ConvertError {
+            message: format!("the upstream body is not a response object: {e}"),
+        })?;
+        if response.get("object").and_then(Value::as_str) != Some("response") {
+            if let Some(error) = response.get("error").filter(|e| e.is_object()) {
+                state.fail(error_of(Some(error)));
+                return Ok(());
+            }
+            return Err(ConvertError {
+                message: "the upstream body is not a response object (object is not \"response\")".to_owned(),
+            });
         }
-        return Err(ConvertError {
-            message: "the upstream body is not a response object (object is not \"response\")".to_owned(),
-        });
-    }
-    state.writer.start();
-    for (index, item) in response
-        .get("output")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let index = index as u64;
-        state.item_added(index, item);
-        if str_of(item, "type") == "message" {
-            for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
-                match str_of(part, "type") {
-                    "output_text" => state.writer.text_delta(TextKind::OutputText, str_of(part, "text")),
-                    "refusal" => state.writer.text_delta(TextKind::Refusal, str_of(part, "refusal")),
-                    _ => {}
+        state.writer.start();
+        for (index, item) in response
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let index = index as u64;
+            state.item_added(index, item);
+            if str_of(item, "type") == "message" {
+                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    match str_of(part, "type") {
+                        "output_text" => state.writer.text_delta(TextKind::OutputText, str_of(part, "text")),
+                        "refusal" => state.writer.text_delta(TextKind::Refusal, str_of(part, "refusal")),
+                        _ => {}
+                    }
+                }
+            } else if str_of(item, "type") == "reasoning" {
+                for part in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
+                    state.writer.summary_delta(true, str_of(part, "text"));
+                }
+                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    state.writer.text_delta(TextKind::Reasoning, str_of(part, "text"));
                 }
             }
-        } else if str_of(item, "type") == "reasoning" {
-            for part in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
-                state.writer.summary_delta(true, str_of(part, "text"));
-            }
-            for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
-                state.writer.text_delta(TextKind::Reasoning, str_of(part, "text"));
-            }
+            state.item_done(index, item);
         }
-        state.item_done(index, item);
+        state.terminal(&response);
+        Ok(())
     }
-    state.terminal(&response);
-    Ok(state.writer.response_json())
 }
 
 impl Dialect for State {
     fn new(writer: ResponseWriter) -> Self {
         State::new(writer)
+    }
+
+    fn into_writer(self) -> ResponseWriter {
+        self.writer
     }
 
     fn writer(&self) -> &ResponseWriter {
@@ -156,6 +169,10 @@ impl Dialect for State {
 
     fn on_event(&mut self, event: &SseEventRef<'_>) {
         self.read_event(event);
+    }
+
+    fn on_whole(&mut self, body: &[u8]) -> Result<(), ConvertError> {
+        self.read_whole(body)
     }
 
     fn on_end(&mut self) {

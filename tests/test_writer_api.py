@@ -1,0 +1,311 @@
+"""The translators' writer API (issue #16): reasoning policy, cancel and queued, several upstream calls in one
+response, the router's own items, JSON-lines framing, whole bodies, ids.
+
+Where the writer takes over something Python does today (`app.py`'s `_reasoning_frames`, `_cancelled`,
+`_with_status`; the providers' `whole_as_stream`), the bytes are compared with what that Python code makes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferroute import _core
+from ferroute.app import _reasoning_body, _reasoning_frames, _strip_encrypted, _with_status
+from ferroute.providers import Provider
+from ferroute.providers.anthropic import AnthropicProvider
+from ferroute.providers.responses import ResponsesProvider
+from ferroute.store import items
+from ferroute.store.crypto import ReasoningCipher, seal_item
+from tests.conftest import fixture_files
+from tests.grammar import check_events, check_stream
+from tests.mock_upstream import WHOLE_MESSAGE, WHOLE_RESPONSE, _completion_body
+
+Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator | _core.ResponsesTranslator
+CLASSES: dict[str, type[Translator]] = {
+    "chat_completions": _core.ChatCompletionsTranslator,
+    "anthropic": _core.AnthropicTranslator,
+    "responses": _core.ResponsesTranslator,
+}
+CASES = [(dialect, path) for dialect in CLASSES for path in fixture_files(dialect)]
+RESPONSE_ID = "resp_" + "0123456789ab" * 4
+TENANT = "tenant-a"
+_SEALED = re.compile(rb'"(ferroute1\.[A-Za-z0-9_-]+)"')
+_CLOCK = re.compile(rb'"completed_at":\d+')
+
+CALL_TURN = (
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1",'
+    b'"function":{"name":"get","arguments":"{}"}}]}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}\n\n'
+    b"data: [DONE]\n\n"
+)
+ANSWER_TURN = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"It is 1."},"finish_reason":"stop"}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":7,"total_tokens":27}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def make(dialect: str, **kwargs: Any) -> Translator:
+    return CLASSES[dialect]({"model": "m"}, response_id=RESPONSE_ID, created_at=1, **kwargs)
+
+
+def run(t: Translator, raw: bytes, read: int = 1000) -> bytes:
+    out = b"".join(t.feed(raw[i : i + read]) for i in range(0, len(raw), read))
+    return out + t.finish()
+
+
+def opened(cipher: ReasoningCipher, raw: bytes) -> bytes:
+    """`raw` with each sealed blob replaced by its plaintext (the nonce is random) and the clock zeroed."""
+
+    def plain(match: re.Match[bytes]) -> bytes:
+        return json.dumps(cipher.open(TENANT, match.group(1).decode()), sort_keys=True).encode().replace(b'"', b"'")
+
+    return _CLOCK.sub(b'"completed_at":0', _SEALED.sub(plain, raw))
+
+
+# --- reasoning policy: the bytes today's Python post-processing gives --------------------------------------
+
+
+@pytest.mark.parametrize(("dialect", "path"), CASES, ids=[f"{d}/{p.stem}" for d, p in CASES])
+def test_strip_and_seal_give_the_bytes_of_todays_post_processing(dialect: str, path: Path) -> None:
+    raw = path.read_bytes()
+    keep = run(make(dialect), raw)
+    keep_body = make(dialect)
+    run(keep_body, raw)
+
+    strip = make(dialect, reasoning="strip")
+    assert _CLOCK.sub(b"", run(strip, raw)) == _CLOCK.sub(b"", _reasoning_frames(keep, _strip_encrypted))
+    assert _CLOCK.sub(b"", strip.client_response_json()) == _CLOCK.sub(
+        b"", _reasoning_body(keep_body.response_json(), _strip_encrypted)
+    )
+    assert _CLOCK.sub(b"", strip.response_json()) == _CLOCK.sub(b"", keep_body.response_json())
+
+    cipher = ReasoningCipher("writer-test-key")
+    payloads: list[bytes] = []
+
+    def seal(payload: bytes) -> str:
+        payloads.append(payload)
+        return cipher.seal_payload(TENANT, payload)
+
+    sealed = make(dialect, reasoning="seal", seal=seal)
+    frames = run(sealed, raw)
+    cache: dict[str, str] = {}
+    today = _reasoning_frames(keep, lambda item: seal_item(cipher, TENANT, item, cache))
+    assert opened(cipher, frames) == opened(cipher, today)
+    reasoning_items = [i for i in json.loads(keep_body.response_json())["output"] if i["type"] == "reasoning"]
+    assert len(payloads) == len(reasoning_items), "each reasoning item is sealed once"
+    body = sealed.client_response_json()
+    assert opened(cipher, body) == opened(
+        cipher, _reasoning_body(keep_body.response_json(), lambda i: seal_item(cipher, TENANT, i, {}))
+    )
+    # The stored view keeps the upstream's own blob, never the router's.
+    assert b"ferroute1." not in sealed.response_json()
+    assert _CLOCK.sub(b"", sealed.response_json()) == _CLOCK.sub(b"", keep_body.response_json())
+    check_stream(frames)
+
+
+def test_a_seal_callable_that_raises_raises_from_the_call_that_closed_the_item() -> None:
+    def broken(payload: bytes) -> str:
+        raise RuntimeError("no key")
+
+    t = make("chat_completions", reasoning="seal", seal=broken)
+    t.feed(b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"hm"}}]}\n\n')
+    with pytest.raises(RuntimeError, match="no key"):
+        t.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}\n\n')
+    terminal = check_stream_prefix(t.finish())[-1]
+    assert terminal["type"] == "response.completed"
+    assert terminal["response"]["output"][0]["encrypted_content"] is None
+
+
+def check_stream_prefix(out: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: {")]
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="framing"):
+        make("anthropic", framing="ws")
+    with pytest.raises(ValueError, match="seal=callable"):
+        make("anthropic", reasoning="seal")
+    with pytest.raises(ValueError, match="reasoning"):
+        make("anthropic", reasoning="hide")
+
+
+# --- cancelled and queued: what `_cancelled` and `_with_status` give --------------------------------------
+
+
+@pytest.mark.parametrize("framing", ["sse", "json"])
+def test_cancel_gives_todays_stream_and_stored_object(framing: str) -> None:
+    partial = b'data: {"choices":[{"index":0,"delta":{"content":"par"}}]}\n\n'
+    today = make("chat_completions")
+    today.feed(partial)
+    today_out = today.fail("the response was cancelled", code="cancelled", type="server_error")
+    today_json = _with_status(today.response_json(), "cancelled")
+
+    t = make("chat_completions", framing=framing)
+    t.feed(partial)
+    out = t.cancel()
+    assert t.status == "cancelled"
+    assert t.response_json() == today_json
+    if framing == "sse":
+        assert out == today_out
+    else:
+        assert [json.loads(e) for e in t.last_events()] == check_stream_prefix(today_out)
+    assert t.cancel() == b""
+    assert t.fail("late") == b""
+
+
+def test_queued_is_todays_snapshot() -> None:
+    t = make("responses")
+    assert t.queued_json() == _with_status(t.response_json(), "queued")
+    assert json.loads(t.queued_json())["status"] == "queued"
+    assert t.status == "in_progress"
+
+
+# --- several upstream calls, the router's own items, JSON lines --------------------------------------------
+
+
+def tool_loop(
+    framing: str, *, hosted: bool = True
+) -> tuple[_core.ChatCompletionsTranslator, list[bytes], dict[str, Any] | None]:
+    """Two upstream calls, and between them (`hosted`) an item the router makes itself; each call's events."""
+    t = _core.ChatCompletionsTranslator(response_id=RESPONSE_ID, created_at=1, framing=framing)  # type: ignore[arg-type]
+    messages: list[bytes] = []
+    t.next_turn()
+    t.feed(CALL_TURN)
+    messages += t.last_events()
+    t.end_turn()
+    messages += t.last_events()
+    first = t.turn_result()
+    if hosted:
+        run_hosted_tool(t, messages)
+    t.next_turn()
+    t.feed(ANSWER_TURN)
+    messages += t.last_events()
+    t.end_turn()
+    messages += t.last_events()
+    assert t.turn_result() == {"status": "completed", "reason": None, "error": None, "function_calls": []}
+    t.finish()
+    messages += t.last_events()
+    return t, messages, first
+
+
+def run_hosted_tool(t: Translator, messages: list[bytes]) -> None:
+    item_id, out = t.open_item({"type": "ferroute:mcp_call", "status": "in_progress", "name": "get"}, prefix="mcp")
+    assert item_id.startswith("mcp_")
+    assert out.startswith(b"event: response.output_item.added") or out.startswith(b'{"type"')
+    messages += t.last_events()
+    t.item_event("ferroute:mcp_call.arguments_delta", {"delta": "{}"})
+    messages += t.last_events()
+    t.done_item(b'{"type":"ferroute:mcp_call","status":"completed","name":"get","output":"1"}')
+    messages += t.last_events()
+
+
+def test_a_tool_loop_is_one_response() -> None:
+    # The grammar and the spec's types, on the two calls alone (the types know no router-made item).
+    t, frames, first = tool_loop("sse", hosted=False)
+    events, response = check_stream(b"".join(frames))
+    assert [i["type"] for i in response["output"]] == ["function_call", "message"]
+    assert response["usage"]["input_tokens"] == 30
+    assert response["usage"]["total_tokens"] == 42
+    assert json.loads(t.response_json()) == response
+
+    t, frames, first = tool_loop("sse")
+    assert first is not None
+    assert first["status"] == "completed"
+    assert [(c["call_id"], c["name"], c["arguments"], c["output_index"]) for c in first["function_calls"]] == [
+        ("call_1", "get", "{}", 0)
+    ]
+    raw = b"".join(frames)
+    assert raw.endswith(b"data: [DONE]\n\n")
+    events = check_stream_prefix(raw)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    added = [(e["output_index"], e["item"]["type"]) for e in events if e["type"] == "response.output_item.added"]
+    assert added == [(0, "function_call"), (1, "ferroute:mcp_call"), (2, "message")]
+    response = events[-1]["response"]
+    delta = next(e for e in events if e["type"] == "ferroute:mcp_call.arguments_delta")
+    assert delta == {
+        "type": "ferroute:mcp_call.arguments_delta",
+        "sequence_number": delta["sequence_number"],
+        "item_id": response["output"][1]["id"],
+        "output_index": 1,
+        "delta": "{}",
+    }
+    assert [i["type"] for i in response["output"]] == ["function_call", "ferroute:mcp_call", "message"]
+    assert response["output"][1]["output"] == "1"
+    assert response["usage"]["input_tokens"] == 30
+    assert response["usage"]["total_tokens"] == 42
+    assert json.loads(t.response_json()) == response
+
+
+def test_json_lines_are_the_same_events_one_per_message() -> None:
+    _, frames, _ = tool_loop("sse")
+    _, messages, _ = tool_loop("json")
+    sse_events = check_stream_prefix(b"".join(frames))
+    assert all(b"\n" not in m and m.startswith(b"{") for m in messages)
+    json_events = [json.loads(m) for m in messages]
+    assert len(json_events) == len(sse_events)
+    for a, b in zip(json_events, sse_events, strict=True):
+        if "response" in a:
+            a["response"]["completed_at"] = b["response"]["completed_at"]
+        assert a == b
+    check_events([json.loads(m) for m in tool_loop("json", hosted=False)[1]])
+
+
+def test_router_items_refuse_what_does_not_fit() -> None:
+    t = make("chat_completions")
+    with pytest.raises(ValueError, match="no item the router made is open"):
+        t.item_event("ferroute:x")
+    with pytest.raises(ValueError, match="JSON object"):
+        t.open_item(b"[1]")
+    with pytest.raises(TypeError):
+        t.open_item(3)  # type: ignore[arg-type]
+
+
+# --- whole bodies: what `whole_as_stream` + `feed` give ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "as_stream"),
+    [
+        ("chat_completions", _completion_body("openai-gpt-4o-mini-text-usage"), Provider.whole_as_stream),
+        ("anthropic", json.dumps(WHOLE_MESSAGE).encode(), AnthropicProvider.whole_as_stream),
+        ("responses", json.dumps(WHOLE_RESPONSE).encode(), ResponsesProvider.whole_as_stream),
+    ],
+)
+def test_a_whole_body_gives_what_whole_as_stream_gives(
+    dialect: str, body: bytes, as_stream: Callable[[Any, bytes], bytes]
+) -> None:
+    whole = make(dialect)
+    out = whole.feed_whole(body)
+    streamed = make(dialect)
+    expected = run(streamed, as_stream(None, body))
+    assert _CLOCK.sub(b"", out) == _CLOCK.sub(b"", expected)
+    assert whole.finish() == b""
+    check_stream(out)
+
+
+def test_a_whole_body_of_another_dialect_raises() -> None:
+    t = make("anthropic")
+    with pytest.raises(_core.UpstreamError):
+        t.feed_whole(b'{"object":"response"}')
+    assert t.status == "in_progress"
+
+
+# --- ids --------------------------------------------------------------------------------------------------
+
+
+def test_ids_come_from_the_core() -> None:
+    assert items.OUTPUT_ITEMS == _core.OUTPUT_ITEMS == 0x8000
+    rid = _core.new_id("resp")
+    assert re.fullmatch(r"resp_[0-9a-f]{48}", rid)
+    assert _core.item_id("msg", rid, 2) == f"msg_{rid[5:]}0002" == items.item_id("message", rid, 2)
+    assert items.item_id("message", rid, items.OUTPUT_ITEMS + 1) == f"msg_{rid[5:]}8001"
+    assert items.response_of(items.new_id("function_call")) is None
+    assert re.fullmatch(r"fc_[0-9a-f]{48}", items.new_id("function_call"))
