@@ -6,17 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import orjson
+import pydantic_core
 import pytest
 
 from ferroute.app import App
 from ferroute.app.clock import WATCH_AFTER
 from ferroute.models import ResponsesRequest
 from ferroute.providers import Upstream
+from ferroute.providers.anthropic import AnthropicDialect
+from ferroute.providers.chat_completions import ChatCompletionsDialect
 from ferroute.store.memory import MemoryStore
+from tests.support.fixtures import FIXTURES
 from tests.support.grammar import check_stream
 from tests.support.inprocess import TEXT, app_streaming, app_with, call, call_with, mock_app
 
@@ -376,3 +381,52 @@ def test_the_store_indexes_only_item_ids_it_cannot_derive() -> None:
     odd = item_id("message", "resp_custom", OUTPUT_ITEMS)
     assert odd.startswith("msg_") and len(odd) == 52 and response_of(odd) is None
     assert to_index([odd], "resp_custom") == [odd]
+
+
+# --- the writer owns the response: Python parses none of its output --------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+@pytest.mark.parametrize(
+    ("dialect", "fixture", "include"),
+    [
+        (AnthropicDialect, "anthropic/claude-sonnet-4-thinking-tool-use.sse", True),  # sealed by the router
+        (AnthropicDialect, "anthropic/claude-sonnet-4-thinking-tool-use.sse", False),  # the signature kept back
+        (ChatCompletionsDialect, "chat_completions/deepseek-reasoner-reasoning-content.sse", True),
+    ],
+    ids=["anthropic-include", "anthropic-strip", "chat-include"],
+)
+def test_no_output_frame_or_response_object_is_parsed_again_in_python(
+    monkeypatch: pytest.MonkeyPatch, dialect: Any, fixture: str, include: bool, stream: bool
+) -> None:
+    """Reasoning items' `encrypted_content` (sealed, or an upstream's own held back) is the Rust writer's work: no
+    `json.loads` / `orjson.loads` / `pydantic_core.from_json` of anything it wrote, on the way to the client."""
+    parsed: list[bytes] = []
+
+    def counting(real: Callable[..., Any]) -> Callable[..., Any]:
+        def loads(data: Any, *args: Any, **kwargs: Any) -> Any:
+            parsed.append(data.encode() if isinstance(data, str) else bytes(data))
+            return real(data, *args, **kwargs)
+
+        return loads
+
+    monkeypatch.setattr(json, "loads", counting(json.loads))
+    monkeypatch.setattr(orjson, "loads", counting(orjson.loads))
+    monkeypatch.setattr(pydantic_core, "from_json", counting(pydantic_core.from_json))
+    raw = (FIXTURES / fixture).read_bytes()
+    app = app_streaming([raw[i : i + 700] for i in range(0, len(raw), 700)], dialect)
+    body: dict[str, Any] = {"model": "m", "input": "hi", "stream": stream}
+    if include:
+        body["include"] = ["reasoning.encrypted_content"]
+    status, out = asyncio.run(call(app, body))
+    assert status == 200, out
+    written = [data for data in parsed if b'"sequence_number"' in data or b'"object":"response"' in data]
+    assert not written, f"{len(written)} of the writer's outputs parsed again in Python: {written[0][:200]!r}"
+    monkeypatch.undo()
+    response = check_stream(out)[1] if stream else json.loads(out)
+    reasoning = [item for item in response["output"] if item["type"] == "reasoning"]
+    assert reasoning
+    for item in reasoning:  # (and the policy held: sealed when asked, else the upstream's own is not shown)
+        assert (
+            (item["encrypted_content"] or "").startswith("ferroute1.") if include else item["encrypted_content"] is None
+        )

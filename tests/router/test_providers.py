@@ -25,6 +25,7 @@ from ferroute.providers.chat_completions import ChatCompletionsDialect
 from ferroute.providers.http import HttpUpstream
 from ferroute.providers.mock import MockSource
 from ferroute.providers.responses import ResponsesDialect
+from tests.support.grammar import check_stream
 from tests.support.mock_upstream import SECRET
 from tests.support.servers import Server, free_port, last_request, mock_upstream
 
@@ -192,8 +193,8 @@ def test_an_upstream_nobody_listens_on_is_unreachable() -> None:
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_a_whole_json_answer_is_read_by_the_dialect(upstream: Server, kind: str) -> None:
-    """A server that ignores `stream` answers one JSON body: the upstream hands it back whole, and the dialect
-    turns it into its own stream (or its translator converts it), saying the same thing both ways."""
+    """A server that ignores `stream` answers one JSON body: the upstream hands it back whole, and the translator
+    reads it as the stream that says the same (`feed_whole`) or as a whole response (`convert`), alike."""
     provider = _provider(kind, f"{upstream.url}/v1")
 
     async def run() -> Upstream:
@@ -205,7 +206,8 @@ def test_a_whole_json_answer_is_read_by_the_dialect(upstream: Server, kind: str)
 
     opened = asyncio.run(run())
     assert opened.chunks is None and opened.body is not None
-    streamed = _translate(provider, provider.whole_as_stream(opened.body))
+    translator = provider.translator(b'{"model":"m:p"}', model="m:p", store=False)
+    streamed = check_stream(translator.feed_whole(opened.body))[1]
     converted = json.loads(provider.translator(b'{"model":"m:p"}', model="m:p", store=False).convert(opened.body))
     assert streamed["status"] == converted["status"] == "completed"
     assert _text(streamed) == _text(converted) != ""

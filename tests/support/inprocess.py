@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 
 from ferroute.app import App, build_app
-from ferroute.config import parse_settings
+from ferroute.config import ProviderConfig, parse_settings
 from ferroute.models import ResponsesRequest
-from ferroute.providers import Provider, Upstream
+from ferroute.providers import Dialect, Provider, Upstream
 from ferroute.providers.chat_completions import ChatCompletionsDialect
 from ferroute.store.crypto import ReasoningCipher
 from ferroute.store.memory import MemoryStore
@@ -39,16 +39,18 @@ class Scripted:
         self.open = open_
 
 
-def app_with(open_: Open) -> App:
-    """The app with provider `p` built from the Chat Completions dialect and a scripted source, passed in as its
-    parts (the memory store, a cipher of its own)."""
+def app_with(open_: Open, dialect: Callable[[ProviderConfig], Dialect] = ChatCompletionsDialect) -> App:
+    """The app with provider `p` built from `dialect` (Chat Completions by default) and a scripted source, passed in
+    as its parts (the memory store, a cipher of its own)."""
     settings = parse_settings(SETTINGS)
     config = settings.providers[0]
-    provider = Provider(config, ChatCompletionsDialect(config), Scripted(open_), settings.timeouts)
+    provider = Provider(config, dialect(config), Scripted(open_), settings.timeouts)
     return App(settings, providers={"p": provider}, store=MemoryStore(), cipher=ReasoningCipher("test"))
 
 
-def app_streaming(chunks: list[bytes | Exception]) -> App:
+def app_streaming(
+    chunks: list[bytes | Exception], dialect: Callable[[ProviderConfig], Dialect] = ChatCompletionsDialect
+) -> App:
     """The app with an upstream that answers `chunks`, one read each (an exception in the list is raised there)."""
 
     async def stream() -> AsyncIterator[bytes]:
@@ -60,7 +62,7 @@ def app_streaming(chunks: list[bytes | Exception]) -> App:
     async def open_(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
         return Upstream(chunks=stream())
 
-    return app_with(open_)
+    return app_with(open_, dialect)
 
 
 async def call(app: App, body: dict[str, Any]) -> tuple[int, bytes]:

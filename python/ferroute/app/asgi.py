@@ -21,13 +21,12 @@ import pydantic_core
 
 from ferroute._transport import StreamTransport
 from ferroute._types import Receive, Scope, Send
-from ferroute.app import reasoning
 from ferroute.app.background import Background
 from ferroute.app.clock import Clock
 from ferroute.app.continuation import Continuation
 from ferroute.app.exchange import Exchange, Pump
 from ferroute.app.http import METRICS_HEADERS, ClientGone, read_body, send_error, send_json
-from ferroute.app.records import Records, cancelled
+from ferroute.app.records import Records
 from ferroute.app.stored import StoredEndpoints
 from ferroute.app.worker import on_stop_signal, tune_collector
 from ferroute.config import Settings, StoreConfig, load_settings
@@ -221,7 +220,23 @@ class App:
         provider, upstream_model = self.router.resolve(request.model)
         log["provider"] = provider.name
         upstream_request, record, input_to_store = await self.continuation.prepare(request, tenant, store)
-        translator = provider.translator(body, model=request.model, store=store)
+        # What a client sees of reasoning items' `encrypted_content` is the writer's (`reasoning=`): sealed by the
+        # router when asked for; an upstream's own (Anthropic's signatures, OpenAI's blobs) stays in the stored
+        # response for later turns but is shown only when asked.
+        sealed = request.include is not None and "reasoning.encrypted_content" in request.include
+        if sealed:
+            cipher = self.cipher
+            translator = provider.translator(
+                body,
+                model=request.model,
+                store=store,
+                reasoning="seal",
+                seal=lambda payload: cipher.seal_payload(tenant, payload),
+            )
+        elif provider.keeps_encrypted_reasoning:
+            translator = provider.translator(body, model=request.model, store=store, reasoning="strip")
+        else:
+            translator = provider.translator(body, model=request.model, store=store)
         log["response_id"] = translator.response_id
         exchange = Exchange(
             send=send,
@@ -235,6 +250,7 @@ class App:
             tenant=tenant,
             record=record,
             input_to_store=input_to_store,
+            client_view=sealed or provider.keeps_encrypted_reasoning,
         )
         if record is not None:
             record.id = translator.response_id
@@ -244,12 +260,6 @@ class App:
                 await save(exchange)
 
             exchange.on_end = on_end
-        if request.include and "reasoning.encrypted_content" in request.include:
-            exchange.seal, exchange.seal_body = reasoning.sealing(self.cipher, tenant)
-        elif provider.keeps_encrypted_reasoning:
-            # The upstream's own encrypted_content (Anthropic's signatures, OpenAI's blobs) stays in the stored
-            # response (a later turn sends it back), but a client sees `encrypted_content` only when it asks.
-            exchange.seal, exchange.seal_body = reasoning.stripping()
         if request.background:
             return await self.background.start(exchange)
         task = asyncio.current_task()
@@ -269,7 +279,8 @@ class App:
             if record is not None and exchange.stream and exchange.started and not exchange.saved:
                 # The stream began but did not end (the client went away): stored as cancelled.
                 with contextlib.suppress(Exception):
-                    await self.records.save(exchange, cancelled(translator))
+                    translator.cancel()
+                    await self.records.save(exchange)
             log["status_detail"] = translator.status
             exchange.on_end = None  # (it refers to the exchange: a cycle the collector would have to find)
 

@@ -15,7 +15,7 @@ from ferroute._types import Message
 from ferroute.app.clock import Clock
 from ferroute.app.exchange import Exchange, Pump
 from ferroute.app.http import send_json
-from ferroute.app.records import UNFINISHED, Records, cancelled, fill_input, with_status
+from ferroute.app.records import UNFINISHED, Records, fill_input, with_status
 from ferroute.config import StoreConfig
 from ferroute.errors import RouterError, internal_error, invalid_request, shut_down_midway
 from ferroute.store import Record, StoreError
@@ -36,7 +36,7 @@ class Background:
         """Store the response as `queued`, answer at once, and run it on in a task of this process."""
         record = ex.record
         assert record is not None
-        queued = with_status(ex.translator.response_json(), "queued")
+        queued = ex.translator.queued_json()
         fill_input(ex)
         record.response = queued
         try:
@@ -98,7 +98,8 @@ class Background:
                 with contextlib.suppress(Exception):
                     await ex.upstream.aclose()
         if was_cancelled:
-            await records.save(ex, cancelled(translator))
+            translator.cancel()
+            await records.save(ex)
             return
         failure = work.exception() if work.done() and not work.cancelled() else None
         if translator.status == "in_progress":

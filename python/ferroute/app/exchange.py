@@ -77,9 +77,9 @@ class Exchange:
     input_to_store: list[Any] | None = None
     saved: bool = False
     on_end: Callable[[], Awaitable[None]] | None = None  # writes `record`; run before `[DONE]` is sent
-    # Reasoning items' `encrypted_content` as the client sees it: sealed (include), or taken out (an upstream's own).
-    seal: Callable[[bytes], bytes] | None = None  # on stream frames
-    seal_body: Callable[[bytes], bytes] | None = None  # on a whole response object
+    # A whole response's body is the translator's client view (not the stored one): its reasoning policy changes
+    # what a client sees of `encrypted_content`.
+    client_view: bool = False
     cancel_requested: bool = False  # background: a cancel arrived at this process
     # Stopping the work (the clock's timeouts, the client's disconnect): `cancel` cancels the task running it.
     cancel: Callable[[], Any] | None = None
@@ -119,8 +119,6 @@ class Exchange:
             await self.pinging
         self.sending = True
         await self.start()
-        if self.seal is not None:
-            out = self.seal(out)
         if self.on_end is not None and out.endswith(DONE):
             try:
                 await self.body(out[: -len(DONE)], more=True)
@@ -247,9 +245,7 @@ class Pump:
             raise ex.error
         if ex.result is not None:
             await self.save(ex, ex.result)
-            body = ex.result
-            if ex.seal_body is not None:
-                body = ex.seal_body(body)
+            body = ex.translator.client_response_json() if ex.client_view else ex.result
             return await send_json(ex.send, 200, body)
         return 200
 
@@ -274,14 +270,18 @@ class Pump:
             return
         translator = ex.translator
         if upstream.body is not None:  # a whole JSON body where a stream was asked for
-            if not ex.stream:
-                try:
-                    converted = translator.convert(upstream.body)
-                except _core.UpstreamError:
+            try:
+                out = translator.feed_whole(upstream.body)
+            except _core.UpstreamError:
+                if not ex.stream:
                     raise malformed_answer(ex.provider.name) from None
-                ex.result = whole_result(converted, translator)
+                await ex.fail(malformed_answer(ex.provider.name))
                 return
-            upstream.chunks = _as_stream(ex.provider.whole_as_stream(upstream.body))
+            if ex.stream:
+                await ex.end(out)
+            else:
+                ex.result = whole_result(translator.response_json(), translator)
+            return
         assert upstream.chunks is not None
         if not ex.stream:
             await self._collect(ex, upstream.chunks)
@@ -311,7 +311,6 @@ class Pump:
         translator = ex.translator
         feed = translator.feed
         send = ex.send
-        seal = ex.seal
         ended = False
         try:
             async for chunk in chunks:
@@ -328,8 +327,6 @@ class Pump:
                         await ex.end(out)
                         break
                     if out:
-                        if seal is not None:  # only for reasoning's encrypted_content (include, or an upstream's own)
-                            out = seal(out)
                         if ex.pinging is not None:  # never two sends at once: wait for the keep-alive
                             await ex.pinging
                         ex.sending = True
@@ -363,11 +360,6 @@ def whole_result(response: bytes, translator: Translator) -> bytes:
         error = (json.loads(response).get("error") or {}) if response else {}
         raise upstream_failed(error.get("message"), error.get("code"))
     return response
-
-
-async def _as_stream(stream: bytes) -> AsyncIterator[bytes]:
-    """A whole body, made a stream of its dialect (`Provider.whole_as_stream`), as the one read the translator gets."""
-    yield stream
 
 
 async def _finish_body(chunks: AsyncIterator[bytes]) -> None:

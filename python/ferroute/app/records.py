@@ -12,7 +12,6 @@ import pydantic_core
 
 from ferroute.app.exchange import Exchange
 from ferroute.errors import RouterError, not_found, store_unavailable
-from ferroute.providers import Translator
 from ferroute.store import Record, Store, StoreError
 from ferroute.store.items import OUTPUT_ITEMS, derives_items, normalize, output_ids, to_index
 
@@ -92,11 +91,3 @@ def with_status(response: bytes, status: str) -> bytes:
     if status == "cancelled":
         data["error"] = None
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def cancelled(translator: Translator) -> bytes:
-    """The response as it stands, closed and marked `cancelled` (the core knows no such ending)."""
-    if translator.status == "in_progress":
-        translator.fail("the response was cancelled", code="cancelled", type="server_error")
-        return with_status(translator.response_json(), "cancelled")
-    return translator.response_json()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 
@@ -41,6 +41,8 @@ class TranslatorClass(Protocol):
         *,
         model: str | None = None,
         store: bool | None = None,
+        reasoning: Literal["keep", "strip", "seal"] = "keep",
+        seal: Callable[[bytes], str] | None = None,
     ) -> Translator: ...
 
 
@@ -85,10 +87,6 @@ class Dialect(Protocol):
         """The upstream body for an Open Responses request (always asking for a stream); raises `RouterError`
         (400) for what the dialect cannot say."""
 
-    def whole_as_stream(self, body: bytes) -> bytes:
-        """A whole JSON answer to a streaming request (some servers ignore `stream`) as the stream of this dialect
-        that says the same; anything else gives a stream the translator fails as malformed."""
-
 
 class Source(Protocol):
     """Where a provider's answers come from."""
@@ -118,10 +116,6 @@ class Provider:
 
     def models(self) -> list[str]:
         return list(self.config.models)
-
-    def whole_as_stream(self, body: bytes) -> bytes:
-        """`Dialect.whole_as_stream` of this provider's dialect."""
-        return self.dialect.whole_as_stream(body)
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:

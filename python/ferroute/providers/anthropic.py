@@ -303,20 +303,3 @@ class AnthropicDialect:
 
     def request_body(self, request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
         return messages_request(request, upstream_model, default_max_tokens=self.default_max_tokens)
-
-    def whole_as_stream(self, body: bytes) -> bytes:
-        """A whole Messages body as its stream: each block whole in its `content_block_start`, then the end."""
-        try:
-            message = json.loads(body)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or message.get("type") != "message":
-            return b"data: {malformed upstream body}\n\n"
-        usage = message.get("usage") or {}
-        events: list[dict[str, Any]] = [{"type": "message_start", "message": {**message, "content": []}}]
-        for index, block in enumerate(message.get("content") or []):
-            events.append({"type": "content_block_start", "index": index, "content_block": block})
-            events.append({"type": "content_block_stop", "index": index})
-        events.append({"type": "message_delta", "delta": {"stop_reason": message.get("stop_reason")}, "usage": usage})
-        events.append({"type": "message_stop"})
-        return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)

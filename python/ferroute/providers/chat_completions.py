@@ -9,7 +9,6 @@ and idle timeouts mean the same thing for both. `ChatCompletionsDialect` is this
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ferroute import _core
@@ -244,16 +243,3 @@ class ChatCompletionsDialect:
         return chat_request(
             request, upstream_model, max_tokens_field=self.max_tokens_field, send_reasoning=self.send_reasoning
         )
-
-    def whole_as_stream(self, body: bytes) -> bytes:
-        """The `chat.completion` as one chunk (`message` read as `delta`)."""
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return b"data: {malformed upstream body}\n\n"
-        for choice in data.get("choices") or []:
-            if isinstance(choice, dict) and "message" in choice:
-                choice["delta"] = choice.pop("message")
-        return b"data: " + json.dumps(data).encode() + b"\n\ndata: [DONE]\n\n"

@@ -12,7 +12,6 @@ are not shown to the client. The answer is read by the Rust `ResponsesTranslator
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ferroute import _core
@@ -65,37 +64,3 @@ class ResponsesDialect:
 
     def request_body(self, request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
         return responses_request(request, upstream_model)
-
-    def whole_as_stream(self, body: bytes) -> bytes:
-        """A whole response object as its stream: each item added, its text as one delta a part, done; then the
-        terminal event."""
-        try:
-            response = json.loads(body)
-        except ValueError:
-            response = None
-        if not isinstance(response, dict) or response.get("object") != "response":
-            return b"data: {malformed upstream body}\n\n"
-        events: list[dict[str, Any]] = []
-        for index, item in enumerate(response.get("output") or []):
-            if not isinstance(item, dict):
-                continue
-            where = {"output_index": index, "item_id": item.get("id")}
-            events.append({"type": "response.output_item.added", "output_index": index, "item": item})
-            if item.get("type") == "message":
-                for part in item.get("content") or []:
-                    kind = "refusal" if part.get("type") == "refusal" else "output_text"
-                    text = part.get("refusal" if kind == "refusal" else "text") or ""
-                    events.append({"type": f"response.{kind}.delta", **where, "delta": text})
-            elif item.get("type") == "reasoning":
-                for part in item.get("summary") or []:
-                    events.append({"type": "response.reasoning_summary_part.added", **where})
-                    events.append({"type": "response.reasoning_summary_text.delta", **where, "delta": part.get("text")})
-                events.extend(
-                    {"type": "response.reasoning_text.delta", **where, "delta": part.get("text")}
-                    for part in item.get("content") or []
-                )
-            events.append({"type": "response.output_item.done", "output_index": index, "item": item})
-        status = str(response.get("status"))
-        terminal = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(status, "response.completed")
-        events.append({"type": terminal, "response": response})
-        return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)

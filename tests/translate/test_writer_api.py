@@ -2,7 +2,8 @@
 response, the router's own items, JSON-lines framing, whole bodies, ids.
 
 Where the writer takes over something Python does today (`app.py`'s `_reasoning_frames`, `_cancelled`,
-`_with_status`; the providers' `whole_as_stream`), the bytes are compared with what that Python code makes.
+`_with_status`; the providers' `whole_as_stream`), the bytes are compared with what that Python code made
+(kept in `tests/support/reference.py`).
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Any
 import pytest
 
 from ferroute import _core
-from ferroute.app import _reasoning_body, _reasoning_frames, _strip_encrypted, _with_status
-from ferroute.providers import Provider
-from ferroute.providers.anthropic import AnthropicProvider
-from ferroute.providers.responses import ResponsesProvider
+from ferroute.app.reasoning import response_body as _reasoning_body
+from ferroute.app.reasoning import strip_encrypted as _strip_encrypted
+from ferroute.app.records import with_status as _with_status
 from ferroute.store import items
 from ferroute.store.crypto import ReasoningCipher, seal_item
-from tests.conftest import fixture_files
-from tests.grammar import check_events, check_stream
-from tests.mock_upstream import WHOLE_MESSAGE, WHOLE_RESPONSE, _completion_body
+from tests.support.fixtures import fixture_files
+from tests.support.grammar import check_events, check_stream
+from tests.support.mock_upstream import WHOLE_MESSAGE, WHOLE_RESPONSE, _completion_body
+from tests.support.reference import anthropic_as_stream, chat_completions_as_stream, responses_as_stream
+from tests.support.reference import frames as _reasoning_frames
 
 Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator | _core.ResponsesTranslator
 CLASSES: dict[str, type[Translator]] = {
@@ -274,18 +276,18 @@ def test_router_items_refuse_what_does_not_fit() -> None:
 @pytest.mark.parametrize(
     ("dialect", "body", "as_stream"),
     [
-        ("chat_completions", _completion_body("openai-gpt-4o-mini-text-usage"), Provider.whole_as_stream),
-        ("anthropic", json.dumps(WHOLE_MESSAGE).encode(), AnthropicProvider.whole_as_stream),
-        ("responses", json.dumps(WHOLE_RESPONSE).encode(), ResponsesProvider.whole_as_stream),
+        ("chat_completions", _completion_body("openai-gpt-4o-mini-text-usage"), chat_completions_as_stream),
+        ("anthropic", json.dumps(WHOLE_MESSAGE).encode(), anthropic_as_stream),
+        ("responses", json.dumps(WHOLE_RESPONSE).encode(), responses_as_stream),
     ],
 )
 def test_a_whole_body_gives_what_whole_as_stream_gives(
-    dialect: str, body: bytes, as_stream: Callable[[Any, bytes], bytes]
+    dialect: str, body: bytes, as_stream: Callable[[bytes], bytes]
 ) -> None:
     whole = make(dialect)
     out = whole.feed_whole(body)
     streamed = make(dialect)
-    expected = run(streamed, as_stream(None, body))
+    expected = run(streamed, as_stream(body))
     assert _CLOCK.sub(b"", out) == _CLOCK.sub(b"", expected)
     assert whole.finish() == b""
     check_stream(out)
