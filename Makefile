@@ -38,7 +38,6 @@ demo: develop ## translate a recorded Chat Completions stream and parse the resu
 lint: venv ## rustfmt, clippy (warnings are errors), ruff, mypy --strict
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --workspace --all-targets --features python -- -D warnings
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
 	$(BIN)/mypy

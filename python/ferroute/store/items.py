@@ -3,7 +3,7 @@
 Input items are stored as JSON dicts, each with an id, so `input_items` can list them and
 `item_reference` can find them. The ids ferroute gives items carry their response's id: `msg_`/`fc_`/
 `fco_`/`rs_` + the response id's 48 hex characters + the item's number in 4 more (output items count
-from 0, as the Rust core numbers them, `rust/src/events/ids.rs`; input items from `OUTPUT_ITEMS`). So
+from 0, as the Rust core numbers them, `rust/core/src/events/ids.rs`; input items from `OUTPUT_ITEMS`). So
 `response_of` finds the response holding such an item without a store index, and a store indexes only
 the ids it could not derive (`to_index`: ids the client gave): the items table was more than half of
 the SQLite writer's pages per stored response. Output item ids are read from the response bytes with a
@@ -56,7 +56,7 @@ if hasattr(os, "register_at_fork"):  # (POSIX; where there is no fork there is n
 
 def new_id(kind: str) -> str:
     """`<prefix>_` + 48 hex characters: the time in milliseconds (12) and 18 bytes from the OS's CSPRNG (36),
-    made as the Rust core makes its ids (`rust/src/events/ids.rs`: why the time comes first)."""
+    made as the Rust core makes its ids (`rust/core/src/events/ids.rs`: why the time comes first)."""
     with _random_lock:
         if len(_random) < 18:
             _random[:] = os.urandom(4096)

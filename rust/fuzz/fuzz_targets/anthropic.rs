@@ -2,9 +2,9 @@
 //! is always a well-formed Open Responses SSE stream, and the split changes nothing in it.
 #![no_main]
 
-use ferroute::events::writer::ResponseSettings;
-use ferroute::sse::SseLimits;
-use ferroute::translate::anthropic::AnthropicTranslator;
+use ferroute_core::events::writer::ResponseSettings;
+use ferroute_core::sse::SseLimits;
+use ferroute_core::translate::anthropic::AnthropicTranslator;
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -3,9 +3,9 @@
 //! terminal event, then `data: [DONE]`.
 #![no_main]
 
-use ferroute::events::writer::ResponseSettings;
-use ferroute::sse::SseLimits;
-use ferroute::translate::chat_completions::ChatCompletionsTranslator;
+use ferroute_core::events::writer::ResponseSettings;
+use ferroute_core::sse::SseLimits;
+use ferroute_core::translate::chat_completions::ChatCompletionsTranslator;
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -3,7 +3,7 @@
 //! the partial value at each split point equals the unsplit parse of that prefix). Never panics.
 #![no_main]
 
-use ferroute::json::{parse, parse_partial, JsonErrorKind, JsonStream, JsonValue};
+use ferroute_core::json::{parse, parse_partial, JsonErrorKind, JsonStream, JsonValue};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_DEPTH: usize = 64;

@@ -2,7 +2,7 @@
 //! input gives the unsplit result (the same events, the same accumulated response, the same error).
 #![no_main]
 
-use ferroute::events::parser::{ResponseEventParser, StreamErrorKind};
+use ferroute_core::events::parser::{ResponseEventParser, StreamErrorKind};
 use libfuzzer_sys::fuzz_target;
 
 /// A valid start, so that mutations reach the item and part checks rather than the first-event one.

@@ -4,7 +4,7 @@
 //! must round-trip whatever it is given.
 #![no_main]
 
-use ferroute::sse::{encode_event, SseDecoder, SseError, SseEvent, SseLimits};
+use ferroute_core::sse::{encode_event, SseDecoder, SseError, SseEvent, SseLimits};
 use libfuzzer_sys::fuzz_target;
 
 /// (events, error, what `finish` reported)
