@@ -95,7 +95,7 @@ bench-send-cost: develop ## server CPU per streamed send, ASGI vs RSGI, on a flo
 
 .PHONY: fuzz
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60); needs `cargo install cargo-fuzz`
-	cd rust/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
+	cd rust/core/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; done
 
 .PHONY: fmt
