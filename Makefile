@@ -38,7 +38,6 @@ demo: develop ## translate a recorded Chat Completions stream and parse the resu
 lint: venv ## rustfmt, clippy (warnings are errors), ruff, mypy --strict
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --workspace --all-targets --features python -- -D warnings
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
 	$(BIN)/mypy
@@ -96,7 +95,7 @@ bench-send-cost: develop ## server CPU per streamed send, ASGI vs RSGI, on a flo
 
 .PHONY: fuzz
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60); needs `cargo install cargo-fuzz`
-	cd rust/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
+	cd rust/core/fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; done
 
 .PHONY: fmt

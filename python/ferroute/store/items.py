@@ -3,7 +3,7 @@
 Input items are stored as JSON dicts, each with an id, so `input_items` can list them and
 `item_reference` can find them. The ids ferroute gives items carry their response's id: `msg_`/`fc_`/
 `fco_`/`rs_` + the response id's 48 hex characters + the item's number in 4 more (output items count
-from 0, as the Rust core numbers them, `rust/src/events/ids.rs`; input items from `OUTPUT_ITEMS`). So
+from 0, as the Rust core numbers them, `rust/core/src/events/ids.rs`; input items from `OUTPUT_ITEMS`). So
 `response_of` finds the response holding such an item without a store index, and a store indexes only
 the ids it could not derive (`to_index`: ids the client gave): the items table was more than half of
 the SQLite writer's pages per stored response. Output item ids are read from the response bytes with a
@@ -37,7 +37,7 @@ _ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[InputItem])
 
 def new_id(kind: str) -> str:
     """`<prefix>_` + 48 hex characters: the time in milliseconds (12) and 18 bytes from the OS's CSPRNG (36),
-    made by the Rust core (`rust/src/events/ids.rs`: why the time comes first)."""
+    made by the Rust core (`rust/core/src/events/ids.rs`: why the time comes first)."""
     return _core.new_id(_PREFIX.get(kind, "item"))
 
 
