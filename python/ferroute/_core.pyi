@@ -238,6 +238,11 @@ class Translator(Protocol):
     def status(self) -> str:
         """`in_progress` until the terminal event; then `completed`, `incomplete` or `failed` (or
         `cancelled` after `cancel()`)."""
+    @property
+    def upstream_events(self) -> int:
+        """Upstream events with data so far that are not keep-alives (SSE comments and blank lines are no events;
+        Anthropic's `ping` is a keep-alive), over every turn; a whole body counts one. The first-event timeout
+        waits for the first."""
     def response_json(self) -> bytes:
         """The response object as it stands (the terminal event's `response` once finished), as stored:
         reasoning items keep the upstream's own `encrypted_content`."""

@@ -12,7 +12,9 @@ the router sends:
   as servers that ignore `stream` answer);
 - `status:<code>` answers that HTTP status with a JSON error body holding a secret (429 adds
   `Retry-After: 7`), so tests can check nothing of it reaches the client;
-- `stall` sends the headers and then nothing; `hang` sends nothing at all;
+- `stall` sends the headers and then nothing; `hang` sends nothing at all; `keepalives` sends the headers and
+  then only keep-alives, every 0.2 s, forever: `: ping` comments and blank lines (`…/messages`: also Anthropic's
+  `ping` events), an upstream that is busy but says nothing;
 - anything else: a short generated text stream (in the dialect of the path).
 
 Options follow a `?` in the model name, `&`-separated: `delay=<s>` waits before answering,
@@ -257,6 +259,16 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
             writer.write(_head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
             await writer.drain()
             await asyncio.sleep(3600)
+        if name == "keepalives":
+            writer.write(_head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
+            beats = [b": ping\n\n", b"\n", b": OPENROUTER PROCESSING\n\n"]
+            if path.endswith("/messages"):
+                beats.append(b'event: ping\ndata: {"type": "ping"}\n\n')
+            for k in range(100_000):
+                beat = beats[k % len(beats)]
+                writer.write(b"%x\r\n%s\r\n" % (len(beat), beat))
+                await writer.drain()
+                await asyncio.sleep(0.2)
         if name.startswith("json:"):
             if path.endswith(("/messages", "/responses")):
                 whole = WHOLE_MESSAGE if path.endswith("/messages") else WHOLE_RESPONSE

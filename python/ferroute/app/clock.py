@@ -101,7 +101,7 @@ class Clock:
             # pings or comments, are silence to it.)
             ex.seen = ex.reads
             ex.quiet_since = now
-        if ex.seen <= 0:
+        if ex.translator.upstream_events == 0:  # (comments and pings are not the first event; they keep idle off)
             if now - ex.began >= timeouts.first_event:
                 ex.timeout = "first_event"
                 self.stop(ex, "timeout")

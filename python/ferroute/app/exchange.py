@@ -298,7 +298,7 @@ class Pump:
                 ex.reads += 1
                 feed(chunk)
         except httpx.TimeoutException:
-            ex.timeout = "first_event" if ex.reads == 0 else "idle"
+            ex.timeout = "first_event" if ex.translator.upstream_events == 0 else "idle"
             return
         except httpx.HTTPError:
             pass  # the translator's `finish` says whether the stream was cut
@@ -344,7 +344,7 @@ class Pump:
                 if ended:
                     break
         except httpx.TimeoutException:
-            ex.timeout = "first_event" if ex.reads == 0 else "idle"
+            ex.timeout = "first_event" if ex.translator.upstream_events == 0 else "idle"
             return
         except httpx.HTTPError:
             self.metrics.upstream_error(ex.provider.name, "connection_lost")

@@ -332,6 +332,11 @@ macro_rules! translator_class {
                 self.core.status().as_str()
             }
 
+            #[getter]
+            fn upstream_events(&self) -> u64 {
+                self.core.events()
+            }
+
             fn response_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
                 PyBytes::new(py, &self.core.writer().response_json())
             }

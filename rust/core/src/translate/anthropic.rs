@@ -297,6 +297,10 @@ impl Dialect for State {
         State::new(writer)
     }
 
+    fn is_keepalive(event: &SseEventRef<'_>) -> bool {
+        event.event == Some("ping")
+    }
+
     fn into_writer(self) -> ResponseWriter {
         self.writer
     }

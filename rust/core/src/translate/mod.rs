@@ -20,6 +20,11 @@ pub trait Dialect {
     fn writer_mut(&mut self) -> &mut ResponseWriter;
     /// One upstream SSE event, while the response is unfinished.
     fn on_event(&mut self, event: &SseEventRef<'_>);
+    /// Whether an event is only the upstream's keep-alive (Anthropic's `ping`): it says nothing, so it is not
+    /// the upstream's first event (an SSE comment is no event at all).
+    fn is_keepalive(_event: &SseEventRef<'_>) -> bool {
+        false
+    }
     /// A whole upstream body (a JSON answer where a stream was asked for): the events the stream saying
     /// the same would have driven, its end included. An error (nothing written) if it is not the
     /// dialect's body.
@@ -46,6 +51,8 @@ pub struct TranslatorOptions {
 pub struct Translator<D> {
     sse: SseDecoder,
     dialect: D,
+    /// Upstream events with data that are not keep-alives, over every turn (see [`events`](Self::events)).
+    events: u64,
 }
 
 impl<D: Dialect> Translator<D> {
@@ -66,13 +73,20 @@ impl<D: Dialect> Translator<D> {
         Self {
             sse: SseDecoder::with_limits(limits),
             dialect: D::new(writer),
+            events: 0,
         }
+    }
+
+    /// How many upstream events with data have arrived that are not keep-alives: the first-event timeout
+    /// waits for the first (comments, blank lines and pings only keep the connection busy).
+    pub fn events(&self) -> u64 {
+        self.events
     }
 
     /// Translate the next upstream bytes; returns the Open Responses frames they produce (the first call
     /// also `response.created` and `response.in_progress`).
     pub fn feed(&mut self, data: &[u8]) -> &[u8] {
-        let Self { sse, dialect } = self;
+        let Self { sse, dialect, events } = self;
         let writer = dialect.writer_mut();
         writer.clear_output();
         // Each upstream chunk becomes roughly as many bytes of frames: grow once, not by doubling.
@@ -80,6 +94,9 @@ impl<D: Dialect> Translator<D> {
         writer.start();
         if !writer.is_finished() {
             let fed = sse.feed(data, |event| {
+                if !D::is_keepalive(&event) {
+                    *events += 1;
+                }
                 if !dialect.writer().is_finished() {
                     dialect.on_event(&event);
                 }
@@ -130,7 +147,7 @@ impl<D: Dialect> Translator<D> {
     }
 
     fn end_stream(&mut self, keep_turn: bool) {
-        let Self { sse, dialect } = self;
+        let Self { sse, dialect, .. } = self;
         let writer = dialect.writer_mut();
         writer.clear_output();
         writer.start();
@@ -154,11 +171,12 @@ impl<D: Dialect> Translator<D> {
     /// [`finish`](Self::finish) would have given (in a turn, by [`end_turn`](Self::end_turn)). An error,
     /// and nothing written, if the body is not the dialect's (the caller then fails the response).
     pub fn feed_whole(&mut self, body: &[u8]) -> Result<&[u8], ConvertError> {
-        let Self { sse, dialect } = self;
+        let Self { sse, dialect, events } = self;
         dialect.writer_mut().clear_output();
         if !dialect.writer().is_finished() {
             sse.finish();
             dialect.on_whole(body)?;
+            *events += 1;
         }
         Ok(dialect.writer().output())
     }
@@ -177,7 +195,7 @@ impl<D: Dialect> Translator<D> {
     /// router shutting down, an exception): `error`, `response.failed`, `data: [DONE]`. Nothing if
     /// the response already ended.
     pub fn fail(&mut self, error: ErrorInfo) -> &[u8] {
-        let Self { sse, dialect } = self;
+        let Self { sse, dialect, .. } = self;
         let writer = dialect.writer_mut();
         writer.clear_output();
         writer.start();
@@ -189,7 +207,7 @@ impl<D: Dialect> Translator<D> {
     /// Cancel the response (see [`ResponseWriter::cancel`]): the frames that close it. Nothing if the
     /// response already ended.
     pub fn cancel(&mut self) -> &[u8] {
-        let Self { sse, dialect } = self;
+        let Self { sse, dialect, .. } = self;
         let writer = dialect.writer_mut();
         writer.clear_output();
         if writer.status() == Status::InProgress {
