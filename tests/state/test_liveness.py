@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferroute.app.heartbeat import Heartbeat, as_interrupted, is_interrupted
+from ferroute.app.heartbeat import Heartbeat, as_interrupted, is_interrupted, is_running
 from ferroute.config import ConfigError, parse_settings
 from ferroute.errors import upstream_status
 from ferroute.models import ResponsesRequest
@@ -115,6 +115,11 @@ def test_a_stale_unfinished_record_reads_as_failed_interrupted() -> None:
     assert as_interrupted(running, 5.0) == as_interrupted(running, 5.0)  # (the same bytes at every read)
     done = b'{"status":"completed"}'
     assert as_interrupted(done, 5.0) is done
+    # Running (so not to be continued yet): unfinished, with a fresh heartbeat.
+    assert is_running(Record(id="r", response=running, alive=time.time()), 5.0)
+    assert not is_running(record, 5.0)  # (stale: interrupted, it has ended)
+    # (a background response cancelled by a reader for a worker that is gone keeps its last heartbeat time)
+    assert not is_running(Record(id="r", response=b'{"status":"cancelled"}', alive=time.time()), 5.0)
 
 
 def test_heartbeat_settings() -> None:

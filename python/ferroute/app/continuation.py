@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic_core
 
-from ferroute.app.heartbeat import is_interrupted
+from ferroute.app.heartbeat import is_running
 from ferroute.app.records import Records
 from ferroute.config import LimitsConfig
 from ferroute.errors import RouterError, invalid_request, not_found
@@ -85,7 +85,7 @@ class Continuation:
             [previous] = await store.get_many(tenant, [previous_id])
             if previous is None:
                 raise not_found("response", previous_id, "previous_response_id")
-            if previous.alive is not None and not is_interrupted(previous, self.records.interrupted_after):
+            if is_running(previous, self.records.interrupted_after):
                 raise invalid_request(
                     f"the response {previous_id!r} is still in progress: continue from it once it has ended",
                     "previous_response_id",

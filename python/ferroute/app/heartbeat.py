@@ -63,6 +63,13 @@ def is_interrupted(record: Record, after: float) -> bool:
     return record.alive is not None and time.time() - record.alive > after
 
 
+def is_running(record: Record, after: float) -> bool:
+    """Whether the record is of a response still running (unfinished, and its worker beat lately)."""
+    if record.alive is None or is_interrupted(record, after):
+        return False
+    return json.loads(record.response).get("status") in UNFINISHED  # (a background one cancelled for a gone worker)
+
+
 def as_interrupted(response: bytes, after: float) -> bytes:
     """An unfinished response, as a reader reports it once its worker is gone: `failed`, with the `interrupted`
     error, and any item it was still writing `incomplete` (as `translator.fail` leaves them)."""
