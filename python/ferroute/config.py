@@ -109,11 +109,21 @@ class StoreConfig(_Section):
     encryption_key_env: str = "FERROUTE_ENCRYPTION_KEY"
     # Seconds between progress writes (and cancel checks) of a background response.
     background_interval: float = Field(default=0.25, gt=0)
+    # A stored stream (and a background response) is recorded `in_progress` when it is created and finished at its
+    # end; while it runs, its worker renews the record's heartbeat every `heartbeat_interval` seconds (one batched
+    # store write per worker per interval, whatever the number of responses). A reader (any worker or instance)
+    # that finds an unfinished record whose heartbeat is older than `interrupted_after` seconds reports it `failed`
+    # with error code `interrupted`: its worker died (kill -9, a crash, a lost host). Keep it several intervals
+    # long (a store that is slow for a moment must not fail live responses) and above the clock skew between hosts.
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    interrupted_after: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _check_backend(self) -> StoreConfig:
         if self.backend == "redis" and not self.url:
             raise ValueError("the redis store needs url (e.g. redis://127.0.0.1:6379/0)")
+        if self.interrupted_after <= 2 * self.heartbeat_interval:
+            raise ValueError("interrupted_after must be more than twice heartbeat_interval")
         return self
 
 

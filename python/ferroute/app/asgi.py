@@ -88,7 +88,7 @@ class App:
             + [t.client_write for t in timeouts]
         )
         self.clock = Clock(Clock.tick_for(shortest), server.keepalive_interval)
-        self.records = Records(store)
+        self.records = Records(store, self.store_config)
         self.pump = Pump(self.clock, self.metrics, self._transport, self.records.save)
         self.continuation = Continuation(self.records, cipher, settings.limits)
         self.background = Background(self.pump, self.clock, self.records, self.store_config)
@@ -268,6 +268,8 @@ class App:
         metrics = self.metrics
         if exchange.stream:
             metrics.in_flight += 1
+            if record is not None:
+                self.records.open(exchange)  # (written while the upstream request is on its way)
         try:
             return await self.pump.run(exchange, receive)
         finally:
@@ -281,6 +283,9 @@ class App:
                 with contextlib.suppress(Exception):
                     translator.cancel()
                     await self.records.save(exchange)
+            elif record is not None and exchange.stream and not exchange.started:
+                with contextlib.suppress(Exception):
+                    await self.records.discard(exchange)
             log["status_detail"] = translator.status
             exchange.on_end = None  # (it refers to the exchange: a cycle the collector would have to find)
 

@@ -39,10 +39,12 @@ class Background:
         queued = ex.translator.queued_json()
         fill_input(ex)
         record.response = queued
+        record.alive = time.time()  # (unfinished: its heartbeat runs until `records.save`)
         try:
             await self.records.store.put(ex.tenant, record)
         except StoreError as e:
             raise self.records.down("write", e) from None
+        self.records.heartbeat.add(ex.tenant, record.id)
         original_send = ex.send
 
         async def nowhere(message: Message) -> None:

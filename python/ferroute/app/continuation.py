@@ -1,6 +1,12 @@
 """Continuation: what the upstream gets for a request that builds on stored state (`previous_response_id`,
 `item_reference`, reasoning the router sealed), and the record a stored response will be written to. Everything
-that can fail here fails before anything goes upstream."""
+that can fail here fails before anything goes upstream.
+
+A chain continues from a response that has ended, whatever its status: `completed`, `incomplete`, `failed` (its
+stored items, the output it had), `cancelled`, and `failed` because its worker died (`interrupted`: its input and
+whatever output was stored, as for any failed response). One still running (a stream in flight, a background
+response, on any worker: its record is written when it is created) is a 400 naming `previous_response_id`: its
+output is not known yet, and the upstream would get a conversation with a hole in it."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 
 import pydantic_core
 
+from ferroute.app.heartbeat import is_running
 from ferroute.app.records import Records
 from ferroute.config import LimitsConfig
 from ferroute.errors import RouterError, invalid_request, not_found
@@ -78,6 +85,12 @@ class Continuation:
             [previous] = await store.get_many(tenant, [previous_id])
             if previous is None:
                 raise not_found("response", previous_id, "previous_response_id")
+            if is_running(previous, self.records.interrupted_after):
+                raise invalid_request(
+                    f"the response {previous_id!r} is still in progress: continue from it once it has ended",
+                    "previous_response_id",
+                    code="previous_response_in_progress",
+                )
             earlier = await store.get_many(tenant, previous.ancestors) if previous.ancestors else []
         except StoreError as e:
             raise self.records.down("read", e) from None

@@ -2,10 +2,11 @@
 
 Everything is keyed by (tenant, id): the tenant is a hash of the client's API key (`tenant_of`), so
 another key's lookups miss exactly as an id that never existed does. A record holds the request's
-input items (normalized, each with an id), the final response object as the JSON bytes the Rust core
-produced, the settings that matter for continuation, and the ids of every earlier response in its
-`previous_response_id` chain (oldest first), so a chain of any depth loads in two round trips: the
-previous record, then all of its ancestors in one batch (`get_many`).
+input items (normalized, each with an id), the response object as the JSON bytes the Rust core
+produced (a stream's record is put twice: `in_progress` when it is created, then as it ended), the
+heartbeat time of an unfinished one (`alive`), the settings that matter for continuation, and the ids
+of every earlier response in its `previous_response_id` chain (oldest first), so a chain of any depth
+loads in two round trips: the previous record, then all of its ancestors in one batch (`get_many`).
 
 Backends raise `StoreError` for any failure of the backend itself (the app answers 503); a missing
 record is `None`, never an error.
@@ -45,6 +46,10 @@ class Record:
     settings: bytes = b"{}"  # JSON: what continuation needs (model); instructions are not inherited
     # Item ids to map to this response for `item_reference`: those not made from its id (`items.to_index`).
     item_ids: list[str] = field(default_factory=list)
+    # While the response runs: the (unix) time of its worker's last heartbeat (`Store.beat`); None once it has
+    # ended (the final put clears it), and for records from before heartbeats. A reader that finds it older than
+    # `[store] interrupted_after` reports the response `failed` (`app.heartbeat`).
+    alive: float | None = None
 
 
 class Store(ABC):
@@ -57,6 +62,11 @@ class Store(ABC):
         """Create or replace a record (and index its item ids); done once it is stored. (A coroutine, or a
         future where the work is already handed over: the app shields it, and shielding a coroutine starts a
         task.)"""
+
+    @abstractmethod
+    def beat(self, records: Sequence[tuple[str, str]], now: float) -> Awaitable[None]:
+        """Set `alive` to `now` on each (tenant, id) whose record is still unfinished (`alive` not None): a
+        heartbeat. A record that is missing, or was finished meanwhile, is left alone."""
 
     @abstractmethod
     async def update_response(self, tenant: str, id: str, response: bytes) -> None:

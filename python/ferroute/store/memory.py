@@ -61,6 +61,12 @@ class MemoryStore(Store):
         for item_id in record.item_ids:
             self.items[(tenant, item_id)] = record.id
 
+    async def beat(self, records: Sequence[tuple[str, str]], now: float) -> None:
+        for key in records:
+            record = self.records.get(key)
+            if record is not None and record.alive is not None:
+                record.alive = now
+
     async def update_response(self, tenant: str, id: str, response: bytes) -> None:
         record = self.records.get((tenant, id))
         if record is not None:

@@ -3,9 +3,11 @@
 A record is two string keys: `<prefix>o:<tenant>:<id>` holds the response object bytes as they are
 (so progress updates of a background response rewrite only that), and `<prefix>m:<tenant>:<id>`
 the rest, length-prefixed (input items, ancestor ids, settings). Each item id maps to its response
-id at `<prefix>i:<tenant>:<item id>`; a cancel request is `<prefix>c:<tenant>:<id>`. Every key
+id at `<prefix>i:<tenant>:<item id>`; a cancel request is `<prefix>c:<tenant>:<id>`. While a response
+runs, `<prefix>h:<tenant>:<id>` holds its heartbeat time (ASCII seconds): a key of its own, so a heartbeat
+is one small SET (`XX`: never after the final put, which deletes it). Every key
 carries the TTL (`ttl_seconds`). Loading several records is ONE command whatever their number: a
-small Lua script GETs both keys of each and renews their TTL server-side, so a conversation in use
+small Lua script GETs the keys of each and renews their TTL server-side, so a conversation in use
 does not lose its oldest turns while its newest survive. (A pipeline of per-key commands would be
 one round trip too, but costs client time per command: loading 50 records took 5.4 ms that way
 and 2.1 ms with the script, p50 in bench/continuation.py's store table, pure-Python redis parser.)
@@ -67,6 +69,9 @@ class RedisStore(Store):
     def _keys(self, tenant: str, id: str) -> tuple[str, str]:
         return f"{self.prefix}o:{tenant}:{id}", f"{self.prefix}m:{tenant}:{id}"
 
+    def _alive(self, tenant: str, id: str) -> str:
+        return f"{self.prefix}h:{tenant}:{id}"
+
     def _item(self, tenant: str, item_id: str) -> str:
         return f"{self.prefix}i:{tenant}:{item_id}"
 
@@ -89,6 +94,16 @@ class RedisStore(Store):
         pipe.set(meta_key, meta, ex=ttl)
         for item_id in record.item_ids:
             pipe.set(self._item(tenant, item_id), record.id, ex=ttl)
+        if record.alive is not None:
+            pipe.set(self._alive(tenant, record.id), repr(record.alive), ex=ttl)
+        else:
+            pipe.delete(self._alive(tenant, record.id))
+        await self._exec(pipe)
+
+    async def beat(self, records: Sequence[tuple[str, str]], now: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for tenant, id in records:
+            pipe.set(self._alive(tenant, id), repr(now), xx=True, keepttl=True)
         await self._exec(pipe)
 
     async def update_response(self, tenant: str, id: str, response: bytes) -> None:
@@ -107,7 +122,7 @@ class RedisStore(Store):
     async def _load(self, tenant: str, ids: Sequence[str], *, renew: bool) -> list[Record | None]:
         if not ids:
             return []
-        keys = [key for id in ids for key in self._keys(tenant, id)]
+        keys = [key for id in ids for key in (*self._keys(tenant, id), self._alive(tenant, id))]
         try:
             values: list[Any] = await self.load(keys=keys, args=[self.ttl if renew and self.ttl else 0])
         except (RedisError, OSError) as e:
@@ -115,18 +130,18 @@ class RedisStore(Store):
         values += [None] * (len(keys) - len(values))  # a Lua table ends at its first nil
         out: list[Record | None] = []
         for n, id in enumerate(ids):
-            response, meta = values[2 * n], values[2 * n + 1]
+            response, meta, alive = values[3 * n : 3 * n + 3]
             if not response or not meta:
                 out.append(None)
                 continue
             items, ancestors, settings = _unpack(meta)
             out.append(Record(id=id, response=response, input_items=items, ancestors=json.loads(ancestors),
-                              settings=settings))  # fmt: skip
+                              settings=settings, alive=float(alive) if alive else None))  # fmt: skip
         return out
 
     async def delete(self, tenant: str, id: str) -> bool:
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(*self._keys(tenant, id), self._cancel(tenant, id))
+        pipe.delete(*self._keys(tenant, id), self._cancel(tenant, id), self._alive(tenant, id))
         [deleted] = await self._exec(pipe)
         return bool(deleted)
 

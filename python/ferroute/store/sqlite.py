@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS responses (
     ancestors TEXT NOT NULL,
     settings BLOB NOT NULL,
     cancel INTEGER NOT NULL DEFAULT 0,
+    alive REAL,
     UNIQUE (tenant, id)
 );
 CREATE TABLE IF NOT EXISTS items (
@@ -75,7 +76,10 @@ _CREATED_INDEX = "CREATE INDEX IF NOT EXISTS responses_created ON responses (cre
 # end of each index: measured with 20,000 puts one at a time (three interleaved runs), 278-302 -> 219-244 µs
 # of CPU per put (with the event loop's side), the longest put 32-64 -> 7-15 ms. (A file made before keeps its
 # WITHOUT ROWID table; every query works on both.)
-_COLUMNS = "id, response, input_items, ancestors, settings"
+_COLUMNS = "id, response, input_items, ancestors, settings, alive"
+# Files made before heartbeats get the column when first opened (NULL in their rows: not tracked, as a finished
+# response is). Workers of one host opening the file at once may both try: the second's "duplicate column" is fine.
+_ADD_ALIVE = "ALTER TABLE responses ADD COLUMN alive REAL"
 _BATCH = 256  # most puts in one transaction
 _CHECKPOINT_BYTES = 1 << 20  # puts (bytes) between checkpoints: ~2 MB of WAL, copied in ~10-20 ms
 _PASSES = 3  # checkpointer passes in a row before the writer's catch-up (see `_checkpoint_loop`)
@@ -93,6 +97,18 @@ class _Put:
     loop: asyncio.AbstractEventLoop
 
 
+@dataclass(slots=True)
+class _Beat:
+    """Heartbeats, queued for the writer like puts: committed in its batches (no write lock taken beside it), and
+    after the puts queued before them (a record's first put is in before its first beat)."""
+
+    records: Sequence[tuple[str, str]]
+    now: float
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+    prune: bool = False
+
+
 def _settle(done: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
     """On the putter's loop: each put's outcome (a future cancelled meanwhile is left alone)."""
     for future, error in done:
@@ -104,8 +120,12 @@ def _settle(done: list[tuple[asyncio.Future[None], BaseException | None]]) -> No
             future.set_exception(error)
 
 
-def _record(row: tuple[str, bytes, bytes, str, bytes]) -> Record:
-    return Record(id=row[0], response=row[1], input_items=row[2], ancestors=json.loads(row[3]), settings=row[4])
+_Row = tuple[str, bytes, bytes, str, bytes, float | None]
+
+
+def _record(row: _Row) -> Record:
+    return Record(id=row[0], response=row[1], input_items=row[2], ancestors=json.loads(row[3]), settings=row[4],
+                  alive=row[5])  # fmt: skip
 
 
 class SQLiteStore(Store):
@@ -121,7 +141,7 @@ class SQLiteStore(Store):
         self.schema_ready = False
         self.puts = 0
         self.commits = 0  # transactions the writer committed (puts / commits = the mean batch)
-        self.queue: queue.SimpleQueue[_Put | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[_Put | _Beat | None] = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
         self.checkpoints = 0  # checkpoint passes run (the checkpointer's and the writer's catch-ups)
         self.truncations = 0  # catch-ups that found the WAL past `_WAL_LIMIT`
@@ -147,6 +167,10 @@ class SQLiteStore(Store):
             with self.lock:
                 if not self.schema_ready:
                     conn.executescript(_SCHEMA)
+                    columns = {row[1] for row in conn.execute("PRAGMA table_info(responses)")}
+                    if "alive" not in columns:
+                        with contextlib.suppress(sqlite3.OperationalError):
+                            conn.execute(_ADD_ALIVE)
                     self.schema_ready = True
                 self.connections.append(conn)
             self.local.conn = conn
@@ -172,6 +196,16 @@ class SQLiteStore(Store):
             self.writer = threading.Thread(target=self._write_loop, name="ferroute-sqlite-writer", daemon=True)
             self.writer.start()
         self.queue.put(_Put(tenant, record, prune, future, loop))
+        return future
+
+    def beat(self, records: Sequence[tuple[str, str]], now: float) -> asyncio.Future[None]:
+        """Queued for the writer, as a put is (see `_Beat`)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if self.writer is None:
+            self.writer = threading.Thread(target=self._write_loop, name="ferroute-sqlite-writer", daemon=True)
+            self.writer.start()
+        self.queue.put(_Beat(records, now, future, loop))
         return future
 
     def _write_loop(self) -> None:
@@ -201,7 +235,7 @@ class SQLiteStore(Store):
             self._unchecked += sum(
                 len(put.record.response) + len(put.record.input_items)
                 for put, error in zip(batch, errors, strict=True)
-                if error is None
+                if error is None and isinstance(put, _Put)
             )
             if self._catch_up.is_set():
                 self._catch_up.clear()
@@ -326,7 +360,7 @@ class SQLiteStore(Store):
                 low = row[0] + 1
         return int(low)
 
-    def _commit(self, batch: list[_Put]) -> list[BaseException | None]:
+    def _commit(self, batch: list[_Put | _Beat]) -> list[BaseException | None]:
         """One transaction for the whole batch; if it fails, one per put, so a failure stays its own."""
         try:
             self._transaction(self._writer_conn(), batch)
@@ -336,22 +370,30 @@ class SQLiteStore(Store):
                 return [StoreError(f"sqlite store ({self.path}): {e}") if isinstance(e, sqlite3.Error) else e]
         return [self._commit([put])[0] for put in batch]
 
-    def _transaction(self, conn: sqlite3.Connection, batch: list[_Put]) -> None:
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Put | _Beat]) -> None:
         now = time.time()
+        puts = [put for put in batch if isinstance(put, _Put)]
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
-                "INSERT OR REPLACE INTO responses (tenant, id, created, response, input_items, ancestors, settings)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO responses"
+                " (tenant, id, created, response, input_items, ancestors, settings, alive)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (put.tenant, put.record.id, now, put.record.response, put.record.input_items,
-                     json.dumps(put.record.ancestors) if put.record.ancestors else "[]", put.record.settings)
-                    for put in batch
+                     json.dumps(put.record.ancestors) if put.record.ancestors else "[]", put.record.settings,
+                     put.record.alive)
+                    for put in puts
                 ],
             )  # fmt: skip
-            items = [(put.tenant, item_id, put.record.id) for put in batch for item_id in put.record.item_ids]
+            items = [(put.tenant, item_id, put.record.id) for put in puts for item_id in put.record.item_ids]
             if items:
                 conn.executemany("INSERT OR REPLACE INTO items (tenant, item_id, response_id) VALUES (?, ?, ?)", items)
+            beats = [(beat.now, tenant, id) for beat in batch if isinstance(beat, _Beat) for tenant, id in beat.records]
+            if beats:
+                conn.executemany(
+                    "UPDATE responses SET alive = ? WHERE tenant = ? AND id = ? AND alive IS NOT NULL", beats
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -374,8 +416,8 @@ class SQLiteStore(Store):
             return []
         wanted = list(ids)
 
-        def get(conn: sqlite3.Connection) -> list[tuple[str, bytes, bytes, str, bytes]]:
-            found: list[tuple[str, bytes, bytes, str, bytes]] = []
+        def get(conn: sqlite3.Connection) -> list[_Row]:
+            found: list[_Row] = []
             for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
