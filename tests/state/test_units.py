@@ -206,9 +206,13 @@ def test_sqlite_truncates_a_wal_past_its_limit(tmp_path: Path, monkeypatch: pyte
     asyncio.run(run())
 
 
-def test_sqlite_put_to_a_file_that_cannot_open_fails_and_does_not_hang(tmp_path: Path) -> None:
+@pytest.mark.parametrize("retention", [None, 3600.0], ids=["keep", "pruned"])
+def test_sqlite_put_to_a_file_that_cannot_open_fails_and_does_not_hang(tmp_path: Path, retention: float | None) -> None:
+    """Also with a retention, where the first put of a store also prunes (the prune's failure ended the writer
+    thread, and every later put waited for ever)."""
+
     async def run() -> None:
-        store = SQLiteStore(str(tmp_path / "missing-dir" / "s.sqlite3"))
+        store = SQLiteStore(str(tmp_path / "missing-dir" / "s.sqlite3"), retention=retention)
         for _ in range(2):  # the writer thread lives on after a failure
             with pytest.raises(StoreError, match="sqlite store"):
                 await asyncio.wait_for(store.put("t", Record(id="r", response=b"{}")), 10)

@@ -308,8 +308,10 @@ class SQLiteStore(Store):
         if self.retention is None:
             return
         cutoff = time.time() - self.retention
-        conn = self._conn()
-        with contextlib.suppress(sqlite3.Error):  # busy or transient: the next prune catches up
+        # (Busy, transient, or a file that cannot be opened: the next prune catches up. An error here ended the
+        # writer thread before, and every put after it waited forever.)
+        with contextlib.suppress(sqlite3.Error):
+            conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 bound: float
