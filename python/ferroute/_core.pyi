@@ -19,6 +19,7 @@ __all__ = [
     "SSEDecoder",
     "SSEError",
     "SSEEvent",
+    "Secrets",
     "StreamError",
     "UpstreamError",
     "__version__",
@@ -190,14 +191,26 @@ class ResponseEventParser:
         """End of stream: raises StreamError unless the stream ended with a terminal event (an unfinished
         trailing event counts as truncation)."""
 
+@final
+class Secrets:
+    """The router's secrets (upstream keys, its clients' keys, the encryption key), masked as `[redacted]` in every
+    error a response ends with (an upstream's message can echo the key it was sent). Made once; pass it to each
+    translator as `secrets=`. Secrets shorter than 8 characters are not masked (they would mask words)."""
+
+    def __new__(cls, secrets: list[str]) -> Secrets: ...
+    def mask(self, text: str) -> str:
+        """`text` with every secret replaced by `[redacted]`."""
+    def __len__(self) -> int:
+        """How many secrets are masked."""
+
 class Translator(Protocol):
     """What every translator does: an upstream dialect's stream (or whole body) → Open Responses SSE frames,
     sequence-numbered. Typing only: there is no `Translator` at runtime; `ChatCompletionsTranslator`,
     `AnthropicTranslator` and `ResponsesTranslator` are the classes, and each is made the same way:
 
     `Cls(request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576,
-    max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None)`: `request` is the Open Responses
-    request whose settings the response echoes (JSON bytes/str or a mapping). `model` and `store` override the
+    max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None)`: `request` is the Open
+    Responses request whose settings the response echoes (JSON bytes/str or a mapping). `model` and `store` override the
     echoed values; `response_id` and `created_at` are generated when omitted. Each class's docstring says what of
     its dialect it reads.
 
@@ -284,6 +297,10 @@ class Translator(Protocol):
         (no newline: one WebSocket message each); with SSE each frame with its blank line."""
     def queued_json(self) -> bytes:
         """The response object with `status: queued` (a background response stored before it runs)."""
+    def mark_unstored(self) -> bytes:
+        """The response was not stored after all (the store failed): `store` is false in the response object from
+        now on. Once the response has ended, returns its terminal event written again (the same `sequence_number`,
+        and `data: [DONE]` in SSE framing) to send in place of the one held back; else b""."""
     def client_response_json(self) -> bytes:
         """The response object as the client sees it (a non-streamed body): reasoning items'
         `encrypted_content` under the `reasoning` policy, as in the frames."""
@@ -308,6 +325,7 @@ class ChatCompletionsTranslator(Translator):
         framing: Literal["sse", "json"] = "sse",
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
+        secrets: Secrets | None = None,
     ) -> ChatCompletionsTranslator: ...
 
 @final
@@ -335,6 +353,7 @@ class AnthropicTranslator(Translator):
         framing: Literal["sse", "json"] = "sse",
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
+        secrets: Secrets | None = None,
     ) -> AnthropicTranslator: ...
 
 @final
@@ -363,12 +382,19 @@ class ResponsesTranslator(Translator):
         framing: Literal["sse", "json"] = "sse",
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
+        secrets: Secrets | None = None,
     ) -> ResponsesTranslator: ...
 
 # --- ids ---------------------------------------------------------------------------------------
 
 OUTPUT_ITEMS: Final[int]
 """Output indexes below this get an id derived from their response's (`item_id`); inputs take the rest."""
+
+SEALED_PREFIX: Final[str]
+"""How a reasoning blob the router sealed begins (`ReasoningCipher`): the writer never seals one again."""
+
+UPSTREAM_ITEM: Final[str]
+"""How an OpenAI Responses upstream's reasoning `encrypted_content` is kept: this, its item id, `:`, its blob."""
 
 def new_id(prefix: str) -> str:
     """A new id: `prefix_` + 48 hex characters, the time in milliseconds (12) then 144 random bits from the

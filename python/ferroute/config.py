@@ -93,6 +93,10 @@ class LimitsConfig(_Section):
 
 class StoreConfig(_Section):
     backend: Literal["memory", "sqlite", "redis"] = "sqlite"
+    # With the store unreachable: "serve" answers anyway, the response saying `"store": false` where it was not
+    # stored; "fail" answers 503 `store_unavailable` (with Retry-After) before any upstream call when the response's
+    # record cannot be written.
+    on_error: Literal["serve", "fail"] = "serve"
     # sqlite: the database file (relative to the working directory).
     path: str = "ferroute.sqlite3"
     # redis: `redis://[:password@]host:port/db` (or `rediss://`, `unix://`).

@@ -109,6 +109,7 @@ def store_unavailable(store: str) -> RouterError:
         f"the response store ({store}) is unavailable; try again later",
         type="server_error",
         code="store_unavailable",
+        headers=[(b"retry-after", b"5")],
     )
 
 

@@ -12,6 +12,9 @@ the router sends:
   as servers that ignore `stream` answer);
 - `status:<code>` answers that HTTP status with a JSON error body holding a secret (429 adds
   `Retry-After: 7`), so tests can check nothing of it reaches the client;
+- `echo_key` starts a stream and then fails it with an in-stream error (in the dialect of the path) whose
+  message and code repeat the key the request carried (`Authorization` / `x-api-key`), sent in two writes that
+  split the key;
 - `stall` sends the headers and then nothing; `hang` sends nothing at all; `keepalives` sends the headers and
   then only keep-alives, every 0.2 s, forever: `: ping` comments and blank lines (`…/messages`: also Anthropic's
   `ping` events), an upstream that is busy but says nothing;
@@ -259,6 +262,32 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
             writer.write(_head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
             await writer.drain()
             await asyncio.sleep(3600)
+        if name == "echo_key":
+            key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+            text = f"invalid credentials: {key} (sent as {headers.get('authorization') or key})"
+            if path.endswith("/messages"):
+                error = {"type": "error", "error": {"type": "authentication_error", "message": text}}
+                start = {"type": "message_start", "message": {"id": "msg_e", "type": "message", "role": "assistant",
+                                                              "model": "m", "content": [], "usage": {}}}  # fmt: skip
+                raw = b"event: message_start\ndata: %s\n\nevent: error\ndata: %s\n\n" % (
+                    json.dumps(start).encode(),
+                    json.dumps(error).encode(),
+                )
+            elif path.endswith("/responses"):
+                error = {"type": "error", "code": key, "message": text, "param": None, "sequence_number": 0}
+                raw = b"event: error\ndata: %s\n\n" % json.dumps(error).encode()
+            else:
+                error = {"error": {"message": text, "type": "invalid_request_error", "code": key}}
+                raw = b"data: %s\n\n" % json.dumps(error).encode()
+            cut = raw.index(key.encode()) + len(key) // 2
+            writer.write(_head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
+            for piece in (raw[:cut], raw[cut:]):
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
         if name == "keepalives":
             writer.write(_head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
             beats = [b": ping\n\n", b"\n", b": OPENROUTER PROCESSING\n\n"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pydantic_core
 
+from ferroute import _core
 from ferroute._transport import StreamTransport
 from ferroute._types import Receive, Scope, Send
 from ferroute.app.background import Background
@@ -76,6 +77,8 @@ class App:
         self.store_config = settings.store or StoreConfig()
         self.store = store
         self.cipher = cipher
+        # Masked in whatever an upstream says back (its error messages), before a client, the store or a log sees it.
+        self.secrets = _core.Secrets(secrets_of(settings, providers))
         self.transport = transport  # (made at startup, on the worker's loop, when not given)
         self.draining = False
         self._streams: set[asyncio.Task[Any]] = set()
@@ -88,6 +91,8 @@ class App:
             + [t.client_write for t in timeouts]
         )
         self.clock = Clock(Clock.tick_for(shortest), server.keepalive_interval)
+        # `[store] on_error = "fail"`: a stored response's record is written before its upstream call, or a 503.
+        self.fail_unstored = self.store_config.on_error == "fail"
         self.records = Records(store, self.store_config)
         self.pump = Pump(self.clock, self.metrics, self._transport, self.records.save)
         self.continuation = Continuation(self.records, cipher, settings.limits)
@@ -230,13 +235,16 @@ class App:
                 body,
                 model=request.model,
                 store=store,
+                secrets=self.secrets,
                 reasoning="seal",
                 seal=lambda payload: cipher.seal_payload(tenant, payload),
             )
         elif provider.keeps_encrypted_reasoning:
-            translator = provider.translator(body, model=request.model, store=store, reasoning="strip")
+            translator = provider.translator(
+                body, model=request.model, store=store, secrets=self.secrets, reasoning="strip"
+            )
         else:
-            translator = provider.translator(body, model=request.model, store=store)
+            translator = provider.translator(body, model=request.model, store=store, secrets=self.secrets)
         log["response_id"] = translator.response_id
         exchange = Exchange(
             send=send,
@@ -256,10 +264,12 @@ class App:
             record.id = translator.response_id
             save = self.records.save
 
-            async def on_end() -> None:
-                await save(exchange)
+            async def on_end() -> bool:
+                return await save(exchange)
 
             exchange.on_end = on_end
+            if self.fail_unstored and not request.background:
+                await self.records.open_now(exchange)  # (a 503 if it cannot be written: nothing goes upstream)
         if request.background:
             return await self.background.start(exchange)
         task = asyncio.current_task()
@@ -268,7 +278,7 @@ class App:
         metrics = self.metrics
         if exchange.stream:
             metrics.in_flight += 1
-            if record is not None:
+            if record is not None and not self.fail_unstored:
                 self.records.open(exchange)  # (written while the upstream request is on its way)
         try:
             return await self.pump.run(exchange, receive)
@@ -334,6 +344,16 @@ class App:
         with contextlib.suppress(Exception):
             await self.store.close()
         flush_all(access_log)  # (a forked worker exits without logging.shutdown)
+
+
+def secrets_of(settings: Settings, providers: dict[str, Provider]) -> list[str]:
+    """Every secret the router holds: its upstream keys, its clients' keys, the reasoning encryption key."""
+    secrets = list(settings.server.api_keys)
+    secrets += [key for provider in providers.values() if (key := provider.config.api_key())]
+    encryption = os.environ.get((settings.store or StoreConfig()).encryption_key_env)
+    if encryption:
+        secrets.append(encryption)
+    return secrets
 
 
 def build_app(settings: Settings | None = None) -> App:

@@ -76,7 +76,8 @@ class Exchange:
     # after the upstream request then, not on the way to it (`Continuation.fill_input`).
     input_to_store: list[Any] | None = None
     saved: bool = False
-    on_end: Callable[[], Awaitable[None]] | None = None  # writes `record`; run before `[DONE]` is sent
+    # Writes `record` (whether it was stored); run before the last frames go out, so that they can say whether.
+    on_end: Callable[[], Awaitable[bool]] | None = None
     # A whole response's body is the translator's client view (not the stored one): its reasoning policy changes
     # what a client sees of `encrypted_content`.
     client_view: bool = False
@@ -120,12 +121,12 @@ class Exchange:
         self.sending = True
         await self.start()
         if self.on_end is not None and out.endswith(DONE):
-            try:
-                await self.body(out[: -len(DONE)], more=True)
-            finally:
-                on_end, self.on_end = self.on_end, None  # (it refers to this exchange: no cycle left behind)
-                await on_end()  # also when the client has gone: the response did end
-            out = DONE
+            on_end, self.on_end = self.on_end, None  # (it refers to this exchange: no cycle left behind)
+            if not await on_end():
+                # Not stored after all (the store failed): the terminal event says `"store": false`.
+                restated = self.translator.mark_unstored()
+                if restated:
+                    out = out[: out.rfind(b"event: response.")] + restated
         await self.body(out, more=False)
 
     async def body(self, data: bytes, *, more: bool) -> None:
@@ -153,7 +154,7 @@ class Pump:
         clock: Clock,
         metrics: Metrics,
         transport: Callable[[], StreamTransport],
-        save: Callable[[Exchange, bytes | None], Awaitable[None]],
+        save: Callable[[Exchange, bytes | None], Awaitable[bool]],
     ) -> None:
         self.clock = clock
         self.metrics = metrics
@@ -244,8 +245,12 @@ class Pump:
             self.metrics.upstream_error(ex.provider.name, ex.error.code or "error")
             raise ex.error
         if ex.result is not None:
-            await self.save(ex, ex.result)
-            body = ex.translator.client_response_json() if ex.client_view else ex.result
+            body = ex.result
+            if not await self.save(ex, ex.result):  # (the store failed: the body says `"store": false`)
+                ex.translator.mark_unstored()
+                body = ex.translator.response_json()
+            if ex.client_view:
+                body = ex.translator.client_response_json()
             return await send_json(ex.send, 200, body)
         return 200
 

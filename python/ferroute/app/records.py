@@ -33,6 +33,7 @@ class Records:
         config = config or StoreConfig()
         self.store = store
         self.errors: dict[str, int] = {}
+        self.outage = False  # a failure was logged and the store has not answered since
         self.interrupted_after = config.interrupted_after
         self.heartbeat = Heartbeat(store, config.heartbeat_interval, self.failed)
         # Streams' first writes by response id: None while scheduled, then the put (`save` waits for it).
@@ -70,6 +71,8 @@ class Records:
         error = None if opening.cancelled() else opening.exception()
         if error is not None:
             self.failed("write", error, key)
+        elif not opening.cancelled():
+            self.ok()
 
     async def _opened_first(self, ex: Exchange) -> bool:
         """The stream's first write, if any, has ended (the next write goes after it: Redis's connections do not
@@ -83,15 +86,34 @@ class Records:
             await asyncio.shield(opening)
         return True
 
-    async def save(self, ex: Exchange, response: bytes | None = None) -> None:
-        """Write the exchange's record (once), finished. A failure is logged and counted; it never breaks the
-        response."""
+    async def open_now(self, ex: Exchange) -> None:
+        """`[store] on_error = "fail"`: the record written `in_progress` before the upstream call, or the 503 that
+        says the store is unavailable (nothing goes upstream)."""
+        record = ex.record
+        assert record is not None
+        fill_input(ex)
+        first = replace(record, response=ex.translator.response_json(), alive=time.time())
+        try:
+            await asyncio.shield(self.store.put(ex.tenant, first))
+        except Exception as e:
+            raise self.down("write", e) from None
+        self.ok()
+        key = ex.translator.response_id
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        self.opening[key] = done
+        self.heartbeat.add(ex.tenant, key)
+
+    async def save(self, ex: Exchange, response: bytes | None = None) -> bool:
+        """Write the exchange's record (once), finished; whether it is stored (True also with nothing to store). A
+        failure is logged (once an outage) and counted; it never breaks the response, which then says
+        `"store": false`."""
         if ex.saved:
-            return
+            return True
         await self._opened_first(ex)
         record = ex.record
         if record is None or ex.saved:
-            return
+            return True
         ex.saved = True
         fill_input(ex)
         record.response = ex.translator.response_json() if response is None else response
@@ -103,6 +125,9 @@ class Records:
             await asyncio.shield(self.store.put(ex.tenant, record))
         except Exception as e:
             self.failed("write", e, record.id)
+            return False
+        self.ok()
+        return True
 
     async def discard(self, ex: Exchange) -> None:
         """A stream that ended before its first byte went out (an HTTP error answered it; the client never saw its
@@ -122,6 +147,7 @@ class Records:
             record = await self.store.get(tenant, response_id)
         except StoreError as e:
             raise self.down("read", e) from None
+        self.ok()
         if record is None:
             raise not_found("response", response_id)
         return self.as_read(record)
@@ -133,9 +159,20 @@ class Records:
         return record
 
     def failed(self, op: str, error: BaseException, response_id: str | None = None) -> None:
+        """Count a failure (`ferroute_store_errors_total`); log the first of an outage (until `ok`), not each."""
         self.errors[op] = self.errors.get(op, 0) + 1
-        error_log.error("store %s failed (%s store)%s: %s", op, self.store.name,
-                        f" for {response_id}" if response_id else "", error)  # fmt: skip
+        if self.outage:
+            return
+        self.outage = True
+        error_log.error("store %s failed (%s store)%s: %s; further failures are counted, not logged, until it "
+                        "works again", op, self.store.name, f" for {response_id}" if response_id else "",
+                        error)  # fmt: skip
+
+    def ok(self) -> None:
+        """The store answered: an outage, if one was logged, is over."""
+        if self.outage:
+            self.outage = False
+            error_log.warning("the %s store works again", self.store.name)
 
     def down(self, op: str, error: BaseException) -> RouterError:
         """A failure where the store's answer was needed: counted, and the 503 to answer."""

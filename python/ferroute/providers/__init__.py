@@ -43,6 +43,7 @@ class TranslatorClass(Protocol):
         store: bool | None = None,
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
+        secrets: _core.Secrets | None = None,
     ) -> Translator: ...
 
 

@@ -19,7 +19,7 @@ from ferroute.config import ProviderConfig
 from ferroute.errors import invalid_request
 from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest
 
-UPSTREAM_ITEM = "upstream-item:"  # (the Rust translator's `UPSTREAM_ITEM`)
+UPSTREAM_ITEM = _core.UPSTREAM_ITEM
 # Request fields the router answers for itself, not the upstream.
 _OWN = {"input", "previous_response_id", "store", "background", "stream", "stream_options", "include",
         "client_metadata", "model"}  # fmt: skip

@@ -26,7 +26,9 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-_MAGIC = "ferroute1."
+from ferroute import _core
+
+_MAGIC = _core.SEALED_PREFIX
 _AAD = b"ferroute reasoning v1\0"
 
 

@@ -129,6 +129,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(new_id, m)?)?;
     m.add_function(wrap_pyfunction!(item_id, m)?)?;
     m.add("OUTPUT_ITEMS", ferroute_core::events::ids::OUTPUT_ITEMS)?;
+    m.add("SEALED_PREFIX", ferroute_core::events::writer::SEALED_PREFIX)?;
+    m.add("UPSTREAM_ITEM", ferroute_core::translate::responses::UPSTREAM_ITEM)?;
     m.add_class::<ResponseEventParser>()?;
     m.add("StreamError", m.py().get_type::<StreamError>())?;
     Ok(())

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferroute_core::events::raw::RawJsonError;
+use ferroute_core::events::redact::Secrets;
 use ferroute_core::events::writer::{ErrorInfo, Framing, Outcome, ReasoningPolicy, ResponseSettings};
 use ferroute_core::sse::SseLimits;
 use ferroute_core::translate::{anthropic, chat_completions, responses, TranslatorOptions};
@@ -60,12 +61,41 @@ fn raw_error(error: RawJsonError) -> PyErr {
 /// The error a seal callable raised, kept until the translator call that ran it returns.
 type SealError = Arc<Mutex<Option<PyErr>>>;
 
-/// The `framing` and `reasoning`/`seal` keyword arguments as the core's options.
+/// The router's secrets, masked in the errors an upstream sends back (made once, shared by every translator).
+#[pyclass(frozen, module = "ferroute._core", name = "Secrets")]
+pub(crate) struct PySecrets {
+    inner: Arc<Secrets>,
+}
+
+#[pymethods]
+impl PySecrets {
+    #[new]
+    fn new(secrets: Vec<String>) -> Self {
+        Self {
+            inner: Arc::new(Secrets::new(secrets)),
+        }
+    }
+
+    fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.inner.mask(text)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Secrets(<{} masked>)", self.inner.len())
+    }
+}
+
+/// The `framing`, `reasoning`/`seal` and `secrets` keyword arguments as the core's options.
 fn options(
     framing: &str,
     reasoning: &str,
     seal: Option<Py<PyAny>>,
     seal_error: &mut Option<SealError>,
+    secrets: Option<&PySecrets>,
 ) -> PyResult<TranslatorOptions> {
     let framing = match framing {
         "sse" => Framing::Sse,
@@ -101,7 +131,11 @@ fn options(
             )))
         }
     };
-    Ok(TranslatorOptions { framing, reasoning })
+    Ok(TranslatorOptions {
+        framing,
+        reasoning,
+        secrets: secrets.map(|s| Arc::clone(&s.inner)),
+    })
 }
 
 /// How a turn ended, as a dict (see `_core.pyi`).
@@ -154,7 +188,7 @@ macro_rules! translator_class {
         #[pymethods]
         impl $name {
             #[new]
-            #[pyo3(signature = (request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576, max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None))]
+            #[pyo3(signature = (request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576, max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None))]
             #[allow(clippy::too_many_arguments)] // the Python keyword arguments
             fn new(
                 request: Option<&Bound<'_, PyAny>>,
@@ -167,9 +201,10 @@ macro_rules! translator_class {
                 framing: &str,
                 reasoning: &str,
                 seal: Option<Py<PyAny>>,
+                secrets: Option<PyRef<'_, PySecrets>>,
             ) -> PyResult<Self> {
                 let mut seal_error = None;
-                let options = options(framing, reasoning, seal, &mut seal_error)?;
+                let options = options(framing, reasoning, seal, &mut seal_error, secrets.as_deref())?;
                 let mut settings = settings_from(request)?;
                 if let Some(model) = model {
                     settings.set_model(model);
@@ -298,6 +333,12 @@ macro_rules! translator_class {
                 PyBytes::new(py, &self.core.writer().client_response_json())
             }
 
+            fn mark_unstored<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+                let writer = self.core.writer_mut();
+                writer.restate_unstored();
+                PyBytes::new(py, writer.output())
+            }
+
             #[pyo3(signature = (message, *, code="server_error", r#type="server_error"))]
             fn fail<'py>(
                 &mut self,
@@ -373,6 +414,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ChatCompletionsTranslator>()?;
     m.add_class::<AnthropicTranslator>()?;
     m.add_class::<ResponsesTranslator>()?;
+    m.add_class::<PySecrets>()?;
     m.add("UpstreamError", m.py().get_type::<UpstreamError>())?;
     Ok(())
 }

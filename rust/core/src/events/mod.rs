@@ -4,4 +4,5 @@
 pub mod ids;
 pub mod parser;
 pub mod raw;
+pub mod redact;
 pub mod writer;

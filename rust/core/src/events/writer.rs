@@ -16,13 +16,18 @@
 //! (one per line, for the WebSocket transport); JSON is written by hand for the fixed envelope and
 //! by `serde_json` for strings and echoed request values.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
 use super::ids::{item_id, new_id};
 use super::raw::{object_body, Members, RawJsonError};
+use super::redact::Secrets;
 use crate::json::scan::find_string_end;
+
+/// An error message is cut to this many bytes (an upstream's can be a whole page).
+pub const MAX_ERROR_MESSAGE: usize = 1_000;
 
 /// `write!` into a byte buffer, which cannot fail.
 macro_rules! put {
@@ -98,8 +103,8 @@ impl std::fmt::Debug for ReasoningPolicy {
     }
 }
 
-/// The prefix of a blob the router sealed (`crypto.py`'s `_MAGIC`): never sealed again as `upstream`.
-const SEALED_PREFIX: &str = "ferroute1.";
+/// The prefix of a blob the router sealed (Python's `ReasoningCipher` uses this one): never sealed again as `upstream`.
+pub const SEALED_PREFIX: &str = "ferroute1.";
 
 /// Which `encrypted_content` a written reasoning item carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,6 +365,8 @@ pub struct ResponseWriter {
     settings: ResponseSettings,
     framing: Framing,
     reasoning: ReasoningPolicy,
+    /// Masked in the error messages an upstream sends back (`redact`).
+    secrets: Option<Arc<Secrets>>,
     /// False for the whole-body converter: state is kept, no events are written.
     emit: bool,
     started: bool,
@@ -425,6 +432,7 @@ impl ResponseWriter {
             settings,
             framing,
             reasoning: ReasoningPolicy::Keep,
+            secrets: None,
             emit: true,
             started: false,
             seq: 0,
@@ -462,6 +470,38 @@ impl ResponseWriter {
     pub fn with_reasoning(mut self, policy: ReasoningPolicy) -> Self {
         self.reasoning = policy;
         self
+    }
+
+    /// Mask `secrets` in every error this response ends with (an upstream's message may echo a key).
+    #[must_use]
+    pub fn with_secrets(mut self, secrets: Option<Arc<Secrets>>) -> Self {
+        self.secrets = secrets.filter(|s| !s.is_empty());
+        self
+    }
+
+    /// `outcome` with the secrets masked in its error, and then its message cut to `MAX_ERROR_MESSAGE` bytes (in
+    /// that order: a cut first could leave the start of a key behind).
+    fn redacted(&self, mut outcome: Outcome) -> Outcome {
+        let Outcome::Failed(error) = &mut outcome else {
+            return outcome;
+        };
+        if let Some(secrets) = &self.secrets {
+            secrets.mask_string(&mut error.message);
+            secrets.mask_string(&mut error.code);
+            secrets.mask_string(&mut error.kind);
+            if let Some(param) = error.param.as_mut() {
+                secrets.mask_string(param);
+            }
+        }
+        if error.message.len() > MAX_ERROR_MESSAGE {
+            let mut cut = MAX_ERROR_MESSAGE;
+            while !error.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            error.message.truncate(cut);
+            error.message.push('…');
+        }
+        outcome
     }
 
     /// How events are framed.
@@ -850,6 +890,7 @@ impl ResponseWriter {
         if self.stopped {
             return;
         }
+        let outcome = self.redacted(outcome);
         if self.turns {
             self.start();
             self.close_item(item_status_for(&outcome));
@@ -866,6 +907,7 @@ impl ResponseWriter {
         if self.status != Status::InProgress {
             return;
         }
+        let outcome = self.redacted(outcome);
         self.start();
         self.turns = false;
         self.turn_outcome = None;
@@ -906,6 +948,33 @@ impl ResponseWriter {
         if self.emit && self.framing == Framing::Sse {
             self.out.extend_from_slice(b"data: [DONE]\n\n");
         }
+    }
+
+    /// The response was not stored after all (the store failed): `store` is false in the response object from now
+    /// on, and when the response has ended, its terminal event is written again (the same `sequence_number`, then
+    /// `data: [DONE]` in SSE framing) for the caller to send in place of the one it holds. Returns whether a
+    /// terminal event was written (not while the response runs, nor after a cancel: its stream has ended).
+    pub fn restate_unstored(&mut self) -> bool {
+        self.settings.set_store(false);
+        self.clear_output();
+        let terminal = match self.status {
+            Status::Completed => "response.completed",
+            Status::Incomplete => "response.incomplete",
+            Status::Failed => "response.failed",
+            Status::InProgress | Status::Cancelled => return false,
+        };
+        if !self.emit || self.seq == 0 {
+            return false;
+        }
+        self.seq -= 1;
+        self.event(terminal, |w, out| {
+            out.extend_from_slice(b",\"response\":");
+            w.write_response(out, w.client_view(), None);
+        });
+        if self.framing == Framing::Sse {
+            self.out.extend_from_slice(b"data: [DONE]\n\n");
+        }
+        true
     }
 
     /// Cancel the response while it is in progress: close the open item (`incomplete`), write what a failed
@@ -1744,6 +1813,35 @@ mod tests {
         assert_eq!(done["encrypted_content"], "blob-1");
         assert_eq!(terminal, done);
         assert_eq!(payloads.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_response_the_store_lost_restates_its_terminal_event_with_store_false() {
+        let mut settings = ResponseSettings::default();
+        settings.set_store(true);
+        let mut early = ResponseWriter::new(settings.clone(), None, None, Framing::Sse);
+        early.text_delta(TextKind::OutputText, "Hi");
+        assert!(!early.restate_unstored(), "nothing to restate while it runs");
+        early.finish(Outcome::Completed);
+        assert_eq!(events(early.output()).last().unwrap()["response"]["store"], false, "but it says so at its end");
+        let mut w = ResponseWriter::new(settings, None, None, Framing::Sse);
+        w.text_delta(TextKind::OutputText, "Hi");
+        w.finish(Outcome::Completed);
+        let first = events(w.output());
+        let held = first.last().unwrap().clone();
+        assert_eq!(held["response"]["store"], true);
+        assert!(w.restate_unstored());
+        let out = w.output().to_vec();
+        assert!(out.starts_with(b"event: response.completed\n") && out.ends_with(b"data: [DONE]\n\n"));
+        let again = events(&out);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0]["sequence_number"], held["sequence_number"]);
+        assert_eq!(again[0]["response"]["store"], false);
+        let mut expected = held.clone();
+        expected["response"]["store"] = Value::Bool(false);
+        assert_eq!(again[0], expected, "only `store` differs");
+        let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(r["store"], false);
     }
 
     #[test]

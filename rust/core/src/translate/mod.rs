@@ -1,10 +1,12 @@
 //! Upstream dialect translators: one module per dialect, each a [`Dialect`] that the generic
 //! [`Translator`] drives (SSE framing, the start, the end of the stream, failures from outside).
 
+use crate::events::redact::Secrets;
 use crate::events::writer::{
     ErrorInfo, Framing, FunctionCallRef, Outcome, ReasoningPolicy, ResponseSettings, ResponseWriter, Status,
 };
 use crate::sse::{SseDecoder, SseEventRef, SseLimits};
+use std::sync::Arc;
 
 pub mod anthropic;
 pub mod chat_completions;
@@ -41,6 +43,8 @@ pub struct TranslatorOptions {
     pub framing: Framing,
     /// What clients see of reasoning items' `encrypted_content`.
     pub reasoning: ReasoningPolicy,
+    /// The router's secrets, masked in the errors an upstream sends back.
+    pub secrets: Option<Arc<Secrets>>,
 }
 
 /// An upstream stream of dialect `D` (or a body) → Open Responses events: one call per upstream read.
@@ -69,7 +73,9 @@ impl<D: Dialect> Translator<D> {
         limits: SseLimits,
         options: TranslatorOptions,
     ) -> Self {
-        let writer = ResponseWriter::new(settings, id, created_at, options.framing).with_reasoning(options.reasoning);
+        let writer = ResponseWriter::new(settings, id, created_at, options.framing)
+            .with_reasoning(options.reasoning)
+            .with_secrets(options.secrets);
         Self {
             sse: SseDecoder::with_limits(limits),
             dialect: D::new(writer),
@@ -249,21 +255,11 @@ impl std::fmt::Display for ConvertError {
 
 impl std::error::Error for ConvertError {}
 
-/// Longest upstream error message passed on to the client; the rest is cut.
-const MAX_UPSTREAM_MESSAGE: usize = 1_000;
-
-/// The error an upstream reported, as the client sees it: its message (cut to
-/// `MAX_UPSTREAM_MESSAGE` bytes), never its raw body; `model_error` / `upstream_error` unless it says.
+/// The error an upstream reported, as the client sees it: its message (the writer masks the router's secrets in
+/// it and then cuts it to `MAX_ERROR_MESSAGE` bytes), never its raw body; `model_error` / `upstream_error` unless
+/// it says.
 fn upstream_error(message: &str, kind: Option<&str>, code: Option<&str>) -> ErrorInfo {
-    let mut message = format!("upstream error: {message}");
-    if message.len() > MAX_UPSTREAM_MESSAGE {
-        let mut cut = MAX_UPSTREAM_MESSAGE;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-        message.push('…');
-    }
+    let message = format!("upstream error: {message}");
     ErrorInfo {
         kind: kind.unwrap_or("model_error").to_owned(),
         code: code.unwrap_or("upstream_error").to_owned(),
