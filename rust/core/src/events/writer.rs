@@ -1823,7 +1823,11 @@ mod tests {
         early.text_delta(TextKind::OutputText, "Hi");
         assert!(!early.restate_unstored(), "nothing to restate while it runs");
         early.finish(Outcome::Completed);
-        assert_eq!(events(early.output()).last().unwrap()["response"]["store"], false, "but it says so at its end");
+        assert_eq!(
+            events(early.output()).last().unwrap()["response"]["store"],
+            false,
+            "but it says so at its end"
+        );
         let mut w = ResponseWriter::new(settings, None, None, Framing::Sse);
         w.text_delta(TextKind::OutputText, "Hi");
         w.finish(Outcome::Completed);
