@@ -26,7 +26,7 @@ from ferroute.app.background import Background
 from ferroute.app.clock import Clock
 from ferroute.app.continuation import Continuation
 from ferroute.app.exchange import Exchange, Pump
-from ferroute.app.http import METRICS_HEADERS, ClientGone, read_body, send_error, send_json
+from ferroute.app.http import METRICS_HEADERS, BodyRead, ClientGone, read_body, send_error, send_json
 from ferroute.app.records import Records
 from ferroute.app.stored import StoredEndpoints
 from ferroute.app.worker import on_stop_signal, tune_collector
@@ -85,7 +85,7 @@ class App:
         server = settings.server
         timeouts = [p.timeouts for p in providers.values()]
         shortest = min(
-            [server.keepalive_interval]
+            [server.keepalive_interval, server.body_read_timeout]
             + [t.idle for t in timeouts]
             + [t.first_event for t in timeouts]
             + [t.client_write for t in timeouts]
@@ -212,7 +212,13 @@ class App:
         if self.draining:
             raise shutting_down()
         limits = self.settings.limits
-        body = await read_body(scope, receive, limits.max_body_bytes, self.settings.server.body_read_timeout)
+        seconds = self.settings.server.body_read_timeout
+        reading = BodyRead(began + seconds, seconds)
+        self.clock.watch(reading)
+        try:
+            body = await read_body(scope, receive, limits.max_body_bytes, reading)
+        finally:
+            self.clock.unwatch(reading)
         request = parse_request(body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items)
         log["model"] = request.model
         log["stream"] = bool(request.stream)

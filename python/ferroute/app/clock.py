@@ -18,6 +18,7 @@ from ferroute._types import Message, Receive
 
 if TYPE_CHECKING:
     from ferroute.app.exchange import Exchange
+    from ferroute.app.http import BodyRead
 
 error_log = logging.getLogger("ferroute.error")
 
@@ -34,6 +35,7 @@ class Clock:
         self.keepalive_interval = keepalive_interval
         self.aborting = False  # past the shutdown grace: every exchange is ended at its next check
         self.timed: set[Exchange] = set()  # exchanges the clock watches
+        self.reading: set[BodyRead] = set()  # request bodies being read, each with its deadline
         self.handle: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -47,6 +49,17 @@ class Clock:
         ex.quiet_since = ex.pinged = ex.began
         ex.sent_seen = ex.writes
         self.timed.add(ex)
+        self._start()
+
+    def watch(self, reading: BodyRead) -> None:
+        """Put a body being read under the clock: past its deadline, `reading.expire()` (until `unwatch`)."""
+        self.reading.add(reading)
+        self._start()
+
+    def unwatch(self, reading: BodyRead) -> None:
+        self.reading.discard(reading)
+
+    def _start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.handle is None or self.loop is not loop:
             self.loop = loop
@@ -73,8 +86,13 @@ class Clock:
             except Exception:  # noqa: PERF203  (one exchange must not stop the clock of the others)
                 self.timed.discard(ex)
                 error_log.exception("the clock failed on %s", ex.translator.response_id)
+        for reading in list(self.reading):
+            if now >= reading.deadline:
+                self.reading.discard(reading)
+                reading.expire()
         loop = self.loop
-        self.handle = loop.call_later(self.tick, self._run) if self.timed and loop is not None else None
+        busy = self.timed or self.reading
+        self.handle = loop.call_later(self.tick, self._run) if busy and loop is not None else None
 
     def check(self, ex: Exchange, now: float) -> None:
         """One tick of an exchange: the first-event, idle and client-write timeouts, shutdown, keep-alives."""

@@ -199,7 +199,8 @@ class Pump:
             finally:
                 clock.untime(ex)
                 watcher.cancel()
-            await self._after_ping(ex)
+            if ex.ping is not None or ex.pinging is not None:  # (a coroutine call less for most requests)
+                await self._after_ping(ex)
             return await self._answer(ex, exc)
         finally:
             if work is not None:

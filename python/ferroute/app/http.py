@@ -23,9 +23,12 @@ class ClientGone(Exception):
     """The client went away (an ASGI `send` failed, or `http.disconnect` arrived)."""
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, timeout: float) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, reading: BodyRead) -> bytes:
     """The request body, at most `limit` bytes (a 413 past it, before reading more when Content-Length says so),
-    whole within `timeout` seconds (else a 408: Granian bounds the head's arrival, not the body's)."""
+    whole by `reading`'s deadline (else a 408: Granian bounds the head's arrival, not the body's). The caller puts
+    `reading` under the worker's clock (`Clock.watch`), which calls its `expire` once the deadline has passed: one
+    set entry per request, where a timer each (`call_later`) cost ~4 µs per request, much of it in the event loop's
+    heap of cancelled timers (in-process A/B, `bench/app_cost.py`)."""
     declared = -1
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -35,26 +38,22 @@ async def read_body(scope: Scope, receive: Receive, limit: int, timeout: float) 
                 raise invalid_request("invalid Content-Length header") from None
             if declared > limit:
                 raise request_too_large(limit)
-    deadline = _Deadline(timeout)
     chunks: list[bytes] = []
     size = 0
-    try:
-        while True:
-            message: Message = await deadline.wait(receive())
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise request_too_large(limit)
-            chunks.append(chunk)
-            # With the declared length read, the body is whole. (Granian sends a body as one message with
-            # `more_body` and then an empty last one: waiting for that was a second hop from its Rust thread on the
-            # way to the first event. The disconnect watcher takes it instead, beside the upstream's answer.)
-            if not message.get("more_body", False) or size == declared:
-                return b"".join(chunks)
-    finally:
-        deadline.cancel()
+    while True:
+        message: Message = await reading.wait(receive())
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise request_too_large(limit)
+        chunks.append(chunk)
+        # With the declared length read, the body is whole. (Granian sends a body as one message with
+        # `more_body` and then an empty last one: waiting for that was a second hop from its Rust thread on the
+        # way to the first event. The disconnect watcher takes it instead, beside the upstream's answer.)
+        if not message.get("more_body", False) or size == declared:
+            return b"".join(chunks)
 
 
 _TASK_CANCEL = asyncio.Task.cancel
@@ -67,21 +66,23 @@ def uncancel(task: asyncio.Task[Any]) -> None:
         uncancel_()
 
 
-class _Deadline:
-    """One timer for a whole body read (not a `wait_for` per message): when it fires, the `receive()` being
+class BodyRead:
+    """A body being read, with its deadline: when the clock says it has passed (`expire`), the `receive()` being
     awaited is cancelled and the read ends with a 408. Granian's `receive()` gives a future, which is cancelled
     itself; a coroutine (the RSGI adapter, other servers) is awaited in the request's task, which is cancelled,
     or in a task of its own where the request's task cannot be (Granian's "rust" task implementation)."""
 
-    __slots__ = ("expired", "handle", "pending", "seconds")
+    __slots__ = ("deadline", "expired", "pending", "seconds")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, deadline: float, seconds: float) -> None:
+        self.deadline = deadline
         self.seconds = seconds
         self.expired = False
         self.pending: asyncio.Future[Any] | None = None
-        self.handle = asyncio.get_running_loop().call_later(seconds, self._expire)
 
     async def wait(self, awaitable: Awaitable[Message]) -> Message:
+        if self.expired:
+            raise request_timeout(self.seconds)
         if isinstance(awaitable, asyncio.Future):
             self.pending = awaitable
         else:
@@ -102,13 +103,10 @@ class _Deadline:
         finally:
             self.pending = None
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         self.expired = True
         if self.pending is not None:
             self.pending.cancel()
-
-    def cancel(self) -> None:
-        self.handle.cancel()
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:

@@ -110,7 +110,8 @@ class Records:
         `"store": false`."""
         if ex.saved:
             return True
-        await self._opened_first(ex)
+        if ex.translator.response_id in self.opening:  # (a coroutine call less where there was no first write)
+            await self._opened_first(ex)
         record = ex.record
         if record is None or ex.saved:
             return True

@@ -1,0 +1,84 @@
+"""The app's own CPU per request, in-process (no server, no sockets): `POST /v1/responses` through the built-in mock
+provider, as an A/B between two checkouts of the Python code.
+
+    PYTHONPATH=<checkout>/python:. .venv/bin/python -m bench.app_cost --store sqlite [--stream]
+
+Prints the best and median of `--rounds` rounds of `--requests` requests (after a warm-up) in µs per request. Run it
+for each checkout in turn, several times, on a quiet machine: it measures Python work only (the mock provider's
+own cost included, the same on both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from ferroute.config import parse_settings
+
+try:
+    from ferroute.app import build_app as make_app
+except ImportError:  # (a checkout from before `build_app`)
+    from ferroute.app import App as make_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", choices=["memory", "sqlite"], default="sqlite")
+    parser.add_argument("--stream", action="store_true", help="streamed requests (default: whole responses)")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=300)
+    args = parser.parse_args(argv)
+    folder = tempfile.mkdtemp(prefix="ferroute-app-cost-")
+    config = (
+        f'[store]\nbackend = "{args.store}"\npath = "{folder}/s.sqlite3"\n[[providers]]\nname = "p"\nkind = "mock"\n'
+    )
+    app = make_app(parse_settings(config))
+    body = json.dumps({"model": "m", "input": "hello there", "stream": args.stream}).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/responses",
+        "headers": [(b"content-length", str(len(body)).encode())],
+        "query_string": b"",
+    }
+
+    async def one() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        never = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await never.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            return None
+
+        await app(scope, receive, send)
+
+    async def run() -> list[float]:
+        for _ in range(args.warmup):
+            await one()
+        rounds = []
+        for _ in range(args.rounds):
+            began = time.perf_counter()
+            for _ in range(args.requests):
+                await one()
+            rounds.append((time.perf_counter() - began) / args.requests * 1e6)
+        return rounds
+
+    rounds = asyncio.run(run())
+    kind = "stream" if args.stream else "whole"
+    print(f"{args.store} {kind}: µs per request best {min(rounds):.1f}, median {statistics.median(rounds):.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
