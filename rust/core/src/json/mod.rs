@@ -15,6 +15,7 @@
 mod error;
 mod parser;
 pub mod scan; // public for the PyO3 glue, whose JSON → Python parser shares the escape helpers
+pub mod scanner;
 mod tree;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ mod tests;
 
 pub use error::{JsonError, JsonErrorKind};
 pub use parser::{JsonBuilder, JsonParser, Scalar, DEFAULT_MAX_DEPTH};
+pub use scanner::{Number, ScanError, ScanErrorKind, Scanner, Str, StrStart};
 pub use tree::{JsonValue, TreeBuilder};
 
 /// A JSON document arriving in pieces, built into a [`JsonValue`].
