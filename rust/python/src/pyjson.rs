@@ -233,7 +233,8 @@ impl<'j, 'c, 'py> PyBuilder<'j, 'c, 'py> {
                 }
                 Text::Surrogate(..) => (self.make_str(key_text)?.cast_into::<PyString>()?, None),
             };
-            let first = self.scanner.colon().map_err(scan_error)?;
+            self.scanner.colon().map_err(scan_error)?;
+            let first = self.scanner.value_start().map_err(scan_error)?;
             let value_start = self.scanner.index();
             let (value, string) = if first == b'"' {
                 let text = self.string()?;
