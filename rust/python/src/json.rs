@@ -51,7 +51,8 @@ struct PyTree {
     error: Option<PyErr>,
 }
 
-fn scalar<'py>(py: Python<'py>, v: Scalar<'_>) -> PyResult<Bound<'py, PyAny>> {
+/// The Python object for a scalar (shared with `pyjson`'s builder, for numbers).
+pub(crate) fn scalar<'py>(py: Python<'py>, v: Scalar<'_>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Scalar::Null => py.None().into_bound(py),
         Scalar::Bool(b) => PyBool::new(py, b).to_owned().into_any(),

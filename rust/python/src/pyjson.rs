@@ -309,18 +309,7 @@ impl<'j, 'c, 'py> PyBuilder<'j, 'c, 'py> {
 
     fn number(&mut self) -> PyResult<Bound<'py, PyAny>> {
         let number = self.scanner.number().map_err(scan_error)?;
-        if number.float {
-            // Rust's float parsing is correctly rounded, like Python's `float(str)`.
-            let value: f64 = number
-                .text
-                .parse()
-                .map_err(|_| invalid(self.scanner.index(), "invalid number"))?;
-            return Ok(PyFloat::new(self.py, value).into_any());
-        }
-        match number.text.parse::<i64>() {
-            Ok(value) => Ok(value.into_pyobject(self.py)?.into_any()),
-            Err(_) => self.py.get_type::<PyInt>().call1((number.text,)),
-        }
+        super::json::scalar(self.py, number.scalar())
     }
 }
 

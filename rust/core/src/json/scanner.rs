@@ -16,6 +16,7 @@
 use std::fmt;
 
 use super::error::JsonErrorKind;
+use super::parser::Scalar;
 use super::scan::{hex4, scan_plain, short_escape};
 
 /// What the scanner found wrong; [`ScanError`] adds where. `Copy` and one byte, so a `Result` of a
@@ -156,6 +157,20 @@ pub struct Number<'j> {
     pub text: &'j str,
     /// It has a fraction or an exponent.
     pub float: bool,
+}
+
+impl<'j> Number<'j> {
+    /// The number as builders take it: [`Scalar::Int`] when an integer fits `i64` (`-0` is `0`),
+    /// [`Scalar::BigInt`] (its digits) when it does not, [`Scalar::Float`] otherwise (correctly
+    /// rounded, like Python's `float()`; past `f64`'s range ±infinity, as Python's `json` and jiter).
+    #[inline]
+    pub fn scalar(self) -> Scalar<'j> {
+        if self.float {
+            Scalar::Float(self.text.parse().unwrap_or(f64::NAN))
+        } else {
+            self.text.parse().map_or(Scalar::BigInt(self.text), Scalar::Int)
+        }
+    }
 }
 
 /// The token scanner (see the module doc).
