@@ -8,6 +8,8 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use ferroute_core::json::{JsonBuilder, JsonError, JsonParser, Scalar, DEFAULT_MAX_DEPTH};
 
+use super::pyjson::KeyCache;
+
 const _: () = assert!(DEFAULT_MAX_DEPTH == 256, "update the literal defaults below");
 
 create_exception!(
@@ -20,41 +22,6 @@ create_exception!(
 #[cold]
 fn json_error(e: &JsonError) -> PyErr {
     JSONError::new_err(e.to_string())
-}
-
-/// Object keys repeat (arrays of objects, the same schema every call): reuse their `str` objects.
-/// Direct-mapped, per stream; keys longer than `MAX_CACHED_KEY` bytes are not cached. Measured on the
-/// 20 KB `records` bench document: 214 → 185 µs parsed whole, 530 → 480 µs in 2,000 fragments.
-#[derive(Default)]
-struct KeyCache {
-    slots: Vec<Option<(Box<str>, Py<PyString>)>>,
-}
-
-const KEY_CACHE_SLOTS: usize = 512;
-const MAX_CACHED_KEY: usize = 64;
-
-impl KeyCache {
-    fn get<'py>(&mut self, py: Python<'py>, key: &str) -> Bound<'py, PyString> {
-        if key.len() > MAX_CACHED_KEY {
-            return PyString::new(py, key);
-        }
-        if self.slots.is_empty() {
-            self.slots.resize_with(KEY_CACHE_SLOTS, || None);
-        }
-        // FNV-1a: keys are short, and a collision only costs a fresh `str`.
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let slot = &mut self.slots[(h % KEY_CACHE_SLOTS as u64) as usize];
-        if let Some((k, s)) = slot {
-            if **k == *key {
-                return s.bind(py).clone();
-            }
-        }
-        let s = PyString::new(py, key);
-        *slot = Some((key.into(), s.clone().unbind()));
-        s
-    }
 }
 
 enum Frame {
@@ -84,7 +51,8 @@ struct PyTree {
     error: Option<PyErr>,
 }
 
-fn scalar<'py>(py: Python<'py>, v: Scalar<'_>) -> PyResult<Bound<'py, PyAny>> {
+/// The Python object for a scalar (shared with `pyjson`'s builder, for numbers).
+pub(crate) fn scalar<'py>(py: Python<'py>, v: Scalar<'_>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Scalar::Null => py.None().into_bound(py),
         Scalar::Bool(b) => PyBool::new(py, b).to_owned().into_any(),

@@ -1,4 +1,12 @@
-//! Incremental JSON: a parser that keeps its state across `feed` calls.
+//! JSON: one token scanner for whole texts, one incremental parser for pieces, builders on top.
+//!
+//! [`Scanner`] (in `scanner`) reads a complete text token by token, jiter-style: `peek`, containers
+//! (`array_first`/`array_step`, `object_first`/`object_step`/`colon`, with the depth bound), strings
+//! borrowed from the input or decoded into the caller's buffer, numbers, literals, skipping, errors
+//! with byte offsets. Its builders: the Python objects of `ResponseEventParser` and friends (the
+//! PyO3 glue's `pyjson`) and the chat chunk reader's borrowed view
+//! (`translate::chat_completions::reader`). The byte-level pieces (the SWAR string scan, escapes,
+//! hex digits) are in `scan`, shared with the incremental parser and the event writer.
 //!
 //! [`JsonParser`] is a resumable state machine (container stack, key/value position, the string,
 //! number or literal in progress) that reports what it reads to a [`JsonBuilder`], so one parser
@@ -14,7 +22,8 @@
 
 mod error;
 mod parser;
-pub mod scan; // public for the PyO3 glue, whose JSON → Python parser shares the escape helpers
+pub(crate) mod scan;
+mod scanner;
 mod tree;
 
 #[cfg(test)]
@@ -22,6 +31,7 @@ mod tests;
 
 pub use error::{JsonError, JsonErrorKind};
 pub use parser::{JsonBuilder, JsonParser, Scalar, DEFAULT_MAX_DEPTH};
+pub use scanner::{Number, ScanError, ScanErrorKind, Scanner, Str, StrStart};
 pub use tree::{JsonValue, TreeBuilder};
 
 /// A JSON document arriving in pieces, built into a [`JsonValue`].

@@ -8,6 +8,7 @@ use memchr::memchr2;
 
 use super::error::{JsonError, JsonErrorKind};
 use super::scan::{hex_digit, short_escape};
+use super::scanner::Number;
 
 /// A complete scalar handed to a [`JsonBuilder`] (or the trailing partial one, see [`JsonParser::partial`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -176,17 +177,14 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Converts a complete number's text (already checked against the grammar) to a scalar.
+/// Converts a complete number's text (already checked against the grammar) to a scalar, as the
+/// scanner's [`Number::scalar`] does for the readers of whole texts.
 #[inline]
 fn number(text: &[u8]) -> Scalar<'_> {
     // SAFETY: the number grammar admits only ASCII `-+.eE0-9`.
-    let s = unsafe { std::str::from_utf8_unchecked(text) };
-    if text.iter().any(|&b| matches!(b, b'.' | b'e' | b'E')) {
-        // std's parser is correctly rounded (like Python's float()); overflow gives ±inf, as Python's json.
-        Scalar::Float(s.parse().unwrap_or(f64::NAN))
-    } else {
-        s.parse().map_or(Scalar::BigInt(s), Scalar::Int)
-    }
+    let text = unsafe { std::str::from_utf8_unchecked(text) };
+    let float = text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+    Number { text, float }.scalar()
 }
 
 impl JsonParser {

@@ -569,3 +569,91 @@ proptest! {
         }
     }
 }
+
+/// The whole document through the token scanner, as a tree (what its builders see).
+fn scan_tree(text: &str) -> Result<JsonValue, ScanError> {
+    fn value(sc: &mut Scanner<'_>, first: u8, tape: &mut String) -> Result<JsonValue, ScanError> {
+        Ok(match first {
+            b'[' => {
+                let mut items = Vec::new();
+                let mut next = sc.array_first()?;
+                while let Some(c) = next {
+                    items.push(value(sc, c, tape)?);
+                    next = sc.array_step()?;
+                }
+                JsonValue::Array(items)
+            }
+            b'{' => {
+                let mut members = Vec::new();
+                let mut more = sc.object_first()?;
+                while more {
+                    let key = sc.string::<true>(tape)?.as_str().to_owned();
+                    sc.colon()?;
+                    let c = sc.value_start()?;
+                    members.push((key, value(sc, c, tape)?));
+                    more = sc.object_step()?;
+                }
+                JsonValue::Object(members)
+            }
+            b'"' => JsonValue::String(sc.string::<true>(tape)?.as_str().to_owned()),
+            b't' => sc.literal(b"true").map(|()| JsonValue::Bool(true))?,
+            b'f' => sc.literal(b"false").map(|()| JsonValue::Bool(false))?,
+            b'n' => sc.literal(b"null").map(|()| JsonValue::Null)?,
+            b'-' | b'0'..=b'9' => sc.number()?.scalar().into(),
+            _ => {
+                return Err(ScanError {
+                    index: sc.index(),
+                    kind: ScanErrorKind::ExpectedValue,
+                })
+            }
+        })
+    }
+    let mut sc = Scanner::new(text, DEFAULT_MAX_DEPTH);
+    let first = sc.value_start()?;
+    let v = value(&mut sc, first, &mut String::new())?;
+    sc.end()?;
+    Ok(v)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The scanner (whole texts) and the incremental parser (pieces) are two readers of one grammar:
+    /// the same value for every document, the same verdict (and error kind) for every broken one.
+    #[test]
+    fn the_scanner_agrees_with_the_incremental_parser(
+        v in value(), ascii in any::<bool>(), ws in prop::sample::select(vec!["", " ", "\n\t "]),
+        edits in prop::collection::vec((0usize..4000, prop::sample::select(vec![
+            "", "\"", "\\", ",", ":", "[", "]", "{", "}", "-", "0", "1", ".", "e", "t", "n", "\\u", "\\ud800", "\t", " ",
+        ])), 0..3),
+    ) {
+        let mut text = String::new();
+        write(&v, ascii, ws, &mut text);
+        prop_assert_eq!(scan_tree(&text), Ok(v));
+        for (at, with) in edits {
+            let mut at = at % (text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+            text.replace_range(at..end, with);
+        }
+        let scanned = scan_tree(&text);
+        let parsed = parse(text.as_bytes(), DEFAULT_MAX_DEPTH);
+        match (&scanned, &parsed) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", text),
+            (Err(a), Err(b)) => {
+                // Where a bare `-`/`1.` ends the text the incremental parser can only say "more was
+                // expected"; otherwise both name the same mistake.
+                let kind = a.kind.to_json_kind(DEFAULT_MAX_DEPTH);
+                prop_assert!(
+                    kind == b.kind || b.kind == JsonErrorKind::UnexpectedEof || kind == JsonErrorKind::UnexpectedEof
+                        || matches!((a.kind, &b.kind), (ScanErrorKind::ExpectedValue, JsonErrorKind::TrailingComma | JsonErrorKind::InvalidLiteral))
+                        || matches!((a.kind, &b.kind), (ScanErrorKind::ExpectedKey, JsonErrorKind::TrailingComma)),
+                    "{}: scanner {:?}, parser {:?}", text, a, b
+                );
+            }
+            _ => prop_assert!(false, "{}: scanner {:?}, parser {:?}", text, scanned, parsed),
+        }
+    }
+}

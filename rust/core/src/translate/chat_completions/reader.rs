@@ -1,4 +1,6 @@
-//! A validating single-pass reader for one streamed `chat.completion.chunk`.
+//! A validating single-pass reader for one streamed `chat.completion.chunk`: a builder of a
+//! borrowed view over the JSON core's token [`Scanner`], which knows the grammar (this module knows
+//! the chunk's structs and serde's rules for them).
 //!
 //! It accepts and rejects exactly what `serde_json::from_str::<Chunk>` (the derived structs in the
 //! parent module) accepts and rejects, but materialises only what the translator uses, into
@@ -27,7 +29,7 @@
 //! decoder's event size limit (16 MiB by default) stops such a chunk long before.
 
 use super::{UpstreamErrorBody, UsageIn};
-use crate::json::scan::{find_string_end, hex4, short_escape};
+use crate::json::{ScanError, Scanner, StrStart};
 
 /// A string of the chunk: a range of the input (no escapes) or of the reader's scratch buffer.
 /// `u32` offsets keep the views small (copied per choice); chunks over 4 GiB are rejected.
@@ -72,6 +74,13 @@ pub(super) struct CallView {
 /// rejected chunk again for its message: an empty error keeps every `Result` in registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Malformed;
+
+impl From<ScanError> for Malformed {
+    #[inline]
+    fn from(_: ScanError) -> Self {
+        Self
+    }
+}
 
 /// The reusable buffers and the result of the last [`ChunkReader::read`].
 #[derive(Default)]
@@ -199,21 +208,19 @@ fn has_control_bytes(bytes: &[u8]) -> bool {
 /// `CONTROLS`: the input has bytes below 0x20, so string scans must look for them (a parameter,
 /// not a field: one branch per chunk instead of one per string, ~50 instructions per chunk).
 struct Parser<'a, 'r, const CONTROLS: bool> {
-    s: &'a str,
-    b: &'a [u8],
-    i: usize,
+    sc: Scanner<'a>,
     r: &'r mut ChunkReader,
 }
 
-// `inline(always)` on the small pieces every token goes through (`ws`, strings, keys, skipping):
+// `inline(always)` on the small pieces every token goes through (strings, keys, skipping):
 // ~4,840 → ~4,550 instructions per bench chunk, translation included, against plain `inline`.
 #[allow(clippy::inline_always)]
 impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
     fn new(data: &'a str, r: &'r mut ChunkReader) -> Self {
         Self {
-            s: data,
-            b: data.as_bytes(),
-            i: 0,
+            // Ignored values may nest without bound (serde's `ignore_value`); the chunk's own
+            // structs nest four deep.
+            sc: Scanner::new(data, usize::MAX),
             r,
         }
     }
@@ -221,45 +228,15 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
     /// The whole input: one chunk, then only whitespace.
     fn read(mut self) -> Result<(), Malformed> {
         self.chunk()?;
-        if self.ws().is_some() {
-            return Err(Malformed);
-        }
+        self.sc.end()?;
         Ok(())
-    }
-
-    /// Skip whitespace; the next byte, not consumed.
-    #[inline(always)]
-    fn ws(&mut self) -> Option<u8> {
-        let c = *self.b.get(self.i)?;
-        // Whitespace is at most b' ': one comparison for the usual case of none.
-        if c > b' ' {
-            return Some(c);
-        }
-        loop {
-            let c = *self.b.get(self.i)?;
-            if !matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
-                return Some(c);
-            }
-            self.i += 1;
-        }
-    }
-
-    /// `word` (its first byte already peeked, not consumed).
-    #[inline]
-    fn literal(&mut self, word: &[u8]) -> Result<(), Malformed> {
-        if self.b[self.i..].starts_with(word) {
-            self.i += word.len();
-            Ok(())
-        } else {
-            Err(Malformed)
-        }
     }
 
     /// `null` next (after whitespace)? Consumes it.
     #[inline]
     fn null(&mut self) -> Result<bool, Malformed> {
-        if self.ws() == Some(b'n') {
-            self.literal(b"null")?;
+        if self.sc.peek() == Some(b'n') {
+            self.sc.literal(b"null")?;
             Ok(true)
         } else {
             Ok(false)
@@ -357,6 +334,14 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
         Ok(())
     }
 
+    /// The input span of the (non-null) value next, checked and skipped.
+    fn span(&mut self) -> Result<(usize, usize), Malformed> {
+        self.sc.peek();
+        let start = self.sc.index();
+        self.skip_value()?;
+        Ok((start, self.sc.index()))
+    }
+
     /// `usage`: rare (once per stream) and never hot, so serde reads it from the validated span.
     /// Its structs nest three deep at most, far from serde's recursion limit, so the span alone
     /// deserializes exactly as it would in place.
@@ -365,10 +350,8 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
         if self.null()? {
             return Ok(());
         }
-        let start = self.i;
-        self.skip_value()?;
-        let span = &self.s[start..self.i];
-        match serde_json::from_str::<UsageIn>(span) {
+        let (start, end) = self.span()?;
+        match serde_json::from_str::<UsageIn>(&self.sc.text()[start..end]) {
             Ok(usage) => {
                 self.r.usage = Some(usage);
                 Ok(())
@@ -386,13 +369,11 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
         if self.null()? {
             return Ok(());
         }
-        let start = self.i;
-        self.skip_value()?;
-        let span = &self.s[start..self.i];
-        let wrapped = format!("[{span}]");
+        let (start, end) = self.span()?;
+        let wrapped = format!("[{}]", &self.sc.text()[start..end]);
         match serde_json::from_str::<(UpstreamErrorBody<'_>,)>(&wrapped) {
             Ok(_) => {
-                self.r.error = Some((start, self.i));
+                self.r.error = Some((start, end));
                 Ok(())
             }
             Err(_) => Err(Malformed),
@@ -411,33 +392,13 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
         target: &mut T,
         field: impl Fn(&mut Self, &mut T, usize) -> Result<(), Malformed>,
     ) -> Result<(), Malformed> {
-        match self.ws() {
+        match self.sc.peek() {
             Some(b'{') => {
-                self.i += 1;
                 let mut seen = 0u32;
-                let mut first = true;
-                loop {
-                    match self.ws() {
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        Some(b',') if !first => {
-                            self.i += 1;
-                            if self.ws() != Some(b'"') {
-                                return Err(Malformed);
-                            }
-                        }
-                        Some(b'"') if first => {}
-                        _ => return Err(Malformed),
-                    }
-                    first = false;
-                    self.i += 1;
+                let mut more = self.sc.object_first()?;
+                while more {
                     let known = self.key(number)?;
-                    if self.ws() != Some(b':') {
-                        return Err(Malformed);
-                    }
-                    self.i += 1;
+                    self.sc.colon()?;
                     match known {
                         Some(n) => {
                             if seen & (1 << n) != 0 {
@@ -448,29 +409,27 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
                         }
                         None => self.skip_value()?,
                     }
+                    more = self.sc.object_step()?;
                 }
+                Ok(())
             }
             Some(b'[') => {
-                self.i += 1;
+                let mut next = self.sc.array_first()?;
                 for n in 0..count {
-                    match self.ws() {
-                        Some(b']') => break,
-                        Some(b',') if n > 0 => {
-                            self.i += 1;
-                            if matches!(self.ws(), Some(b']') | None) {
-                                return Err(Malformed);
-                            }
-                        }
-                        Some(_) if n == 0 => {}
-                        _ => return Err(Malformed),
+                    match next {
+                        None => return Ok(()),
+                        // `,]`: a trailing comma.
+                        Some(b']') if n > 0 => return Err(Malformed),
+                        Some(_) => {}
                     }
                     field(self, target, n)?;
+                    next = self.sc.array_step()?;
                 }
-                if self.ws() != Some(b']') {
-                    return Err(Malformed);
+                // More elements than fields.
+                match next {
+                    None => Ok(()),
+                    Some(_) => Err(Malformed),
                 }
-                self.i += 1;
-                Ok(())
             }
             _ => Err(Malformed),
         }
@@ -479,80 +438,67 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
     /// An array (not `null`); `element` reads one element.
     #[inline]
     fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<(), Malformed>) -> Result<(), Malformed> {
-        if self.ws() != Some(b'[') {
+        if self.sc.peek() != Some(b'[') {
             return Err(Malformed);
         }
-        self.i += 1;
+        let mut next = self.sc.array_first()?;
         let mut first = true;
-        loop {
-            match self.ws() {
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                Some(b',') if !first => {
-                    self.i += 1;
-                    if matches!(self.ws(), Some(b']') | None) {
-                        return Err(Malformed);
-                    }
-                }
-                Some(_) if first => {}
-                _ => return Err(Malformed),
+        while let Some(c) = next {
+            // `,]`: a trailing comma.
+            if c == b']' && !first {
+                return Err(Malformed);
             }
             first = false;
             element(self)?;
+            next = self.sc.array_step()?;
+        }
+        Ok(())
+    }
+
+    /// An object key (its `"` next): which of `names` it is. Keys are decoded and checked as serde
+    /// does (surrogates paired).
+    #[inline(always)]
+    fn key(&mut self, number: impl Fn(&[u8]) -> Option<usize>) -> Result<Option<usize>, Malformed> {
+        match self.sc.string_start::<CONTROLS, false>()? {
+            StrStart::Plain { text, .. } => Ok(number(text.as_bytes())),
+            StrStart::Escaped { start } => self.escaped_key(start, number),
         }
     }
 
-    /// An object key (opening quote consumed, closing quote and nothing more consumed): which of
-    /// `names` it is. Keys are decoded and checked as serde does (surrogates paired).
-    #[inline(always)]
-    fn key(&mut self, number: impl Fn(&[u8]) -> Option<usize>) -> Result<Option<usize>, Malformed> {
-        let start = self.i;
-        let end = self.string_end(start);
-        if end < self.b.len() && self.b[end] == b'"' {
-            self.i = end + 1;
-            return Ok(number(&self.b[start..end]));
-        }
+    #[cold]
+    fn escaped_key(
+        &mut self,
+        start: usize,
+        number: impl Fn(&[u8]) -> Option<usize>,
+    ) -> Result<Option<usize>, Malformed> {
         let mut key = std::mem::take(&mut self.r.key);
         key.clear();
-        let result = self.decode_string_into(start, &mut key);
+        let result = self.sc.decode_rest::<CONTROLS>(start, &mut key);
         let known = number(key.as_bytes());
         self.r.key = key;
-        result.map(|()| known)
+        result?;
+        Ok(known)
     }
 
     /// `Option<u64>` as serde reads it: `null`, or digits without sign, fraction or exponent that
     /// fit a u64.
     fn opt_u64(&mut self) -> Result<Option<u64>, Malformed> {
-        match self.ws() {
+        match self.sc.peek() {
             Some(b'n') => {
-                self.literal(b"null")?;
+                self.sc.literal(b"null")?;
                 Ok(None)
             }
-            Some(b'0') => {
-                self.i += 1;
-                match self.b.get(self.i) {
-                    Some(b'0'..=b'9' | b'.' | b'e' | b'E') => Err(Malformed),
-                    _ => Ok(Some(0)),
+            Some(b'0'..=b'9') => {
+                let number = self.sc.number()?;
+                if number.float {
+                    return Err(Malformed);
                 }
-            }
-            Some(c @ b'1'..=b'9') => {
-                self.i += 1;
-                let mut value = u64::from(c - b'0');
-                loop {
-                    match self.b.get(self.i) {
-                        Some(&d @ b'0'..=b'9') => {
-                            value = value
-                                .checked_mul(10)
-                                .and_then(|v| v.checked_add(u64::from(d - b'0')))
-                                .ok_or(Malformed)?;
-                            self.i += 1;
-                        }
-                        Some(b'.' | b'e' | b'E') => return Err(Malformed),
-                        _ => return Ok(Some(value)),
-                    }
-                }
+                number
+                    .text
+                    .bytes()
+                    .try_fold(0u64, |v, d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                    .map(Some)
+                    .ok_or(Malformed)
             }
             _ => Err(Malformed),
         }
@@ -561,279 +507,51 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
     /// `Option<Cow<str>>` as serde reads it: `null`, or a string with paired surrogates.
     #[inline(always)]
     fn opt_str(&mut self) -> Result<Option<Str>, Malformed> {
-        match self.ws() {
-            Some(b'"') => {
-                self.i += 1;
-                self.string().map(Some)
-            }
+        match self.sc.peek() {
+            Some(b'"') => self.string().map(Some),
             Some(b'n') => {
-                self.literal(b"null")?;
+                self.sc.literal(b"null")?;
                 Ok(None)
             }
             _ => Err(Malformed),
         }
     }
 
-    /// A string value (opening quote consumed): borrowed when it has no escape, else decoded.
+    /// A string value (its `"` next): borrowed when it has no escape, else decoded.
     #[inline(always)]
     fn string(&mut self) -> Result<Str, Malformed> {
-        let start = self.i;
-        let end = self.string_end(start);
-        if end < self.b.len() && self.b[end] == b'"' {
-            self.i = end + 1;
-            return Ok(Str {
-                start: start as u32,
-                end: end as u32,
+        let open = self.sc.index();
+        match self.sc.string_start::<CONTROLS, false>()? {
+            StrStart::Plain { text, .. } => Ok(Str {
+                start: open as u32 + 1,
+                end: (open + 1 + text.len()) as u32,
                 decoded: false,
-            });
+            }),
+            StrStart::Escaped { start } => self.decoded(start),
         }
+    }
+
+    #[cold]
+    fn decoded(&mut self, start: usize) -> Result<Str, Malformed> {
         let mut scratch = std::mem::take(&mut self.r.scratch);
         let from = scratch.len();
-        let result = self.decode_string_into(start, &mut scratch);
+        let result = self.sc.decode_rest::<CONTROLS>(start, &mut scratch);
         let to = scratch.len();
         self.r.scratch = scratch;
-        result.map(|()| Str {
+        result?;
+        Ok(Str {
             start: from as u32,
             end: to as u32,
             decoded: true,
         })
     }
 
-    /// The first `"`, `\` or (when the input has any) control byte at or after `from`; the
-    /// input's length when there is none.
-    #[inline(always)]
-    fn string_end(&self, from: usize) -> usize {
-        find_string_end::<CONTROLS>(self.b, from)
-    }
-
-    /// Decode the string starting at `start` (after its opening quote) into `out`, checking it as
-    /// serde's `parse_str` does; leaves `self.i` past the closing quote.
-    #[cold]
-    fn decode_string_into(&mut self, start: usize, out: &mut String) -> Result<(), Malformed> {
-        let mut at = start;
-        loop {
-            let end = self.string_end(at);
-            // `at` and `end` are at ASCII bytes or the ends of the input, so on char boundaries.
-            out.push_str(&self.s[at..end]);
-            self.i = end;
-            match self.b.get(end) {
-                Some(b'"') => {
-                    self.i = end + 1;
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    self.i = end + 1;
-                    self.escape(out)?;
-                    at = self.i;
-                }
-                _ => return Err(Malformed),
-            }
-        }
-    }
-
-    /// One escape after its `\`, decoded into `out`; surrogates must be paired.
-    fn escape(&mut self, out: &mut String) -> Result<(), Malformed> {
-        let Some(&c) = self.b.get(self.i) else {
-            return Err(Malformed);
-        };
-        self.i += 1;
-        let decoded = match c {
-            b'u' => {
-                let n = self.hex4()?;
-                let code = match n {
-                    0xDC00..=0xDFFF => return Err(Malformed),
-                    0xD800..=0xDBFF => {
-                        if self.b.get(self.i) != Some(&b'\\') || self.b.get(self.i + 1) != Some(&b'u') {
-                            return Err(Malformed);
-                        }
-                        self.i += 2;
-                        let low = self.hex4()?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return Err(Malformed);
-                        }
-                        0x1_0000 + ((u32::from(n) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
-                    }
-                    _ => u32::from(n),
-                };
-                char::from_u32(code).ok_or(Malformed)?
-            }
-            _ => short_escape(c).ok_or(Malformed)?,
-        };
-        out.push(decoded);
-        Ok(())
-    }
-
-    /// Four hex digits.
-    fn hex4(&mut self) -> Result<u16, Malformed> {
-        let n = hex4(self.b.get(self.i..).unwrap_or_default()).ok_or(Malformed)?;
-        self.i += 4;
-        Ok(n)
-    }
-
-    // --- skipping (serde's `ignore_value`) -----------------------------------------------------
-
-    /// A string nobody reads (opening quote consumed): escapes well-formed, surrogates unchecked.
-    #[inline(always)]
-    fn skip_string(&mut self) -> Result<(), Malformed> {
-        let mut at = self.i;
-        loop {
-            let end = self.string_end(at);
-            match self.b.get(end) {
-                Some(b'"') => {
-                    self.i = end + 1;
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    self.i = end + 1;
-                    match self.b.get(self.i) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
-                        Some(b'u') => {
-                            self.i += 1;
-                            self.hex4()?;
-                        }
-                        _ => return Err(Malformed),
-                    }
-                    at = self.i;
-                }
-                _ => {
-                    self.i = end;
-                    return Err(Malformed);
-                }
-            }
-        }
-    }
-
-    /// A number nobody reads (after its optional `-`).
-    fn skip_number(&mut self) -> Result<(), Malformed> {
-        match self.b.get(self.i) {
-            Some(b'0') => {
-                self.i += 1;
-                if matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                    return Err(Malformed);
-                }
-            }
-            Some(b'1'..=b'9') => self.skip_digits(),
-            _ => return Err(Malformed),
-        }
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                return Err(Malformed);
-            }
-            self.skip_digits();
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                return Err(Malformed);
-            }
-            self.skip_digits();
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn skip_digits(&mut self) {
-        while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-    }
-
-    /// `"key":` inside a skipped object (its opening quote peeked, not consumed).
-    fn skip_key(&mut self) -> Result<(), Malformed> {
-        if self.ws() != Some(b'"') {
-            return Err(Malformed);
-        }
-        self.i += 1;
-        self.skip_string()?;
-        if self.ws() != Some(b':') {
-            return Err(Malformed);
-        }
-        self.i += 1;
-        Ok(())
-    }
-
-    /// Any value, checked and skipped; containers nest without bound (an explicit stack).
+    /// Any value, checked and skipped (serde's `ignore_value`: strings' surrogates unchecked,
+    /// containers nest without bound).
     #[inline(always)]
     fn skip_value(&mut self) -> Result<(), Malformed> {
-        // Scalars (most skipped values: ids, names, timestamps, `null`) need no stack.
-        match self.ws() {
-            Some(b'"') => {
-                self.i += 1;
-                self.skip_string()
-            }
-            Some(b'n') => self.literal(b"null"),
-            Some(b'0'..=b'9') => self.skip_number(),
-            _ => self.skip_nested(),
-        }
-    }
-
-    fn skip_nested(&mut self) -> Result<(), Malformed> {
-        let mut stack = std::mem::take(&mut self.r.stack);
-        stack.clear();
-        let result = self.skip_value_with(&mut stack);
-        self.r.stack = stack;
-        result
-    }
-
-    fn skip_value_with(&mut self, stack: &mut Vec<u8>) -> Result<(), Malformed> {
-        loop {
-            match self.ws() {
-                Some(b'"') => {
-                    self.i += 1;
-                    self.skip_string()?;
-                }
-                Some(b'n') => self.literal(b"null")?,
-                Some(b't') => self.literal(b"true")?,
-                Some(b'f') => self.literal(b"false")?,
-                Some(b'-') => {
-                    self.i += 1;
-                    self.skip_number()?;
-                }
-                Some(b'0'..=b'9') => self.skip_number()?,
-                Some(open @ (b'[' | b'{')) => {
-                    self.i += 1;
-                    let close = if open == b'[' { b']' } else { b'}' };
-                    if self.ws() == Some(close) {
-                        self.i += 1;
-                    } else {
-                        stack.push(open);
-                        if open == b'{' {
-                            self.skip_key()?;
-                        }
-                        continue;
-                    }
-                }
-                _ => return Err(Malformed),
-            }
-            // A value ended: close what it ends, or go on after a comma.
-            loop {
-                let Some(&open) = stack.last() else {
-                    return Ok(());
-                };
-                match self.ws() {
-                    Some(b',') => {
-                        self.i += 1;
-                        if open == b'{' {
-                            self.skip_key()?;
-                        }
-                        break;
-                    }
-                    Some(b']') if open == b'[' => {
-                        self.i += 1;
-                        stack.pop();
-                    }
-                    Some(b'}') if open == b'{' => {
-                        self.i += 1;
-                        stack.pop();
-                    }
-                    _ => return Err(Malformed),
-                }
-            }
-        }
+        self.sc.skip_value::<CONTROLS>(&mut self.r.stack)?;
+        Ok(())
     }
 }
 
