@@ -6,6 +6,8 @@ from typing import Any, Final, Literal, Protocol, final
 
 __all__ = [
     "OUTPUT_ITEMS",
+    "SEALED_PREFIX",
+    "UPSTREAM_ITEM",
     "AnthropicTranslator",
     "ChatCompletionsTranslator",
     "ChunkedDecoder",
