@@ -5,6 +5,7 @@ SQLite (a file that cannot be opened) and Redis (a server stopped mid-run), stre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -14,7 +15,16 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
+from ferroute.app import App
+from ferroute.config import parse_settings
+from ferroute.errors import upstream_status
+from ferroute.models import ResponsesRequest
+from ferroute.providers import Provider, Upstream
+from ferroute.providers.chat_completions import ChatCompletionsDialect
+from ferroute.store.crypto import ReasoningCipher
+from ferroute.store.memory import MemoryStore
 from tests.support.grammar import check_stream
+from tests.support.inprocess import Scripted, call
 from tests.support.servers import Server, redis_server, requests_seen, router, shared_upstream
 
 MODEL = "fixture:openai-gpt-4o-mini-text-usage:up"
@@ -89,3 +99,27 @@ def test_on_error_fail_answers_503_before_any_upstream_call(down_store: str) -> 
         unstored = httpx.post(f"{server.url}/v1/responses", json={"model": MODEL, "input": "hi", "store": False})
         assert unstored.status_code == 200
         assert json.loads(unstored.content)["store"] is False
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_on_error_fail_keeps_no_record_of_a_request_the_upstream_refused(stream: bool) -> None:
+    """The record written before the upstream call goes again when the answer is an HTTP error (the client never
+    saw the id): nothing is left `in_progress`, its heartbeat renewed for ever. (In-process: the app's parts seen.)"""
+    settings = parse_settings(
+        '[store]\nbackend = "memory"\non_error = "fail"\n[[providers]]\nname = "p"\nkind = "mock"\n'
+    )
+    config = settings.providers[0]
+    written: list[str] = []
+
+    async def refuse(request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport) -> Upstream:
+        written.extend(id for _, id in store.records)  # (the record was written before the upstream call)
+        raise upstream_status("p", 429, "7")
+
+    store = MemoryStore()
+    provider = Provider(config, ChatCompletionsDialect(config), Scripted(refuse), settings.timeouts)
+    app = App(settings, providers={"p": provider}, store=store, cipher=ReasoningCipher("test"))
+    status, _ = asyncio.run(call(app, {"model": "m", "input": "hi", "stream": stream}))
+    assert status == 429
+    assert written, "on_error = fail writes the record before the upstream call"
+    assert not store.records, "and it goes when the upstream refuses"
+    assert not app.records.heartbeat.live

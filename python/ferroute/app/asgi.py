@@ -299,7 +299,9 @@ class App:
                 with contextlib.suppress(Exception):
                     translator.cancel()
                     await self.records.save(exchange)
-            elif record is not None and exchange.stream and not exchange.started:
+            elif record is not None and not exchange.started and not exchange.saved:
+                # It ended before anything reached the client (an HTTP error answered it): no record is kept, and
+                # one written at its creation (`on_error = "fail"`, or a stream's) goes.
                 with contextlib.suppress(Exception):
                     await self.records.discard(exchange)
             log["status_detail"] = translator.status
