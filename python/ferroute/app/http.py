@@ -56,7 +56,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int, reading: BodyRea
             return b"".join(chunks)
 
 
-_TASK_CANCEL = asyncio.Task.cancel
+TASK_CANCEL = asyncio.Task.cancel  # (a task whose `cancel` is this one can be cancelled; Granian's "rust" tasks cannot)
 
 
 def uncancel(task: asyncio.Task[Any]) -> None:
@@ -87,7 +87,7 @@ class BodyRead:
             self.pending = awaitable
         else:
             task = asyncio.current_task()
-            if task is None or type(task).cancel is not _TASK_CANCEL:
+            if task is None or type(task).cancel is not TASK_CANCEL:
                 awaitable = self.pending = asyncio.ensure_future(awaitable)
             else:
                 self.pending = task

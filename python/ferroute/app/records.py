@@ -55,8 +55,7 @@ class Records:
         if key not in self.opening or record is None or ex.saved:
             self.opening.pop(key, None)  # (saved or discarded before this turn came)
             return
-        fill_input(ex)
-        first = replace(record, response=ex.translator.response_json(), alive=time.time())
+        first = _in_progress(ex, record)
         try:
             opening = asyncio.ensure_future(self.store.put(ex.tenant, first))
         except Exception as e:
@@ -91,8 +90,7 @@ class Records:
         says the store is unavailable (nothing goes upstream)."""
         record = ex.record
         assert record is not None
-        fill_input(ex)
-        first = replace(record, response=ex.translator.response_json(), alive=time.time())
+        first = _in_progress(ex, record)
         try:
             await asyncio.shield(self.store.put(ex.tenant, first))
         except Exception as e:
@@ -187,6 +185,12 @@ class Records:
         ]
         lines += [f'ferroute_store_errors_total{{op="{op}"}} {n}' for op, n in sorted(self.errors.items())]
         return lines
+
+
+def _in_progress(ex: Exchange, record: Record) -> Record:
+    """The record's first write: its input items filled in, the response as it stands, a heartbeat time."""
+    fill_input(ex)
+    return replace(record, response=ex.translator.response_json(), alive=time.time())
 
 
 def fill_input(ex: Exchange) -> None:
