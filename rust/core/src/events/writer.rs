@@ -10,12 +10,14 @@
 //! The writer also carries what used to be Python's post-processing: the reasoning policy (what a client
 //! sees of `encrypted_content`: the upstream's, `null`, or the router's sealed blob, while the stored object
 //! keeps the upstream's), `cancelled` and `queued` views, and items the router makes itself (a hosted
-//! tool's call) between the upstream's.
+//! tool's call) between the upstream's. The model's calls to the tools the router runs are *held*
+//! ([`ResponseWriter::set_held_names`]): kept out of the stream and `output`, reported to the tool loop only.
 //!
 //! Events are written straight into a reused byte buffer, as SSE frames or as bare JSON objects
 //! (one per line, for the WebSocket transport); JSON is written by hand for the fixed envelope and
 //! by `serde_json` for strings and echoed request values.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -345,6 +347,21 @@ enum Body {
     Hosted { members: Members, done: Option<Vec<u8>> },
 }
 
+/// A call to a held function name: kept out of the stream and `output` (the router runs it and writes its own
+/// item), its arguments gathered here.
+#[derive(Debug)]
+struct HeldCall {
+    call_id: String,
+    name: String,
+    arguments: String,
+    /// How many items there were when it was made: its place among them, for the order of the turn's calls.
+    before: usize,
+}
+
+/// The bit that marks the index [`ResponseWriter::open_function_call`] returns for a held call (the rest is its
+/// place among the turn's held calls). No response has 2^63 items, so it never collides with an `output_index`.
+const HELD_CALL: usize = 1 << (usize::BITS - 1);
+
 #[derive(Debug)]
 struct Item {
     id: String,
@@ -388,6 +405,10 @@ pub struct ResponseWriter {
     usage: Option<Usage>,
     /// The sum of the earlier turns' usage.
     past_usage: Option<Usage>,
+    /// Function names whose calls are held ([`set_held_names`](Self::set_held_names)).
+    held_names: HashSet<String>,
+    /// The current turn's held calls, in the order the model made them.
+    held: Vec<HeldCall>,
     error: Option<ErrorInfo>,
     incomplete_reason: Option<String>,
 }
@@ -409,12 +430,15 @@ impl Usage {
 /// A function call the model made in a turn (for a tool loop to run), as its item has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FunctionCallRef<'a> {
-    pub output_index: usize,
-    /// The item id (`fc_…`).
-    pub id: &'a str,
+    /// Its item's `output_index`; `None` for a held call, which has no item.
+    pub output_index: Option<usize>,
+    /// The item id (`fc_…`); `None` for a held call.
+    pub id: Option<&'a str>,
     pub call_id: &'a str,
     pub name: &'a str,
     pub arguments: &'a str,
+    /// A call to a held name ([`ResponseWriter::set_held_names`]): in neither the stream nor `output`.
+    pub held: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -446,6 +470,8 @@ impl ResponseWriter {
             turn_first_item: 0,
             usage: None,
             past_usage: None,
+            held_names: HashSet::new(),
+            held: Vec::new(),
             error: None,
             incomplete_reason: None,
         }
@@ -538,6 +564,7 @@ impl ResponseWriter {
         self.stopped = false;
         self.turn_outcome = None;
         self.turn_first_item = self.items.len();
+        self.held.clear();
         if let Some(usage) = self.usage.take() {
             self.past_usage = Some(self.past_usage.map_or(usage, |past| past.plus(usage)));
         }
@@ -555,26 +582,73 @@ impl ResponseWriter {
         self.turn_outcome.as_ref()
     }
 
-    /// The function calls the model made in the current turn, in order.
+    /// The function calls the model made in the current turn, held ones too, in the order it made them.
     pub fn turn_function_calls(&self) -> impl Iterator<Item = FunctionCallRef<'_>> {
-        self.items
-            .iter()
-            .enumerate()
-            .skip(self.turn_first_item)
-            .filter_map(|(output_index, item)| match &item.body {
-                Body::FunctionCall {
+        let mut items = self.items.iter().enumerate().skip(self.turn_first_item).peekable();
+        let mut held = self.held.iter().peekable();
+        std::iter::from_fn(move || loop {
+            // A held call made before the next item opened comes before it.
+            let next_item = items.peek().map(|(index, _)| *index);
+            if let Some(call) = held.next_if(|call| next_item.is_none_or(|index| call.before <= index)) {
+                return Some(FunctionCallRef {
+                    output_index: None,
+                    id: None,
+                    call_id: &call.call_id,
+                    name: &call.name,
+                    arguments: &call.arguments,
+                    held: true,
+                });
+            }
+            let (output_index, item) = items.next()?;
+            if let Body::FunctionCall {
+                call_id,
+                name,
+                arguments,
+            } = &item.body
+            {
+                return Some(FunctionCallRef {
+                    output_index: Some(output_index),
+                    id: Some(&item.id),
                     call_id,
                     name,
                     arguments,
-                } => Some(FunctionCallRef {
-                    output_index,
-                    id: &item.id,
-                    call_id,
-                    name,
-                    arguments,
-                }),
-                _ => None,
-            })
+                    held: false,
+                });
+            }
+        })
+    }
+
+    /// Hold the calls to these function names from now on (replacing the names held before; none by default):
+    /// the tools the router runs itself. A held call writes no events and is not in `output`; it does not close
+    /// the open item; [`turn_function_calls`](Self::turn_function_calls) reports it, with its arguments.
+    pub fn set_held_names<I, S>(&mut self, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.held_names = names.into_iter().map(Into::into).collect();
+    }
+
+    /// The function names whose calls are held.
+    pub fn held_names(&self) -> &HashSet<String> {
+        &self.held_names
+    }
+
+    /// Whether an index [`open_function_call`](Self::open_function_call) returned is a held call's.
+    pub fn is_held_call(index: usize) -> bool {
+        index & HELD_CALL != 0
+    }
+
+    /// The items the current turn added to `output` (from its first item to the end; all of them outside turns),
+    /// as a JSON array of the items as [`response_json`](Self::response_json) holds them (the upstream's own
+    /// `encrypted_content` kept): what the next upstream call sends back. Closed items only, as in `output`.
+    pub fn turn_items_json(&self) -> Vec<u8> {
+        let first = if self.turns { self.turn_first_item } else { 0 };
+        let mut out = Vec::with_capacity(256);
+        out.push(b'[');
+        self.write_items(&mut out, first, View::Stored);
+        out.push(b']');
+        out
     }
 
     /// The next `sequence_number`.
@@ -766,9 +840,21 @@ impl ResponseWriter {
         });
     }
 
-    /// Start a `function_call` item (closing whatever item is open); returns its `output_index`.
+    /// Start a `function_call` item (closing whatever item is open); returns its `output_index`. A call to a
+    /// held name ([`set_held_names`](Self::set_held_names)) is kept aside instead, writing nothing and leaving the
+    /// open item open; the index returned for it ([`is_held_call`](Self::is_held_call)) is no `output_index`, but
+    /// [`function_call_delta`](Self::function_call_delta) takes it all the same.
     pub fn open_function_call(&mut self, call_id: &str, name: &str) -> usize {
         self.start();
+        if !self.held_names.is_empty() && self.held_names.contains(name) {
+            self.held.push(HeldCall {
+                call_id: call_id.to_owned(),
+                name: name.to_owned(),
+                arguments: String::new(),
+                before: self.items.len(),
+            });
+            return HELD_CALL | (self.held.len() - 1);
+        }
         self.close_item(ItemStatus::Completed);
         self.push_item(
             "fc",
@@ -781,10 +867,12 @@ impl ResponseWriter {
     }
 
     /// Append argument text to the function call at `output_index`. Returns false (and writes
-    /// nothing) when that item is no longer the open one: its `.done` has been sent.
+    /// nothing) when that item is no longer the open one: its `.done` has been sent. A held call takes
+    /// arguments (writing nothing) whatever is open, until the turn ends.
     pub fn function_call_delta(&mut self, output_index: usize, delta: &str) -> bool {
         if self.open != Some(output_index) {
-            return false;
+            // (Held calls are looked at only here: an open call's deltas cost what they did.)
+            return Self::is_held_call(output_index) && self.held_delta(output_index & !HELD_CALL, delta);
         }
         if delta.is_empty() {
             return true;
@@ -798,6 +886,20 @@ impl ResponseWriter {
             arguments.push_str(delta);
         }
         true
+    }
+
+    /// Append argument text to held call `position` of this turn, unless the turn has ended.
+    fn held_delta(&mut self, position: usize, delta: &str) -> bool {
+        if self.stopped {
+            return false;
+        }
+        match self.held.get_mut(position) {
+            Some(call) => {
+                call.arguments.push_str(delta);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Start an item the router makes itself (a hosted tool's call, e.g. `{"type":"mcp_call",…}` with
@@ -1261,6 +1363,21 @@ impl ResponseWriter {
         self.out = out;
     }
 
+    /// The `output` items from index `first` on, comma-separated, their reasoning items as `view` has them.
+    fn write_items(&self, out: &mut Vec<u8>, first: usize, view: View) {
+        // Snapshots before the end list only closed items, so `output` always holds whole items.
+        for (i, item) in self.items[first.min(self.items.len())..]
+            .iter()
+            .filter(|item| item.status != ItemStatus::InProgress)
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(b',');
+            }
+            item.write(out, view);
+        }
+    }
+
     /// The response object, its reasoning items as `view` has them, its status `status` where given.
     fn write_response(&self, out: &mut Vec<u8>, view: View, status: Option<&str>) {
         out.extend_from_slice(b"{\"id\":");
@@ -1284,18 +1401,7 @@ impl ResponseWriter {
         out.extend_from_slice(b",\"model\":");
         write_str(out, &self.settings.model);
         out.extend_from_slice(b",\"output\":[");
-        // Snapshots before the end list only closed items, so `output` always holds whole items.
-        for (i, item) in self
-            .items
-            .iter()
-            .filter(|item| item.status != ItemStatus::InProgress)
-            .enumerate()
-        {
-            if i > 0 {
-                out.push(b',');
-            }
-            item.write(out, view);
-        }
+        self.write_items(out, 0, view);
         out.extend_from_slice(b"],\"error\":");
         match &self.error {
             Some(error) => {
@@ -1587,6 +1693,8 @@ mod write_str_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ID: &str = "resp_0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn events(out: &[u8]) -> Vec<Value> {
         std::str::from_utf8(out)
@@ -2062,6 +2170,173 @@ mod tests {
         assert_eq!(frames.concat(), w.output());
         assert_eq!(*frames.last().unwrap(), b"data: [DONE]\n\n");
         assert!(frames[0].starts_with(b"event: response.created\ndata: {"));
+    }
+
+    /// A turn's calls as `(output_index, held, call_id, name, arguments)`.
+    fn calls(w: &ResponseWriter) -> Vec<(Option<usize>, bool, String, String, String)> {
+        w.turn_function_calls()
+            .map(|c| {
+                assert_eq!(c.id.is_none(), c.held);
+                assert_eq!(c.output_index.is_none(), c.held);
+                (
+                    c.output_index,
+                    c.held,
+                    c.call_id.to_owned(),
+                    c.name.to_owned(),
+                    c.arguments.to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn call(
+        index: Option<usize>,
+        call_id: &str,
+        name: &str,
+        arguments: &str,
+    ) -> (Option<usize>, bool, String, String, String) {
+        (index, index.is_none(), call_id.into(), name.into(), arguments.into())
+    }
+
+    #[test]
+    fn held_calls_write_nothing_and_leave_the_open_item_open() {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), Some(ID.into()), Some(1), Framing::Sse);
+        w.set_held_names(["lookup", "other"]);
+        w.begin_turn();
+        w.text_delta(TextKind::OutputText, "Let me");
+        let held = w.open_function_call("call_h", "lookup");
+        assert!(ResponseWriter::is_held_call(held));
+        assert!(w.function_call_delta(held, "{\"q\":"));
+        w.text_delta(TextKind::OutputText, " check.");
+        let open = w.open_function_call("call_o", "get");
+        assert_eq!(open, 1, "the held call took no output_index");
+        assert!(!ResponseWriter::is_held_call(open));
+        assert!(
+            w.function_call_delta(held, "1}"),
+            "a held call's arguments may come interleaved"
+        );
+        assert!(w.function_call_delta(open, "{}"));
+        let later = w.open_function_call("call_l", "lookup");
+        assert!(w.function_call_delta(open, ""), "nor did it close the open call");
+        assert!(w.function_call_delta(later, "{}"));
+        w.finish(Outcome::Completed);
+        assert!(!w.function_call_delta(later, "x"), "the turn has ended");
+
+        let out = String::from_utf8(w.output().to_vec()).unwrap();
+        assert!(
+            !out.contains("call_h") && !out.contains("call_l") && !out.contains("lookup"),
+            "{out}"
+        );
+        let evs = events(out.as_bytes());
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        let added: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.added")
+            .map(|e| (e["output_index"].as_u64().unwrap(), e["item"]["type"].as_str().unwrap()))
+            .collect();
+        assert_eq!(added, [(0, "message"), (1, "function_call")]);
+        let text = evs.iter().find(|e| e["type"] == "response.output_text.done").unwrap();
+        assert_eq!(
+            text["text"], "Let me check.",
+            "one message, streamed on around the held call"
+        );
+        assert_eq!(
+            types(&evs)
+                .iter()
+                .filter(|t| t.starts_with("response.function_call"))
+                .count(),
+            2,
+            "the ordinary call's one delta and its .done only"
+        );
+        assert_eq!(
+            calls(&w),
+            [
+                call(None, "call_h", "lookup", "{\"q\":1}"),
+                call(Some(1), "call_o", "get", "{}"),
+                call(None, "call_l", "lookup", "{}"),
+            ]
+        );
+        let fc_id = w.turn_function_calls().nth(1).unwrap().id.unwrap().to_owned();
+        assert!(fc_id.starts_with("fc_"));
+        let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        let output = r["output"].as_array().unwrap();
+        assert_eq!(output.len(), 2);
+        assert_eq!(output[1]["id"], fc_id);
+        let items: Value = serde_json::from_slice(&w.turn_items_json()).unwrap();
+        assert_eq!(items, r["output"]);
+
+        // The next turn starts with no held calls; a held call before any item comes first.
+        w.begin_turn();
+        assert!(calls(&w).is_empty());
+        assert_eq!(w.turn_items_json(), b"[]");
+        let first = w.open_function_call("call_held2", "other");
+        assert!(w.function_call_delta(first, "{\"x\":true}"));
+        w.text_delta(TextKind::OutputText, "Done.");
+        w.finish(Outcome::Completed);
+        assert_eq!(calls(&w), [call(None, "call_held2", "other", "{\"x\":true}")]);
+        let items: Value = serde_json::from_slice(&w.turn_items_json()).unwrap();
+        assert_eq!(items.as_array().unwrap().len(), 1);
+        assert_eq!(items[0]["content"][0]["text"], "Done.");
+        assert!(!w.output().windows(10).any(|b| b == b"call_held2"));
+
+        // Names replace the set; an empty set holds nothing.
+        w.begin_turn();
+        w.set_held_names(Vec::<String>::new());
+        assert!(w.held_names().is_empty());
+        let index = w.open_function_call("call_b", "lookup");
+        assert_eq!(index, 3);
+        w.finish_response(Outcome::Completed);
+        assert_eq!(calls(&w), [call(Some(3), "call_b", "lookup", "")]);
+        let all: Value = serde_json::from_slice(&w.turn_items_json()).unwrap();
+        assert_eq!(all.as_array().unwrap().len(), 4, "outside turns: every item");
+    }
+
+    #[test]
+    fn held_calls_of_a_silent_writer() {
+        let mut w = ResponseWriter::silent(ResponseSettings::default(), Some(ID.into()), Some(1));
+        w.set_held_names(["lookup".to_owned()]);
+        let held = w.open_function_call("call_h", "lookup");
+        assert!(w.function_call_delta(held, "{}"));
+        w.text_delta(TextKind::OutputText, "a");
+        w.finish(Outcome::Completed);
+        assert!(w.output().is_empty());
+        assert_eq!(calls(&w), [call(None, "call_h", "lookup", "{}")]);
+        let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(r["output"].as_array().unwrap().len(), 1);
+        assert_eq!(r["output"][0]["type"], "message");
+    }
+
+    #[test]
+    fn turn_items_are_the_stored_items_of_the_turn() {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), Some(ID.into()), Some(1), Framing::Sse)
+            .with_reasoning(ReasoningPolicy::Strip);
+        w.text_delta(TextKind::OutputText, "before turns");
+        assert_eq!(w.turn_items_json(), b"[]", "only closed items, as in `output`");
+        w.begin_turn();
+        w.text_delta(TextKind::Reasoning, "hm");
+        w.reasoning_encrypted_content("sig");
+        let index = w.open_function_call("call_1", "get");
+        w.function_call_delta(index, "{}");
+        w.finish(Outcome::Completed);
+        let items: Value = serde_json::from_slice(&w.turn_items_json()).unwrap();
+        let types: Vec<_> = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            ["reasoning", "function_call"],
+            "the message before the turn is not the turn's"
+        );
+        assert_eq!(
+            items[0]["encrypted_content"], "sig",
+            "the upstream's own, not the client's null"
+        );
+        let stored: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(items[0], stored["output"][1]);
+        assert_eq!(items[1], stored["output"][2]);
     }
 
     #[test]

@@ -353,7 +353,12 @@ mod tests {
             assert_eq!(t.status(), Status::InProgress);
             calls.push(
                 t.turn_function_calls()
-                    .map(|c| (c.output_index, format!("{} {} {}", c.call_id, c.name, c.arguments)))
+                    .map(|c| {
+                        (
+                            c.output_index.unwrap(),
+                            format!("{} {} {}", c.call_id, c.name, c.arguments),
+                        )
+                    })
                     .collect(),
             );
         }
