@@ -44,7 +44,7 @@ pub struct State {
 enum Block {
     Text,
     Thinking,
-    /// A `tool_use` block: its `function_call` item, and whether any argument text came.
+    /// A `tool_use` block: its `function_call` item (or held call), and whether any argument text came.
     ToolUse {
         output_index: usize,
         has_arguments: bool,
@@ -469,7 +469,10 @@ impl State {
                     // A call without arguments still carries a JSON object.
                     self.writer.function_call_delta(output_index, "{}");
                 }
-                self.writer.close_open_item();
+                // A held call opened no item: what was open before it (text) goes on.
+                if !ResponseWriter::is_held_call(output_index) {
+                    self.writer.close_open_item();
+                }
             }
             // A skipped block (a server tool's call or result) parts the text around it into two messages,
             // as a Responses upstream has them around its hosted tool call.
@@ -693,5 +696,59 @@ mod tests {
         assert_eq!(r["error"]["code"], "overloaded_error");
         assert!(convert_message(b"[1]", ResponseSettings::default(), None, None).is_err());
         assert!(convert_message(br#"{"type":"other"}"#, ResponseSettings::default(), None, None).is_err());
+    }
+
+    #[test]
+    fn a_held_tool_use_is_reported_not_streamed() {
+        for (name, held) in [
+            ("claude-sonnet-4-text-then-parallel-tool-use.sse", "add"),
+            ("claude-sonnet-4-text-then-parallel-tool-use.sse", "multiply"),
+            ("claude-sonnet-4-thinking-tool-use.sse", "weather"),
+            ("claude-sonnet-4-6-server-tool-then-tool-use.sse", "get_exchange_rate"),
+        ] {
+            crate::translate::tests::check_held_stream::<State>(&fixture(name), held);
+        }
+    }
+
+    #[test]
+    fn text_around_a_held_call_without_arguments_is_one_message() {
+        let raw = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\n\
+            event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\
+            \"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\
+            \"delta\":{\"type\":\"text_delta\",\"text\":\"Let me look.\"}}\n\n\
+            event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+            event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\
+            \"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"lookup\",\"input\":{}}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\
+            \"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+            event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+            event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,\
+            \"content_block\":{\"type\":\"text\",\"text\":\" Found it.\"}}\n\n\
+            event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}\n\n\
+            event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"}}\n\n\
+            event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let mut t = translator();
+        t.writer_mut().set_held_names(["lookup"]);
+        t.next_turn();
+        let mut out = t.feed(raw).to_vec();
+        out.extend_from_slice(t.end_turn());
+        out.extend_from_slice(t.finish());
+        let evs = events(&out);
+        assert!(evs
+            .iter()
+            .all(|e| !e["type"].as_str().unwrap().contains("function_call")));
+        let output = &evs.last().unwrap()["response"]["output"];
+        assert_eq!(output.as_array().unwrap().len(), 1);
+        assert_eq!(output[0]["content"][0]["text"], "Let me look. Found it.");
+        let calls: Vec<_> = t
+            .turn_function_calls()
+            .map(|c| (c.held, c.output_index, c.call_id, c.name, c.arguments))
+            .collect();
+        assert_eq!(
+            calls,
+            [(true, None, "toolu_1", "lookup", "{}")],
+            "`{{}}` as an item would have it"
+        );
     }
 }

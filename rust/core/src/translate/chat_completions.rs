@@ -746,4 +746,79 @@ mod tests {
             assert_eq!(events(&run(&bytes)), events(&run(&[raw])), "{name}");
         }
     }
+
+    #[test]
+    fn a_held_tool_call_is_reported_not_streamed() {
+        let fixture = |name: &str| {
+            let path = format!(
+                "{}/../../tests/fixtures/chat_completions/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        for (name, held) in [
+            ("openai-gpt-4o-parallel-tool-calls-usage.sse", "add"),
+            ("openai-gpt-4o-parallel-tool-calls-usage.sse", "multiply"),
+            ("openai-gpt-4o-parallel-tool-calls-2.sse", "get_weather"),
+            ("openrouter-claude-reasoning-tool-call.sse", "weather"),
+            ("ollama-llama3.2-tool-call.sse", "get_weather"),
+        ] {
+            crate::translate::tests::check_held_stream::<ChatCompletions>(&fixture(name), held);
+        }
+    }
+
+    /// Two tool calls whose arguments interleave: `lookup` at index 0, `get` at index 1.
+    const INTERLEAVED: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"On it.\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_l\",\
+        \"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"q\\\"\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_g\",\
+        \"function\":{\"name\":\"get\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\":2}\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+        data: [DONE]\n\n";
+
+    #[test]
+    fn a_held_call_takes_interleaved_arguments() {
+        let calls = |t: &ChatCompletionsTranslator| -> Vec<_> {
+            t.turn_function_calls()
+                .map(|c| (c.held, c.output_index, c.call_id.to_owned(), c.arguments.to_owned()))
+                .collect()
+        };
+        // Nothing held: interleaved arguments fail the response.
+        let evs = events(&run(&[INTERLEAVED]));
+        assert_eq!(
+            evs.last().unwrap()["response"]["error"]["code"],
+            "upstream_malformed_stream"
+        );
+        for held in ["lookup", "get"] {
+            for read in [1, 7, INTERLEAVED.len()] {
+                let mut t = translator();
+                t.writer_mut().set_held_names([held]);
+                let mut out = Vec::new();
+                for chunk in INTERLEAVED.chunks(read) {
+                    out.extend_from_slice(t.feed(chunk));
+                }
+                out.extend_from_slice(t.finish());
+                let evs = events(&out);
+                let last = evs.last().unwrap();
+                assert_eq!(last["type"], "response.completed", "{held}");
+                let output = last["response"]["output"].as_array().unwrap();
+                let types: Vec<_> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
+                assert_eq!(types, ["message", "function_call"], "{held}");
+                assert_ne!(output[1]["name"], held);
+                let (l, g) = (
+                    (held == "lookup", None, "call_l".to_owned(), "{\"q\":1}".to_owned()),
+                    (held == "get", None, "call_g".to_owned(), "{\"a\":2}".to_owned()),
+                );
+                let with_index = |mut call: (bool, Option<usize>, String, String)| {
+                    if !call.0 {
+                        call.1 = Some(1);
+                    }
+                    call
+                };
+                assert_eq!(calls(&t), [with_index(l), with_index(g)], "{held} {read}");
+            }
+        }
+    }
 }

@@ -192,9 +192,31 @@ impl<D: Dialect> Translator<D> {
         self.dialect.writer().turn_outcome()
     }
 
-    /// The function calls the model made in the current turn.
+    /// The function calls the model made in the current turn, held ones too ([`ResponseWriter::set_held_names`]).
     pub fn turn_function_calls(&self) -> impl Iterator<Item = FunctionCallRef<'_>> {
         self.dialect.writer().turn_function_calls()
+    }
+
+    /// The items the current turn added to `output`, as a JSON array (see [`ResponseWriter::turn_items_json`]).
+    pub fn turn_items_json(&self) -> Vec<u8> {
+        self.dialect.writer().turn_items_json()
+    }
+
+    /// A whole non-streaming body of the dialect → the response object (JSON), on a writer of its own that writes
+    /// no events and holds the names this one holds (a held call is left out of its `output`); this translator is
+    /// left as it was. An error if the body is not the dialect's.
+    pub fn convert(
+        &self,
+        body: &[u8],
+        settings: ResponseSettings,
+        id: Option<String>,
+        created_at: Option<u64>,
+    ) -> Result<Vec<u8>, ConvertError> {
+        let mut writer = ResponseWriter::silent(settings, id, created_at);
+        writer.set_held_names(self.writer().held_names().iter().cloned());
+        let mut dialect = D::new(writer);
+        dialect.on_whole(body)?;
+        Ok(dialect.writer().response_json())
     }
 
     /// End the response as failed for a reason outside the upstream's bytes (an idle timeout, the
@@ -532,16 +554,29 @@ mod tests {
         out
     }
 
-    /// `feed_whole(body)` and `feed(stream) + finish()` on fresh translators of dialect `D`: the same bytes.
-    fn same_as_stream<D: Dialect>(body: &Value, stream: &[u8]) {
+    /// A turn's calls as `(output_index, held, call_id, name, arguments)`.
+    fn turn_calls<D: Dialect>(t: &Translator<D>) -> Vec<(Option<usize>, bool, String, String, String)> {
+        t.turn_function_calls()
+            .map(|c| {
+                let fields = (c.call_id.to_owned(), c.name.to_owned(), c.arguments.to_owned());
+                (c.output_index, c.held, fields.0, fields.1, fields.2)
+            })
+            .collect()
+    }
+
+    /// `feed_whole(body)` and `feed(stream) + finish()` on fresh translators of dialect `D` holding `held`: the
+    /// same bytes, the same calls, and `convert(body)` the same response. The translator of the whole body.
+    fn same_as_stream<D: Dialect>(body: &Value, stream: &[u8], held: &[&str]) -> Translator<D> {
         let make = || {
-            Translator::<D>::with_options(
+            let mut t = Translator::<D>::with_options(
                 ResponseSettings::default(),
                 Some(ID.into()),
                 Some(1),
                 SseLimits::default(),
                 TranslatorOptions::default(),
-            )
+            );
+            t.writer_mut().set_held_names(held.iter().copied());
+            t
         };
         let mut whole = make();
         let whole_out = whole.feed_whole(body.to_string().as_bytes()).unwrap().to_vec();
@@ -557,6 +592,21 @@ mod tests {
             r
         };
         assert_eq!(response(&whole), response(&streamed));
+        assert_eq!(turn_calls(&whole), turn_calls(&streamed));
+        let mut converted: Value = serde_json::from_slice(
+            &make()
+                .convert(
+                    body.to_string().as_bytes(),
+                    ResponseSettings::default(),
+                    Some(ID.into()),
+                    Some(1),
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        converted["completed_at"] = Value::Null;
+        assert_eq!(converted, response(&whole));
+        whole
     }
 
     #[test]
@@ -573,7 +623,7 @@ mod tests {
         chunk["choices"][0].as_object_mut().unwrap().remove("message");
         let mut stream = sse_of(&[chunk], false);
         stream.extend_from_slice(b"data: [DONE]\n\n");
-        same_as_stream::<chat_completions::ChatCompletions>(&completion, &stream);
+        same_as_stream::<chat_completions::ChatCompletions>(&completion, &stream, &[]);
 
         let message = json!({
             "id": "msg_whole", "type": "message", "role": "assistant", "model": "claude",
@@ -593,7 +643,7 @@ mod tests {
                            "usage": message["usage"]}),
         );
         events.push(json!({"type": "message_stop"}));
-        same_as_stream::<anthropic::State>(&message, &sse_of(&events, true));
+        same_as_stream::<anthropic::State>(&message, &sse_of(&events, true), &[]);
 
         let response = json!({
             "id": "resp_whole", "object": "response", "status": "completed", "model": "gpt",
@@ -624,7 +674,246 @@ mod tests {
             events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
         }
         events.push(json!({"type": "response.completed", "response": response}));
-        same_as_stream::<responses::State>(&response, &sse_of(&events, true));
+        same_as_stream::<responses::State>(&response, &sse_of(&events, true), &[]);
+    }
+
+    /// The bodies of `a_whole_body_gives_the_events_of_the_stream_saying_the_same` (the completion with a tool
+    /// call), each with the stream saying the same.
+    fn whole_bodies_with_a_call() -> [(Value, Vec<u8>); 3] {
+        use serde_json::json;
+        let completion = json!({
+            "id": "chatcmpl-json", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Checking.",
+                         "tool_calls": [{"index": 0, "id": "call_whole", "type": "function",
+                                         "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                         "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
+        let mut chunk = completion.clone();
+        chunk["choices"][0]["delta"] = chunk["choices"][0]["message"].take();
+        chunk["choices"][0].as_object_mut().unwrap().remove("message");
+        let mut chat_stream = sse_of(&[chunk], false);
+        chat_stream.extend_from_slice(b"data: [DONE]\n\n");
+
+        let message = json!({
+            "id": "msg_whole", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "call_whole", "name": "get_weather", "input": {"city": "Paris"}},
+                        {"type": "text", "text": " Still checking."}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 8}});
+        let mut start = message.clone();
+        start["content"] = json!([]);
+        let mut events = vec![json!({"type": "message_start", "message": start})];
+        for (index, block) in message["content"].as_array().unwrap().iter().enumerate() {
+            events.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
+            events.push(json!({"type": "content_block_stop", "index": index}));
+        }
+        events.push(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": message["usage"]}));
+        events.push(json!({"type": "message_stop"}));
+        let anthropic_stream = sse_of(&events, true);
+
+        let response = json!({
+            "id": "resp_whole", "object": "response", "status": "completed", "model": "gpt",
+            "output": [{"type": "message", "id": "msg_whole", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]},
+                       {"type": "function_call", "id": "fc_whole", "call_id": "call_whole", "name": "get_weather",
+                        "arguments": "{\"city\":\"Paris\"}", "status": "completed"}],
+            "usage": {"input_tokens": 9, "output_tokens": 8, "total_tokens": 17}});
+        let mut events = Vec::new();
+        for (index, item) in response["output"].as_array().unwrap().iter().enumerate() {
+            events.push(json!({"type": "response.output_item.added", "output_index": index, "item": item}));
+            if item["type"] == "message" {
+                events.push(
+                    json!({"type": "response.output_text.delta", "output_index": index, "item_id": item["id"],
+                                   "delta": "Checking."}),
+                );
+            }
+            events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
+        }
+        events.push(json!({"type": "response.completed", "response": response}));
+        [
+            (completion, chat_stream),
+            (message, anthropic_stream),
+            (response, sse_of(&events, true)),
+        ]
+    }
+
+    #[test]
+    fn a_held_call_in_a_whole_body_is_held_as_in_the_stream() {
+        let [chat, anthropic, responses] = whole_bodies_with_a_call();
+        let chat = same_as_stream::<chat_completions::ChatCompletions>(&chat.0, &chat.1, &["get_weather"]);
+        let anthropic = same_as_stream::<anthropic::State>(&anthropic.0, &anthropic.1, &["get_weather"]);
+        let responses = same_as_stream::<responses::State>(&responses.0, &responses.1, &["get_weather"]);
+        let held = (
+            None,
+            true,
+            "call_whole".to_owned(),
+            "get_weather".to_owned(),
+            "{\"city\":\"Paris\"}".to_owned(),
+        );
+        for (name, calls, response) in [
+            ("chat", turn_calls(&chat), chat.writer().response_json()),
+            ("anthropic", turn_calls(&anthropic), anthropic.writer().response_json()),
+            ("responses", turn_calls(&responses), responses.writer().response_json()),
+        ] {
+            assert_eq!(calls, std::slice::from_ref(&held), "{name}");
+            let r: Value = serde_json::from_slice(&response).unwrap();
+            let types: Vec<_> = r["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["type"].clone())
+                .collect();
+            assert_eq!(types, ["message"], "{name}");
+        }
+        let r: Value = serde_json::from_slice(&anthropic.writer().response_json()).unwrap();
+        assert_eq!(
+            r["output"][0]["content"][0]["text"], "Checking. Still checking.",
+            "the text around a held call is one message"
+        );
+        // Not held: the same bodies give their calls as items.
+        let [chat, anthropic, responses] = whole_bodies_with_a_call();
+        let ordinary = same_as_stream::<chat_completions::ChatCompletions>(&chat.0, &chat.1, &["other"]);
+        assert_eq!(turn_calls(&ordinary)[0].0, Some(1));
+        let ordinary = same_as_stream::<anthropic::State>(&anthropic.0, &anthropic.1, &[]);
+        assert_eq!(turn_calls(&ordinary)[0].0, Some(1));
+        let ordinary = same_as_stream::<responses::State>(&responses.0, &responses.1, &[]);
+        assert_eq!(turn_calls(&ordinary)[0].0, Some(1));
+    }
+
+    /// An event without what holding a call renumbers (`sequence_number`, `output_index`, item ids) or what
+    /// carries the whole response.
+    fn unnumbered(event: &Value) -> Value {
+        let mut event = event.clone();
+        let fields = event.as_object_mut().unwrap();
+        for key in ["sequence_number", "output_index", "item_id", "response"] {
+            fields.remove(key);
+        }
+        if let Some(item) = fields.get_mut("item").and_then(Value::as_object_mut) {
+            item.remove("id");
+        }
+        event
+    }
+
+    /// A recorded stream of dialect `D` in one turn with the calls to `held` held, against the same stream with
+    /// nothing held: the same calls in the same order with the same arguments, the held ones flagged; the events
+    /// those calls' items had gone and nothing else; `sequence_number` and `output_index` contiguous.
+    pub(crate) fn check_held_stream<D: Dialect>(raw: &[u8], held: &str) {
+        let run = |names: &[&str]| {
+            let mut t = Translator::<D>::with_options(
+                ResponseSettings::default(),
+                Some(ID.into()),
+                Some(1),
+                SseLimits::default(),
+                TranslatorOptions::default(),
+            );
+            t.writer_mut().set_held_names(names.iter().copied());
+            t.next_turn();
+            let mut out = t.feed(raw).to_vec();
+            out.extend_from_slice(t.end_turn());
+            (t, out)
+        };
+        let (plain, plain_out) = run(&[]);
+        let (t, out) = run(&[held]);
+        assert_eq!(t.turn_outcome(), plain.turn_outcome());
+        let plain_calls = turn_calls(&plain);
+        let calls = turn_calls(&t);
+        assert!(calls.iter().any(|c| c.1), "the stream calls {held}");
+        assert_eq!(calls.len(), plain_calls.len());
+        let mut held_items = Vec::new();
+        for (call, plain_call) in calls.iter().zip(&plain_calls) {
+            assert_eq!(
+                (&call.2, &call.3, &call.4),
+                (&plain_call.2, &plain_call.3, &plain_call.4)
+            );
+            assert_eq!(call.1, call.3 == held);
+            assert_eq!(call.0.is_none(), call.1);
+            if call.1 {
+                held_items.push(plain_call.0.unwrap());
+            }
+        }
+        let evs = events(&out);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        let added: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.added")
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(added, (0..added.len() as u64).collect::<Vec<_>>());
+        let text = String::from_utf8(out).unwrap();
+        for call in calls.iter().filter(|c| c.1) {
+            assert!(
+                !text.contains(&format!("\"{}\"", call.2)),
+                "{} is in the stream",
+                call.2
+            );
+        }
+        let kept: Vec<_> = events(&plain_out)
+            .iter()
+            .filter(|e| {
+                e["output_index"]
+                    .as_u64()
+                    .is_none_or(|i| !held_items.contains(&usize::try_from(i).unwrap()))
+            })
+            .map(unnumbered)
+            .collect();
+        assert_eq!(evs.iter().map(unnumbered).collect::<Vec<_>>(), kept);
+        let items: Value = serde_json::from_slice(&t.turn_items_json()).unwrap();
+        let response: Value = serde_json::from_slice(&t.writer().response_json()).unwrap();
+        assert_eq!(items, response["output"]);
+        assert!(!items.as_array().unwrap().iter().any(|i| i["name"] == held));
+    }
+
+    /// [`two_turns`] with the model's `get` held.
+    fn held_translator(framing: Framing) -> ChatCompletionsTranslator {
+        let mut t = translator(framing);
+        t.writer_mut().set_held_names(["get"]);
+        t
+    }
+
+    #[test]
+    fn a_turn_whose_call_is_held_streams_only_its_other_items() {
+        let mut t = held_translator(Framing::Sse);
+        t.next_turn();
+        let mut out = t.feed(CALL_TURN).to_vec();
+        out.extend_from_slice(t.end_turn());
+        assert!(!out.windows(6).any(|w| w == b"call_1"));
+        let evs = events(&out);
+        let types: Vec<_> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert!(!types.iter().any(|t| t.contains("function_call")), "{types:?}");
+        assert_eq!(
+            turn_calls(&t),
+            [(
+                None,
+                true,
+                "call_1".to_owned(),
+                "get".to_owned(),
+                "{\"a\":1}".to_owned()
+            )]
+        );
+        let items: Value = serde_json::from_slice(&t.turn_items_json()).unwrap();
+        assert_eq!(items.as_array().unwrap().len(), 1);
+        assert_eq!(items[0]["type"], "reasoning");
+        t.next_turn();
+        assert!(turn_calls(&t).is_empty(), "a new turn has no calls yet");
+        out.extend_from_slice(t.feed(ANSWER_TURN));
+        out.extend_from_slice(t.end_turn());
+        let items: Value = serde_json::from_slice(&t.turn_items_json()).unwrap();
+        assert_eq!(items.as_array().unwrap().len(), 1);
+        assert_eq!(items[0]["content"][0]["text"], "It is 1.");
+        out.extend_from_slice(t.finish());
+        let evs = events(&out);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        let added: Vec<_> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.added")
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(added, [0, 1]);
+        let output = &evs.last().unwrap()["response"]["output"];
+        let types: Vec<_> = output.as_array().unwrap().iter().map(|i| &i["type"]).collect();
+        assert_eq!(types, ["reasoning", "message"]);
+        let all: Value = serde_json::from_slice(&t.turn_items_json()).unwrap();
+        assert_eq!(&all, output, "after the response's end: every item");
     }
 
     #[test]
@@ -652,6 +941,26 @@ mod tests {
             let (split, split_calls) = two_turns(&mut translator(Framing::JsonLines), read);
             prop_assert_eq!(events(&whole), events(&split));
             prop_assert_eq!(calls, split_calls);
+        }
+
+        #[test]
+        fn held_calls_in_any_split_give_the_same_events(read in 1usize..200) {
+            let mut whole = held_translator(Framing::JsonLines);
+            let mut split = held_translator(Framing::JsonLines);
+            for turn in [CALL_TURN, ANSWER_TURN] {
+                let mut outs = Vec::new();
+                for (t, size) in [(&mut whole, usize::MAX), (&mut split, read)] {
+                    t.next_turn();
+                    let mut out = Vec::new();
+                    for chunk in turn.chunks(size) {
+                        out.extend_from_slice(t.feed(chunk));
+                    }
+                    out.extend_from_slice(t.end_turn());
+                    outs.push(out);
+                }
+                prop_assert_eq!(events(&outs[0]), events(&outs[1]));
+                prop_assert_eq!(turn_calls(&whole), turn_calls(&split));
+            }
         }
     }
 }

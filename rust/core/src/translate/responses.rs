@@ -342,10 +342,16 @@ impl State {
                     .open_function_call(str_of(item, "call_id"), str_of(item, "name"));
                 let arguments = str_of(item, "arguments");
                 self.writer.function_call_delta(output_index, arguments);
-                Kind::FunctionCall {
+                let kind = Kind::FunctionCall {
                     output_index,
                     has_arguments: !arguments.is_empty(),
+                };
+                if ResponseWriter::is_held_call(output_index) {
+                    // No item of the writer's stands for it: the open one (and `current`) stay as they were.
+                    self.set_kind(index, kind);
+                    return;
                 }
+                kind
             }
             _ => {
                 self.writer.close_open_item();
@@ -360,6 +366,18 @@ impl State {
 
     fn item_done(&mut self, index: u64, item: &Value) {
         let Some(kind) = self.kind(index) else { return };
+        if let Kind::FunctionCall {
+            output_index,
+            has_arguments,
+        } = kind
+        {
+            if ResponseWriter::is_held_call(output_index) {
+                if !has_arguments {
+                    self.held_arguments_done(index, output_index, item);
+                }
+                return; // (it closes nothing: it opened nothing)
+            }
+        }
         if self.current != Some(index) {
             return; // (closed here already, when a later item started)
         }
@@ -383,6 +401,20 @@ impl State {
         }
         self.writer.close_open_item();
         self.current = None;
+    }
+
+    /// A held call's arguments from its `output_item.done`, where no argument text came before (`{}` if none).
+    fn held_arguments_done(&mut self, index: u64, output_index: usize, item: &Value) {
+        let arguments = str_of(item, "arguments");
+        self.writer
+            .function_call_delta(output_index, if arguments.is_empty() { "{}" } else { arguments });
+        self.set_kind(
+            index,
+            Kind::FunctionCall {
+                output_index,
+                has_arguments: true,
+            },
+        );
     }
 
     /// The upstream's terminal response: usage, then the same ending here.
@@ -528,5 +560,52 @@ mod tests {
                 .unwrap();
         assert_eq!(r["error"]["code"], "invalid_api_key");
         assert!(convert_response(b"[]", ResponseSettings::default(), None, None).is_err());
+    }
+
+    #[test]
+    fn a_held_function_call_is_reported_not_streamed() {
+        for (name, held) in [
+            ("openai-gpt-4o-parallel-function-calls.sse", "add"),
+            ("openai-gpt-4o-parallel-function-calls.sse", "multiply"),
+            ("openai-gpt-5-reasoning-summary-function-call.sse", "weather"),
+            // Arguments only in `function_call_arguments.done` / `output_item.done`.
+            ("lmstudio-glm-reasoning-text-function-call.sse", "weather"),
+            ("deepseek-v4-reasoning-text-function-call.sse", "get_temperature"),
+        ] {
+            crate::translate::tests::check_held_stream::<State>(&fixture(name), held);
+        }
+    }
+
+    #[test]
+    fn a_held_call_leaves_an_item_the_upstream_left_open_open() {
+        // A message the upstream never closes, a held call inside it, more text: one message.
+        let raw = b"data: {\"type\":\"response.output_item.added\",\"output_index\":0,\
+            \"item\":{\"type\":\"message\",\"id\":\"m\"}}\n\n\
+            data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"a\"}\n\n\
+            data: {\"type\":\"response.output_item.added\",\"output_index\":1,\
+            \"item\":{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"lookup\",\"arguments\":\"\"}}\n\n\
+            data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"b\"}\n\n\
+            data: {\"type\":\"response.output_item.done\",\"output_index\":1,\
+            \"item\":{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"lookup\",\"arguments\":\"\"}}\n\n\
+            data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"c\"}\n\n\
+            data: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\"}}\n\n";
+        let mut t = ResponsesTranslator::new(
+            ResponseSettings::default(),
+            Some(ID.into()),
+            Some(1),
+            SseLimits::default(),
+        );
+        t.writer_mut().set_held_names(["lookup"]);
+        t.next_turn();
+        t.feed(raw);
+        t.end_turn();
+        let calls: Vec<_> = t
+            .turn_function_calls()
+            .map(|c| (c.held, c.call_id, c.name, c.arguments))
+            .collect();
+        assert_eq!(calls, [(true, "c", "lookup", "{}")]);
+        let items: Value = serde_json::from_slice(&t.turn_items_json()).unwrap();
+        assert_eq!(items.as_array().unwrap().len(), 1);
+        assert_eq!(items[0]["content"][0]["text"], "abc");
     }
 }
