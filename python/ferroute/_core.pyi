@@ -1,6 +1,6 @@
 """ferroute's native core (Rust). Import the public names from `ferroute`, not from here."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, final
 
@@ -233,7 +233,9 @@ class Translator(Protocol):
     One response may span several upstream calls (a server-side tool loop): `next_turn()` before each
     call's first `feed`, `end_turn()` at its end, `turn_result()` to see how it ended, then another
     turn, or `finish()` / `fail()` / `cancel()`. The router's own items (a hosted tool's call) go in
-    with `open_item` / `item_event` / `done_item`, in the same sequence and `output`."""
+    with `open_item` / `item_event` / `done_item`, in the same sequence and `output`. The model's calls to
+    the tools the router runs itself are held (`hold`): `turn_result()` reports them, the client never sees
+    them, and `turn_items()` gives the turn's items to send back upstream."""
 
     def feed(self, upstream: bytes) -> bytes:
         """Translate the next upstream bytes; returns the Open Responses SSE frames they produce
@@ -246,7 +248,8 @@ class Translator(Protocol):
         the `error` event, `response.failed` and `data: [DONE]`; b"" if the response already ended."""
     def convert(self, body: bytes) -> bytes:
         """A whole non-streaming body of the dialect (see the class) → the response object as JSON bytes;
-        UpstreamError for a body that is not one."""
+        UpstreamError for a body that is not one. Calls to held names (`hold`) are left out of its `output`
+        and reported nowhere (a tool loop uses `feed_whole` and `turn_result`); the translator is unchanged."""
     @property
     def response_id(self) -> str: ...
     @property
@@ -275,8 +278,20 @@ class Translator(Protocol):
     def turn_result(self) -> dict[str, Any] | None:
         """How the current call ended, once it has: `{"status": "completed" | "incomplete" | "failed",
         "reason": str | None (incomplete), "error": {"type", "code", "message"} | None (failed),
-        "function_calls": [{"output_index", "id", "call_id", "name", "arguments"}, …]}` (the calls the model
-        made in this call); None while it runs."""
+        "function_calls": [{"output_index", "id", "call_id", "name", "arguments", "held"}, …]}` (the calls the
+        model made in this call, held ones too, in the order it made them); None while it runs. A held call
+        (`"held": True`, see `hold`) has no item: its `output_index` and `id` are None. `arguments` is the
+        call's JSON text (`"{}"` where the upstream gave none and its dialect means an empty object)."""
+    def hold(self, names: Iterable[str]) -> None:
+        """Hold the model's calls to these function names from now on (the tools the router runs itself),
+        replacing the names held before; none are held until this is called. A held call writes no events,
+        takes no `output_index`, is not in `output` and does not close the item streaming around it; its
+        arguments are gathered all the same and `turn_result()` reports it. TypeError for a single str."""
+    def turn_items(self) -> bytes:
+        """The items the current call added to `output` (from its first item to the end; every item outside
+        turns), as a JSON array of the items as `response_json()` holds them (reasoning keeps the upstream's
+        own `encrypted_content`): what the next upstream call sends back. Held calls are not items; items still
+        streaming are left out, as in `output`."""
     def cancel(self) -> bytes:
         """Cancel the response while in progress: the open item closes `incomplete`, and the stream gets
         what a failed one gets (`error` with code `cancelled`, `response.failed`, `data: [DONE]`); from then

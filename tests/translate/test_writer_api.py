@@ -22,7 +22,7 @@ from ferroute.app.reasoning import strip_encrypted as _strip_encrypted
 from ferroute.app.records import with_status as _with_status
 from ferroute.store import items
 from ferroute.store.crypto import ReasoningCipher, seal_item
-from tests.support.fixtures import fixture_files
+from tests.support.fixtures import FIXTURES, fixture_files
 from tests.support.grammar import check_events, check_stream
 from tests.support.mock_upstream import WHOLE_MESSAGE, WHOLE_RESPONSE, _completion_body
 from tests.support.reference import anthropic_as_stream, chat_completions_as_stream, responses_as_stream
@@ -298,6 +298,170 @@ def test_a_whole_body_of_another_dialect_raises() -> None:
     with pytest.raises(_core.UpstreamError):
         t.feed_whole(b'{"object":"response"}')
     assert t.status == "in_progress"
+
+
+# --- held calls: the tools the router runs itself ----------------------------------------------------------
+
+HELD_CASES = [
+    ("chat_completions", "openai-gpt-4o-parallel-tool-calls-usage", "add"),
+    ("chat_completions", "openai-gpt-4o-parallel-tool-calls-usage", "multiply"),
+    ("anthropic", "claude-sonnet-4-text-then-parallel-tool-use", "add"),
+    ("anthropic", "claude-sonnet-4-thinking-tool-use", "weather"),
+    ("responses", "openai-gpt-4o-parallel-function-calls", "add"),
+    ("responses", "lmstudio-glm-reasoning-text-function-call", "weather"),
+]
+
+
+def one_turn(t: Translator, raw: bytes, read: int = 1000) -> bytes:
+    t.next_turn()
+    out = b"".join(t.feed(raw[i : i + read]) for i in range(0, len(raw), read))
+    return out + t.end_turn()
+
+
+@pytest.mark.parametrize(("dialect", "name", "held"), HELD_CASES, ids=[f"{d}/{n}/{h}" for d, n, h in HELD_CASES])
+def test_a_held_call_is_reported_and_never_streamed(dialect: str, name: str, held: str) -> None:
+    raw = (FIXTURES / dialect / f"{name}.sse").read_bytes()
+    plain = make(dialect)
+    one_turn(plain, raw)
+    plain_result = plain.turn_result()
+    t = make(dialect)
+    t.hold([held])
+    frames = one_turn(t, raw, read=97)
+    result = t.turn_result()
+    assert plain_result is not None and result is not None
+    assert result["status"] == plain_result["status"] == "completed"
+
+    calls = result["function_calls"]
+    assert [(c["call_id"], c["name"], c["arguments"]) for c in calls] == [
+        (c["call_id"], c["name"], c["arguments"]) for c in plain_result["function_calls"]
+    ], "the same calls, in the order the model made them"
+    assert all(set(c) == {"output_index", "id", "call_id", "name", "arguments", "held"} for c in calls)
+    assert [c["held"] for c in calls] == [c["name"] == held for c in calls]
+    for call in calls:
+        if call["held"]:
+            assert (call["output_index"], call["id"]) == (None, None)
+            json.loads(call["arguments"])  # whole JSON, from deltas or from a `.done`
+            assert call["call_id"].encode() not in frames
+        else:
+            assert isinstance(call["output_index"], int) and call["id"].startswith("fc_")
+
+    frames += t.finish()
+    events, response = check_stream(frames)
+    added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
+    assert added == list(range(len(added)))
+    assert not any(e.get("item", {}).get("name") == held for e in events)
+    plain_output = json.loads(plain.response_json())["output"]
+    assert len(response["output"]) == len(plain_output) - sum(c["held"] for c in calls)
+    for call in calls:
+        if not call["held"]:
+            assert response["output"][call["output_index"]]["id"] == call["id"]
+    assert json.loads(t.turn_items()) == response["output"], "after the end: every item"
+
+
+def test_turn_items_are_the_turns_own_and_held_calls_reset_each_turn() -> None:
+    t = _core.ChatCompletionsTranslator(response_id=RESPONSE_ID, created_at=1)
+    t.hold(name for name in ["get", "other"])
+    assert t.turn_items() == b"[]"
+    t.next_turn()
+    frames = t.feed(CALL_TURN) + t.end_turn()
+    assert b"call_1" not in frames and b"function_call" not in frames
+    assert t.turn_result() == {
+        "status": "completed",
+        "reason": None,
+        "error": None,
+        "function_calls": [
+            {"output_index": None, "id": None, "call_id": "call_1", "name": "get", "arguments": "{}", "held": True}
+        ],
+    }
+    assert json.loads(t.turn_items()) == [], "a held call is no item"
+    messages: list[bytes] = []
+    run_hosted_tool(t, messages)
+    t.next_turn()
+    t.feed(ANSWER_TURN)
+    t.end_turn()
+    result = t.turn_result()
+    assert result is not None and result["function_calls"] == []
+    items_json = json.loads(t.turn_items())
+    assert [i["type"] for i in items_json] == ["message"]
+    assert items_json[0]["content"][0]["text"] == "It is 1."
+    t.finish()
+    output = json.loads(t.response_json())["output"]
+    assert [i["type"] for i in output] == ["ferroute:mcp_call", "message"]
+    assert items_json == output[1:]
+    assert json.loads(t.turn_items()) == output
+
+
+def test_turn_items_keep_the_upstreams_encrypted_content() -> None:
+    raw = (FIXTURES / "anthropic" / "claude-sonnet-4-thinking-tool-use.sse").read_bytes()
+    t = make("anthropic", reasoning="strip")
+    one_turn(t, raw)
+    items_json = json.loads(t.turn_items())
+    assert items_json == json.loads(t.response_json())["output"]
+    reasoning = next(i for i in items_json if i["type"] == "reasoning")
+    assert reasoning["encrypted_content"], "the stored view, not the client's null"
+    assert json.loads(t.client_response_json())["output"][0]["encrypted_content"] is None
+
+
+def test_hold_takes_an_iterable_of_names() -> None:
+    t = make("chat_completions")
+    with pytest.raises(TypeError):
+        t.hold("get")  # a str is an iterable of characters: never meant
+    with pytest.raises(TypeError):
+        t.hold([1])  # type: ignore[list-item]
+    t.hold(["get"])
+    t.hold([])  # replaces the set: nothing held
+    t.next_turn()
+    t.feed(CALL_TURN)
+    t.end_turn()
+    result = t.turn_result()
+    assert result is not None
+    assert [(c["held"], c["output_index"]) for c in result["function_calls"]] == [(False, 0)]
+
+
+WHOLE_CALL = {
+    "index": 0,
+    "id": "call_whole",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+}
+WHOLE_COMPLETION = {
+    "id": "chatcmpl-json", "object": "chat.completion", "created": 0, "model": "m",
+    "choices": [{"index": 0, "finish_reason": "tool_calls",
+                 "message": {"role": "assistant", "content": "Checking.", "tool_calls": [WHOLE_CALL]}}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "as_stream"),
+    [
+        ("chat_completions", WHOLE_COMPLETION, chat_completions_as_stream),
+        ("anthropic", WHOLE_MESSAGE, anthropic_as_stream),
+        ("responses", WHOLE_RESPONSE, responses_as_stream),
+    ],
+    ids=["chat_completions", "anthropic", "responses"],
+)
+def test_a_held_call_in_a_whole_body_is_held_as_in_its_stream(
+    dialect: str, body: dict[str, Any], as_stream: Callable[[bytes], bytes]
+) -> None:
+    raw = json.dumps(body).encode()
+    whole = make(dialect)
+    whole.hold(["get_weather"])
+    whole.next_turn()
+    out = whole.feed_whole(raw)
+    streamed = make(dialect)
+    streamed.hold(["get_weather"])
+    assert one_turn(streamed, as_stream(raw)) == out
+    assert whole.turn_result() == streamed.turn_result()
+    result = whole.turn_result()
+    assert result is not None
+    [call] = result["function_calls"]
+    assert call["held"] and call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+    assert b"get_weather" not in out
+    assert whole.turn_items() == streamed.turn_items()
+    assert "function_call" not in [i["type"] for i in json.loads(whole.turn_items())]
+    converted = json.loads(whole.convert(raw))
+    assert "function_call" not in [i["type"] for i in converted["output"]]
+    assert [i["type"] for i in converted["output"]] == [i["type"] for i in json.loads(whole.turn_items())]
 
 
 # --- ids --------------------------------------------------------------------------------------------------

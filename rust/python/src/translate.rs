@@ -164,7 +164,7 @@ fn outcome_dict<'py>(py: Python<'py>, outcome: &Outcome) -> PyResult<Bound<'py, 
 /// A translator class for one upstream dialect: the router's per-request translator, one call per upstream
 /// read. Both dialects have the same Python API (`_core.pyi`), so the router picks one by provider kind.
 macro_rules! translator_class {
-    ($name:ident, $core:ty, $convert:path) => {
+    ($name:ident, $core:ty) => {
         #[pyclass(module = "ferroute._core")]
         pub(crate) struct $name {
             core: $core,
@@ -269,10 +269,28 @@ macro_rules! translator_class {
                     c.set_item("call_id", call.call_id)?;
                     c.set_item("name", call.name)?;
                     c.set_item("arguments", call.arguments)?;
+                    c.set_item("held", call.held)?;
                     calls.append(c)?;
                 }
                 dict.set_item("function_calls", calls)?;
                 Ok(Some(dict))
+            }
+
+            fn hold(&mut self, names: &Bound<'_, PyAny>) -> PyResult<()> {
+                // A str is an iterable of its characters: holding those is never what was meant.
+                if names.is_instance_of::<PyString>() || names.is_instance_of::<PyBytes>() {
+                    return Err(PyTypeError::new_err("names must be an iterable of str, not a single str"));
+                }
+                let names = names
+                    .try_iter()?
+                    .map(|name| name?.extract::<String>())
+                    .collect::<PyResult<Vec<String>>>()?;
+                self.core.writer_mut().set_held_names(names);
+                Ok(())
+            }
+
+            fn turn_items<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+                PyBytes::new(py, &self.core.writer().turn_items_json())
             }
 
             fn cancel<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
@@ -358,7 +376,9 @@ macro_rules! translator_class {
             }
 
             fn convert<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-                let json = $convert(body, self.settings.clone(), Some(self.response_id.clone()), self.created_at)
+                let json = self
+                    .core
+                    .convert(body, self.settings.clone(), Some(self.response_id.clone()), self.created_at)
                     .map_err(|e| UpstreamError::new_err(e.message))?;
                 Ok(PyBytes::new(py, &json))
             }
@@ -394,21 +414,9 @@ macro_rules! translator_class {
     };
 }
 
-translator_class!(
-    ChatCompletionsTranslator,
-    chat_completions::ChatCompletionsTranslator,
-    chat_completions::convert_chat_completion
-);
-translator_class!(
-    AnthropicTranslator,
-    anthropic::AnthropicTranslator,
-    anthropic::convert_message
-);
-translator_class!(
-    ResponsesTranslator,
-    responses::ResponsesTranslator,
-    responses::convert_response
-);
+translator_class!(ChatCompletionsTranslator, chat_completions::ChatCompletionsTranslator);
+translator_class!(AnthropicTranslator, anthropic::AnthropicTranslator);
+translator_class!(ResponsesTranslator, responses::ResponsesTranslator);
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ChatCompletionsTranslator>()?;
