@@ -1,5 +1,6 @@
 """`UrlGuard`: which MCP server URLs a request may name (prefixes; no private addresses unless a prefix names the
-host)."""
+host), and the guarded HTTP client connecting to the address it checked. (Redirects, against real servers:
+test_mcp_client.py.)"""
 
 from __future__ import annotations
 
@@ -100,3 +101,38 @@ def test_a_prefix_naming_a_host_trusts_it() -> None:
     guard = UrlGuard(["http://127.0.0.1:9000/", "http://"])
     assert allowed(guard, "http://127.0.0.1:9000/mcp")
     assert "loopback" in refused(guard, "http://127.0.0.1:9001/mcp")
+
+
+def test_a_guarded_request_goes_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name resolved for the check is not resolved again to connect (DNS could answer differently the second
+    # time): the request goes to the checked address, with the name in Host and in TLS's SNI.
+    import httpx2
+
+    from ferroute.mcp._http import GuardedTransport
+
+    sent: list[httpx2.Request] = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(200, text="ok")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def getaddrinfo(host: str, port: int, **kwargs: Any) -> list[Any]:
+            assert host == "mcp.example.test"
+            return [(2, 1, 6, "", ("93.184.216.34", port))]
+
+        monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+        url = "https://mcp.example.test/mcp"
+        transport = GuardedTransport(UrlGuard(["https://"]), url, httpx2.MockTransport(handler))
+        async with httpx2.AsyncClient(transport=transport) as client:
+            response = await client.get(url)
+        assert response.text == "ok"
+        assert str(response.request.url) == url  # (what the client asked for, for redirects and messages)
+        [request] = sent
+        assert str(request.url) == "https://93.184.216.34/mcp"
+        assert request.headers["host"] == "mcp.example.test"
+        assert request.extensions["sni_hostname"] == "mcp.example.test"
+
+    run(scenario())
