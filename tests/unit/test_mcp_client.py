@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ferroute.mcp import CallResult, McpError, McpPool, UrlGuard
-from ferroute.mcp.results import cap
+from ferroute.mcp.results import cap, render
 from tests.support.mcp_server import mcp_demo, mcp_server_fixture, shared_mcp_demo  # noqa: F401
 from tests.support.servers import Server, free_port
 
@@ -76,7 +76,8 @@ def test_lists_the_tools(server: Server) -> None:
             assert add.input_schema["type"] == "object"
             assert add.input_schema["properties"]["a"]["type"] == "number"
             assert add.input_schema["required"] == ["a", "b"]
-            assert add.annotations is None
+            assert add.annotations == {"readOnlyHint": True, "idempotentHint": True}
+            assert tools["sleep"].annotations is None
 
     run(scenario())
 
@@ -128,6 +129,43 @@ def test_large_output_is_cut_with_a_note(mcp_server: Server) -> None:
             assert failed == CallResult(error="é" * 500 + "\n[output cut: 1000 of 1200 bytes]")
 
     run(scenario())
+
+
+def test_results_as_text_for_the_model() -> None:
+    from mcp_types import (
+        BlobResourceContents,
+        CallToolResult,
+        EmbeddedResource,
+        ImageContent,
+        ResourceLink,
+        TextContent,
+        TextResourceContents,
+    )
+
+    def text(*content: Any, structured: Any = None, error: bool = False) -> CallResult:
+        return render(CallToolResult(content=list(content), structured_content=structured, is_error=error), 1000)
+
+    image = ImageContent(type="image", data="AAECAw==", mime_type="image/png")  # 4 bytes
+    assert text(TextContent(type="text", text="a"), TextContent(type="text", text="b")) == CallResult(output="a\nb")
+    assert text(TextContent(type="text", text="a"), structured={"n": 1}) == CallResult(output="a")
+    assert text(structured={"n": 1, "s": "é"}) == CallResult(output='{"n": 1, "s": "é"}')
+    assert text(image, structured=[1]) == CallResult(output="[1]\n[image: image/png, 4 bytes]")
+    assert text(image, TextContent(type="text", text="a")) == CallResult(output="[image: image/png, 4 bytes]\na")
+    link = ResourceLink(type="resource_link", uri="file:///r.txt", name="r")
+    assert text(link) == CallResult(output="[resource link: file:///r.txt]")
+    page = TextResourceContents(uri="file:///p.md", text="# page", mime_type="text/markdown")
+    assert text(EmbeddedResource(type="resource", resource=page)) == CallResult(output="# page")
+    blob = BlobResourceContents(uri="file:///b.bin", blob="AAEC", mime_type="application/zip")
+    assert text(EmbeddedResource(type="resource", resource=blob)) == CallResult(
+        output="[resource: file:///b.bin, application/zip, 3 bytes]"
+    )
+    assert text() == CallResult(output="")
+    assert text(error=True) == CallResult(error="the tool reported an error")
+    assert text(TextContent(type="text", text="x" * 2000), error=True) == CallResult(
+        error="x" * 1000 + "\n[output cut: 1000 of 2000 bytes]"
+    )
+    with pytest.raises(ValueError, match="exactly one"):
+        CallResult(output="a", error="b")
 
 
 def test_the_cut_keeps_whole_characters() -> None:

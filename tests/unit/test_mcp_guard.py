@@ -85,6 +85,7 @@ def test_the_guard_refuses_non_public_addresses() -> None:
         ("http://localhost:9000/mcp", "its host name resolves to a loopback address"),
     ]:
         assert refused(guard, url) == f"the MCP server URL is not allowed: {why}", url
+    assert refused(guard, "http://mcp.invalid/mcp") == "the MCP server's host name does not resolve"
     assert allowed(guard, "https://93.184.216.34/mcp")
     assert allowed(guard, "https://[2606:2800:220:1::1]/mcp")
 

@@ -21,7 +21,7 @@ from typing import Any
 from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import METHOD_NOT_FOUND, CallToolResult, TextContent
+from mcp_types import METHOD_NOT_FOUND, CallToolResult, TextContent, ToolAnnotations
 
 TOKEN_ENV = "FERROUTE_DEMO_MCP_TOKEN"
 
@@ -41,7 +41,7 @@ def build_app(*, host: str = "127.0.0.1", legacy: bool = False) -> Any:
     server = MCPServer("ferroute-demo", log_level="WARNING")
     server.middleware.append(count_sessions)
 
-    @server.tool()
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
     def add(a: float, b: float) -> float:
         """Add two numbers."""
         total = a + b
