@@ -119,6 +119,25 @@ def test_a_call_times_out_and_the_session_goes_on(server: Server) -> None:
     run(scenario())
 
 
+def test_a_timeout_works_in_a_task_that_cannot_be_cancelled(mcp_server: Server) -> None:
+    # Granian's "rust" task implementation runs requests in tasks whose `cancel` does nothing: a timeout that
+    # cancels the caller's task (asyncio.timeout, anyio.fail_after) would never fire there.
+    class Uncancellable(asyncio.Task[Any]):
+        def cancel(self, msg: Any = None) -> bool:
+            return False
+
+    async def scenario() -> None:
+        async with pool_of(call_timeout=0.5) as pool:
+            work = pool.call(mcp_server.url, {}, "sleep", {"seconds": 5})
+            task = Uncancellable(work, loop=asyncio.get_running_loop())
+            started = time.monotonic()
+            done, _ = await asyncio.wait((task,), timeout=4)
+            assert done and task.result() == CallResult(error="the tool call timed out after 0.5 s")
+            assert time.monotonic() - started < 2.5
+
+    run(scenario())
+
+
 def test_large_output_is_cut_with_a_note(mcp_server: Server) -> None:
     async def scenario() -> None:
         async with pool_of(max_output_bytes=1000) as pool:
