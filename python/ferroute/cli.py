@@ -148,6 +148,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mcp_demo(args: argparse.Namespace) -> int:
+    from ferroute.mcp.demo import serve
+
+    serve(args.host, args.port, legacy=args.legacy)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ferroute", description="Open Responses router with a Rust streaming core")
     parser.add_argument("--version", action="version", version=f"ferroute {ferroute.__version__}")
@@ -175,6 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         "--no-access-log", dest="access_log", action="store_false", help="no JSON line per request on stdout"
     )
     serve.set_defaults(run=_serve)
+    mcp_demo = commands.add_parser(
+        "mcp-demo", help="a small MCP server with demo tools (add, sleep, fail, ...) to try the router's MCP tools with"
+    )
+    mcp_demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    mcp_demo.add_argument("--port", type=int, default=9000, help="port (default: 9000; 0: a free one)")
+    mcp_demo.add_argument(
+        "--legacy",
+        action="store_true",
+        help="speak only the handshake protocol (before 2026-07-28), as most servers do",
+    )
+    mcp_demo.set_defaults(run=_mcp_demo)
     from ferroute.loadtest.cli import add_subcommands as add_loadtest_commands
 
     add_loadtest_commands(commands)

@@ -41,3 +41,11 @@ def test_serve_options() -> None:
     assert result.returncode == 0, result.stderr
     for option in ("--config", "--host", "--port", "--workers"):
         assert option in result.stdout
+
+
+def test_mcp_demo_options() -> None:
+    # `ferroute mcp-demo` itself runs in the MCP client's tests (tests/support/mcp_server.py).
+    result = ferroute("mcp-demo", "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--host", "--port", "--legacy"):
+        assert option in result.stdout
