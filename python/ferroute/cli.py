@@ -149,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _mcp_demo(args: argparse.Namespace) -> int:
-    from ferroute.mcp.demo import serve
+    from ferroute.tools.mcp.demo import serve
 
     serve(args.host, args.port, legacy=args.legacy)
     return 0

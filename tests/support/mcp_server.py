@@ -1,4 +1,4 @@
-"""A real MCP server for tests: `ferroute mcp-demo` (`ferroute.mcp.demo`) in a process of its own.
+"""A real MCP server for tests: `ferroute mcp-demo` (`ferroute.tools.mcp.demo`) in a process of its own.
 
 `mcp_demo()` starts one (on a free port unless told which, so a test can restart it in place) and stops it after;
 `shared_mcp_demo()` is one process for the whole test run; the `mcp_server` fixture hands that one to a test

@@ -1,4 +1,4 @@
-"""The MCP client (`ferroute.mcp`) against real MCP servers: `ferroute mcp-demo` processes, in both protocol eras
+"""The MCP client (`ferroute.tools.mcp`) against real MCP servers: `ferroute mcp-demo` processes, in both protocol eras
 (the 2026 one without a handshake, and the handshake-era one most servers still speak)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ferroute.mcp import CallResult, McpError, McpPool, UrlGuard
-from ferroute.mcp.results import cap, render
+from ferroute.tools.mcp import CallResult, McpError, McpPool, UrlGuard
+from ferroute.tools.mcp.results import cap, render
 from tests.support.mcp_server import mcp_demo, mcp_server_fixture, shared_mcp_demo  # noqa: F401
 from tests.support.servers import Server, free_port
 
@@ -57,7 +57,7 @@ async def pool_of(**options: Any) -> Any:
 
 def test_importing_the_package_does_not_import_mcp() -> None:
     code = (
-        "import sys, ferroute.mcp as m; m.UrlGuard(['https://']).check('https://example.com/mcp');"
+        "import sys, ferroute.tools.mcp as m; m.UrlGuard(['https://']).check('https://example.com/mcp');"
         "m.McpPool(call_timeout=1, max_output_bytes=1);"
         "print(sorted(n for n in ('mcp', 'mcp_types', 'httpx2', 'anyio') if n in sys.modules))"
     )
@@ -112,6 +112,7 @@ def test_a_call_times_out_and_the_session_goes_on(server: Server) -> None:
             started = time.monotonic()
             result = await pool.call(server.url, {}, "sleep", {"seconds": 5})
             assert result == CallResult(error="the tool call timed out after 0.5 s")
+            assert result.kind == "timeout"
             assert time.monotonic() - started < 2
             assert await pool.call(server.url, {}, "sleep", {"seconds": 0.1}) == CallResult(output="slept 0.1 s")
             assert await sessions(pool, server.url) == before  # the same session
@@ -438,7 +439,7 @@ def test_a_redirect_to_a_url_outside_the_prefixes_is_not_followed() -> None:
 def test_every_request_of_a_guarded_client_is_checked_redirects_included() -> None:
     # The session's HTTP client itself, following a redirect to another host: the first host is trusted by name,
     # the second matches only the bare "http://" and resolves to loopback.
-    from ferroute.mcp._http import http_client
+    from ferroute.tools.mcp._http import http_client
 
     async def scenario() -> None:
         with redirector("http://localhost:{port}/landing") as (port, seen):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ferroute.mcp import McpError, UrlGuard
+from ferroute.tools.mcp import McpError, UrlGuard
 
 
 def run(work: Any) -> Any:
@@ -109,7 +109,7 @@ def test_a_guarded_request_goes_to_the_address_that_was_checked(monkeypatch: pyt
     # time): the request goes to the checked address, with the name in Host and in TLS's SNI.
     import httpx2
 
-    from ferroute.mcp._http import GuardedTransport
+    from ferroute.tools.mcp._http import GuardedTransport
 
     sent: list[httpx2.Request] = []
 

@@ -6,12 +6,12 @@
 - `McpTool`, `CallResult`, `McpError`: what comes back.
 
 Importing this package does not import the `mcp` package: that happens when a pool opens its first session, so a
-router that never uses MCP never pays for it. `ferroute.mcp.demo` is a small MCP server for trying it out
+router that never uses MCP never pays for it. `ferroute.tools.mcp.demo` is a small MCP server for trying it out
 (`ferroute mcp-demo`).
 """
 
-from ferroute.mcp.guard import UrlGuard
-from ferroute.mcp.pool import McpPool
-from ferroute.mcp.results import CallResult, McpError, McpTool
+from ferroute.tools.mcp.guard import UrlGuard
+from ferroute.tools.mcp.pool import McpPool
+from ferroute.tools.mcp.results import CallResult, McpError, McpTool
 
 __all__ = ["CallResult", "McpError", "McpPool", "McpTool", "UrlGuard"]

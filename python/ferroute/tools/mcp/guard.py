@@ -9,7 +9,7 @@ link-local, CGNAT, multicast, reserved or cloud-metadata address. A prefix with 
 URLs are parsed strictly (ASCII only, no whitespace, backslashes or user-info) so that this module and the HTTP
 client read the same host from them. Servers from the config are trusted and never pass through a guard. The HTTP
 client checks every request it sends, redirects included, and connects to the addresses checked here
-(`ferroute.mcp._http`), so a name that resolves differently a moment later cannot move the connection.
+(`ferroute.tools.mcp._http`), so a name that resolves differently a moment later cannot move the connection.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ferroute.mcp.results import McpError
+from ferroute.tools.mcp.results import McpError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 
 import httpx2
 
-from ferroute.mcp.guard import UrlGuard, parse
-from ferroute.mcp.results import McpError
+from ferroute.tools.mcp.guard import UrlGuard, parse
+from ferroute.tools.mcp.results import McpError
 
 SSE_READ_TIMEOUT = 300.0  # the mcp package's default: a server may hold a response stream open that long
 

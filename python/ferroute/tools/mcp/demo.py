@@ -1,5 +1,5 @@
 """A small MCP server over streamable HTTP at `/mcp`, to try the router's MCP tools with (`ferroute mcp-demo`) and
-to test the MCP client against a real server. (Unlike the rest of `ferroute.mcp`, it imports the `mcp` package.)
+to test the MCP client against a real server. (Unlike the rest of `ferroute.tools.mcp`, it imports the `mcp` package.)
 
 Tools: `add(a, b)`, `sleep(seconds)`, `fail(message)` (a tool error), `large(size)` (`size` x's),
 `echo_header(name)` (that HTTP request header as the server saw it, or ""), `sessions()` (how many MCP sessions

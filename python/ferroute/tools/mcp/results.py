@@ -6,13 +6,13 @@ they are, `structuredContent` as JSON when no block is text, other kinds describ
 text are both capped (`cap`) at a byte budget, cut on a character boundary, with a note saying what was cut.
 
 This module imports nothing of the `mcp` package (it reads the result objects by their attributes), so importing
-`ferroute.mcp` costs nothing until a pool is used.
+`ferroute.tools.mcp` costs nothing until a pool is used.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -38,6 +38,9 @@ class CallResult:
 
     output: str | None = None
     error: str | None = None
+    # What failed, for the item's `error` object: "tool" (the tool said `isError`), "timeout" (`call_timeout`
+    # passed), "server" (the server or the session failed).
+    kind: str = field(default="tool", compare=False)
 
     def __post_init__(self) -> None:
         if (self.output is None) == (self.error is None):

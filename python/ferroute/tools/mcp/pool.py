@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from ferroute.mcp.guard import UrlGuard
-from ferroute.mcp.results import CallResult, McpError, McpTool, cap, render, tool
+from ferroute.tools.mcp.guard import UrlGuard
+from ferroute.tools.mcp.results import CallResult, McpError, McpTool, cap, render, tool
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -120,7 +120,7 @@ class _Session:
         from mcp import Client
         from mcp.client.streamable_http import streamable_http_client
 
-        from ferroute.mcp._http import http_client
+        from ferroute.tools.mcp._http import http_client
 
         timeout = self.pool.connect_timeout
         deadline = anyio.current_time() + timeout
@@ -335,7 +335,7 @@ class McpPool:
                     raise MCPError(CONNECTION_CLOSED, "Connection closed")
                 result = await self._bounded(client.call_tool(name, arguments), self.call_timeout)
             except TimeoutError:
-                return self._error(f"the tool call timed out after {self.call_timeout:g} s")
+                return self._error(f"the tool call timed out after {self.call_timeout:g} s", "timeout")
             except MCPError as e:
                 if session.session_lost and attempt == 0:
                     self._retire(session)  # the server forgot the session, so it did not run the call: again
@@ -358,8 +358,8 @@ class McpPool:
             return render(result, self.max_output_bytes)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _error(self, message: str) -> CallResult:
-        return CallResult(error=cap(message, self.max_output_bytes))
+    def _error(self, message: str, kind: str = "server") -> CallResult:
+        return CallResult(error=cap(message, self.max_output_bytes), kind=kind)
 
     async def aclose(self) -> None:
         """Closes every session (the worker's shutdown); the pool opens no more."""
