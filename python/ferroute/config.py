@@ -28,6 +28,10 @@ STANDARD_PROVIDERS: list[tuple[str, ProviderKind, str, str]] = [
 ]
 
 
+# Where `ferroute mcp-demo` listens by default (the embedded defaults name it as MCP server `demo`).
+DEMO_MCP_URL = "http://127.0.0.1:9000/mcp"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -162,12 +166,59 @@ class ProviderConfig(_Section):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+ApprovalFilter = dict[Literal["always", "never"], dict[Literal["tool_names"], list[str]]]
+
+
+class McpConfig(_Section):
+    """`[mcp]`: the router's MCP client (README "Tools and the loop")."""
+
+    # A request's own `server_url` must start with one of these (none: requests may use only `[[mcp_servers]]`).
+    # A prefix that names a host (`http://127.0.0.1:`, `https://mcp.internal/`) trusts that host; under a prefix
+    # that names none (`https://`) the resolved address must be public (no loopback, private, link-local or
+    # metadata address), checked again on every redirect.
+    allow_url_prefixes: list[str] = []
+    # "openai": OpenAI's item and event names (`mcp_call`, `response.mcp_call.completed`), which the official SDKs
+    # type; "prefixed": `ferroute:mcp_call`, as the Open Responses spec asks of implementor-specific types.
+    item_names: Literal["openai", "prefixed"] = "openai"
+    # Seconds one tool call may take; then the model gets the timeout as the call's result.
+    call_timeout: float = Field(default=30.0, gt=0)
+    # A longer tool output is cut (for the item and for the model), and says so.
+    max_output_bytes: int = Field(default=65536, ge=256)
+    # Most hosted tool calls one response makes when the request sets no `max_tool_calls`.
+    max_tool_calls: int = Field(default=64, ge=1)
+
+
+class McpServerConfig(_Section):
+    """`[[mcp_servers]]`: a server a request names by `server_label` alone."""
+
+    label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    url: str
+    # Header name -> the environment variable holding its value (read when a session opens).
+    headers_env: dict[str, str] = {}
+    require_approval: Literal["always", "never"] | ApprovalFilter = "always"
+    allowed_tools: list[str] | None = None
+    description: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://", url):
+            raise ValueError("an MCP server url must start with http:// or https://")
+        return url
+
+    def headers(self) -> dict[str, str]:
+        """The configured headers with their values read now (unset variables are left out)."""
+        return {name: value for name, env in self.headers_env.items() if (value := os.environ.get(env))}
+
+
 class Settings(_Section):
     server: ServerConfig = ServerConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     limits: LimitsConfig = LimitsConfig()
     store: StoreConfig | None = None
     providers: list[ProviderConfig] = []
+    mcp: McpConfig = McpConfig()
+    mcp_servers: list[McpServerConfig] = []
     # Where the settings came from (not a TOML key).
     source: str = Field(default="(built-in defaults)", exclude=True)
 
@@ -179,6 +230,10 @@ class Settings(_Section):
                 raise ValueError(f"two providers are named {name!r}")
         if self.server.default_provider is not None and self.server.default_provider not in names:
             raise ValueError(f"server.default_provider {self.server.default_provider!r} is not a provider name")
+        labels = [s.label for s in self.mcp_servers]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise ValueError(f"two mcp_servers are labelled {label!r}")
         return self
 
 
@@ -192,7 +247,10 @@ def default_settings() -> Settings:
     for name, kind, env, base_url in STANDARD_PROVIDERS:
         if os.environ.get(env):
             providers.append(ProviderConfig(name=name, kind=kind, base_url=base_url, api_key_env=env))
-    return Settings(providers=providers, server=ServerConfig(default_provider="mock"))
+    # `ferroute mcp-demo` (the demo MCP server, on its default port) as server `demo`: a request with
+    # `{"type": "mcp", "server_label": "demo"}` runs a tool loop with the built-in mock.
+    demo = McpServerConfig(label="demo", url=DEMO_MCP_URL, require_approval="never")
+    return Settings(providers=providers, server=ServerConfig(default_provider="mock"), mcp_servers=[demo])
 
 
 def load_settings(path: str | Path | None) -> Settings:

@@ -134,11 +134,76 @@ class CompactionItem(_Model):
     encrypted_content: str
 
 
+class McpListedTool(BaseModel):
+    """One tool of an `mcp_list_tools` item."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] = {}
+    annotations: dict[str, Any] | None = None
+
+
+class McpListToolsItem(_Model):
+    """The tools an MCP server offered (the router lists them once per conversation and server)."""
+
+    type: Literal["mcp_list_tools", "ferroute:mcp_list_tools"]
+    id: str | None = None
+    server_label: str
+    tools: list[McpListedTool] = []
+    error: str | None = None
+    status: ItemStatus | Literal["failed"] | None = None
+
+
+class McpCallItem(_Model):
+    """A call the router ran on an MCP server, with its result."""
+
+    type: Literal["mcp_call", "ferroute:mcp_call"]
+    id: str | None = None
+    server_label: str
+    name: str
+    arguments: str
+    output: str | None = None
+    # OpenAI's error objects (`{"type": "mcp_tool_execution_error", "content"}`, `mcp_protocol_error` and `http_error`
+    # with `code` and `message`); a plain string as older clients send it.
+    error: str | dict[str, Any] | None = None
+    approval_request_id: str | None = None
+    status: ItemStatus | Literal["calling", "failed"] | None = None
+
+
+class McpApprovalRequestItem(_Model):
+    """A call that waits for the client's approval (the response ended with it)."""
+
+    type: Literal["mcp_approval_request", "ferroute:mcp_approval_request"]
+    id: str | None = None
+    server_label: str
+    name: str
+    arguments: str
+    status: ItemStatus | None = None
+
+
+class McpApprovalResponseItem(_Model):
+    """The client's answer to an `mcp_approval_request`."""
+
+    type: Literal["mcp_approval_response", "ferroute:mcp_approval_response"]
+    id: str | None = None
+    approval_request_id: str = Field(min_length=1)
+    approve: bool
+    reason: str | None = None
+
+
+_MCP_ITEMS = {"mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response"}
+
+
 def _item_type(value: Any) -> str:
     if isinstance(value, dict):
         kind = value.get("type", "message")  # the "easy" message form has no type
-        return kind if isinstance(kind, str) else ""
-    return getattr(value, "type", "")
+        kind = kind if isinstance(kind, str) else ""
+    else:
+        kind = getattr(value, "type", "")
+    if kind.startswith("ferroute:") and kind[9:] in _MCP_ITEMS:
+        return str(kind[9:])
+    return str(kind)
 
 
 InputItem = Annotated[
@@ -147,7 +212,11 @@ InputItem = Annotated[
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
     | Annotated[ItemReference, Tag("item_reference")]
-    | Annotated[CompactionItem, Tag("compaction")],
+    | Annotated[CompactionItem, Tag("compaction")]
+    | Annotated[McpListToolsItem, Tag("mcp_list_tools")]
+    | Annotated[McpCallItem, Tag("mcp_call")]
+    | Annotated[McpApprovalRequestItem, Tag("mcp_approval_request")]
+    | Annotated[McpApprovalResponseItem, Tag("mcp_approval_response")],
     Discriminator(_item_type),
 ]
 
@@ -171,13 +240,44 @@ class HostedTool(BaseModel):
     type: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.:-]+$")
 
 
+class ToolNames(_Model):
+    tool_names: list[str] = Field(default=[], max_length=512)
+    read_only: bool | None = None
+
+
+class McpTool(_Model):
+    """An MCP server the router calls for the model: named here in full (`server_url`), or by `server_label` alone
+    for a server of the config. `headers` and `authorization` are credentials: sent to that server only, never
+    echoed, stored, logged or sent to the model's upstream."""
+
+    type: Literal["mcp"]
+    server_label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    server_url: str | None = None
+    server_description: str | None = None
+    headers: dict[str, str] | None = None
+    authorization: str | None = None
+    allowed_tools: list[str] | ToolNames | None = None
+    require_approval: Literal["always", "never"] | dict[Literal["always", "never"], ToolNames] | None = None
+    connector_id: str | None = None
+
+    def allowed(self) -> list[str] | None:
+        """The tool names the model may call (None: all the server lists)."""
+        if self.allowed_tools is None:
+            return None
+        if isinstance(self.allowed_tools, ToolNames):
+            return list(self.allowed_tools.tool_names)
+        return list(self.allowed_tools)
+
+
 def _tool_type(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "function" if kind == "function" else "hosted"
+    if kind in ("function", "mcp"):
+        return str(kind)
+    return "hosted"
 
 
 Tool = Annotated[
-    Annotated[FunctionTool, Tag("function")] | Annotated[HostedTool, Tag("hosted")],
+    Annotated[FunctionTool, Tag("function")] | Annotated[McpTool, Tag("mcp")] | Annotated[HostedTool, Tag("hosted")],
     Discriminator(_tool_type),
 ]
 
@@ -264,6 +364,10 @@ class ResponsesRequest(_Model):
         """The function tools, in order (hosted tools are the provider's business)."""
         return [tool for tool in self.tools or [] if isinstance(tool, FunctionTool)]
 
+    def mcp_tools(self) -> list[McpTool]:
+        """The MCP servers the router runs tools of for this request."""
+        return [tool for tool in self.tools or [] if isinstance(tool, McpTool)]
+
     def items(self) -> list[Any]:
         """The input as items (a string is one user message)."""
         if self.input is None:
@@ -305,6 +409,15 @@ def _describe(error: Any) -> str:
 
 def parse_request(body: bytes, *, max_depth: int, max_input_items: int) -> ResponsesRequest:
     """Validate a request body; raises `RouterError` (400) naming the offending `param`."""
+    return parse_request_and_settings(body, max_depth=max_depth, max_input_items=max_input_items)[0]
+
+
+def parse_request_and_settings(
+    body: bytes, *, max_depth: int, max_input_items: int
+) -> tuple[ResponsesRequest, dict[str, Any]]:
+    """Validate a request body (as `parse_request`); also returns the fields a response echoes, from the values just
+    validated: all but `input` (never echoed; a translator made from them reads no input again), and an `mcp`
+    tool without its credentials (`headers`, `authorization`)."""
     stream = _core.JsonStream(max_depth=max_depth)
     try:
         stream.feed(body)
@@ -323,7 +436,7 @@ def parse_request(body: bytes, *, max_depth: int, max_input_items: int) -> Respo
     if isinstance(items, list) and len(items) > max_input_items:
         raise invalid_request(f"input has {len(items)} items; the limit is {max_input_items}", param="input")
     try:
-        return ResponsesRequest.model_validate(data)
+        request = ResponsesRequest.model_validate(data)
     except ValidationError as e:
         errors = e.errors(include_url=False)
         # The most specific error: the one with the longest location (unions report one per member).
@@ -333,6 +446,15 @@ def parse_request(body: bytes, *, max_depth: int, max_input_items: int) -> Respo
             param = f"{param}.type" if param else "type"
         code = _CODES.get(first["type"], "invalid_value")
         raise RouterError(400, f"{param or 'request'}: {_describe(first)}", param=param, code=code) from None
+    settings = {key: value for key, value in data.items() if key != "input"}
+    if request.tools is not None and any(isinstance(tool, McpTool) for tool in request.tools):
+        settings["tools"] = [
+            {k: v for k, v in tool.items() if k not in ("headers", "authorization")}
+            if tool.get("type") == "mcp"
+            else tool
+            for tool in data["tools"]
+        ]
+    return request, settings
 
 
 _CODES = {

@@ -11,6 +11,8 @@ import copy
 import json
 from typing import Any
 
+from openai.types import responses as oai
+from openai.types.responses import response_output_item as oai_items
 from openresponses_types import types as ort
 from pydantic import BaseModel
 
@@ -40,6 +42,49 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     "response.function_call_arguments.done": ort.ResponseFunctionCallArgumentsDoneStreamingEvent,
     "error": ort.ErrorStreamingEvent,
 }
+# The router's hosted-tool items and events (`ferroute.tools`), which the spec leaves to implementors: checked against
+# the official `openai` SDK's models of OpenAI's MCP tool (the default names), the `ferroute:`-prefixed names
+# against the same models. Their rules here: from OpenAI's MCP tool documentation, not from the router's code.
+HOSTED_ITEMS: dict[str, type[BaseModel]] = {
+    "mcp_list_tools": oai_items.McpListTools,
+    "mcp_call": oai_items.McpCall,
+    "mcp_approval_request": oai_items.McpApprovalRequest,
+}
+HOSTED_EVENTS: dict[str, type[BaseModel]] = {
+    "mcp_list_tools.in_progress": oai.ResponseMcpListToolsInProgressEvent,
+    "mcp_list_tools.completed": oai.ResponseMcpListToolsCompletedEvent,
+    "mcp_list_tools.failed": oai.ResponseMcpListToolsFailedEvent,
+    "mcp_call.in_progress": oai.ResponseMcpCallInProgressEvent,
+    "mcp_call.completed": oai.ResponseMcpCallCompletedEvent,
+    "mcp_call.failed": oai.ResponseMcpCallFailedEvent,
+    "mcp_call_arguments.delta": oai.ResponseMcpCallArgumentsDeltaEvent,
+    "mcp_call_arguments.done": oai.ResponseMcpCallArgumentsDoneEvent,
+}
+
+
+def hosted_kind(item_type: str) -> str | None:
+    """`mcp_call` for `mcp_call` and `ferroute:mcp_call` (None for any other item type)."""
+    kind = item_type.removeprefix("ferroute:")
+    return kind if kind in HOSTED_ITEMS else None
+
+
+def hosted_event(event_type: str) -> str | None:
+    """`mcp_call.completed` for `response.mcp_call.completed` and `ferroute:mcp_call.completed`."""
+    for prefix in ("response.", "ferroute:"):
+        if event_type.startswith(prefix) and event_type[len(prefix) :] in HOSTED_EVENTS:
+            return event_type[len(prefix) :]
+    return None
+
+
+def validate_hosted_item(item: dict[str, Any]) -> None:
+    kind = hosted_kind(item["type"])
+    assert kind is not None
+    HOSTED_ITEMS[kind].model_validate({**item, "type": kind})
+    final = item.get("status") in ("completed", "failed")
+    if kind == "mcp_call" and final and (item.get("error") is None) == (item["status"] == "failed"):
+        raise GrammarError(f"an mcp_call is failed exactly when it has an error: {item}")
+
+
 TERMINAL = {"response.completed": "completed", "response.incomplete": "incomplete", "response.failed": "failed"}
 # Every field of the response object (SPEC.md); all must be present, null where nullable.
 RESPONSE_FIELDS = {
@@ -65,6 +110,7 @@ def _tolerate_model_quirks(response: dict[str, Any]) -> dict[str, Any]:
     """The openresponses-types quirks SPEC.md lists: `JsonSchemaResponseFormat.schema_` is typed None and `Tool`
     only knows `function`. Nothing else is relaxed."""
     response = copy.deepcopy(response)
+    response["output"] = [item for item in response.get("output", []) if hosted_kind(item.get("type", "")) is None]
     fmt = (response.get("text") or {}).get("format") or {}
     if fmt.get("type") == "json_schema":
         fmt["schema"] = None
@@ -81,12 +127,28 @@ def validate_response(response: dict[str, Any]) -> None:
         raise GrammarError(f"bad response id/object: {response['id']!r} {response['object']!r}")
     ort.ResponseResource.model_validate(_tolerate_model_quirks(response))
     for item in response["output"]:
+        if hosted_kind(item["type"]) is not None:
+            validate_hosted_item(item)
+            if item.get("status") not in ("completed", "failed", "incomplete"):
+                raise GrammarError(f"a finished hosted item without a final status: {item}")
+            continue
         if item.get("status") not in ("in_progress", "completed", "incomplete"):
             raise GrammarError(f"item without a valid status: {item}")
 
 
 def validate_event(event: dict[str, Any]) -> None:
     model = EVENT_MODELS.get(event["type"])
+    hosted = hosted_event(event["type"])
+    if hosted is not None:
+        HOSTED_EVENTS[hosted].model_validate({**event, "type": "response." + hosted})
+        return
+    framing_event = event["type"] in ("response.output_item.added", "response.output_item.done")
+    if framing_event and hosted_kind(event["item"].get("type", "")) is not None:
+        # (The event's own fields by the spec's model, with a stand-in item; the item by the SDK's.)
+        validate_hosted_item(event["item"])
+        stand_in = {"type": "message", "id": "x", "role": "assistant", "status": "completed", "content": []}
+        EVENT_MODELS[event["type"]].model_validate({**event, "item": stand_in})
+        return
     if model is None:
         if ":" not in event["type"]:
             raise GrammarError(f"unknown event type {event['type']!r} (extension events are slug-prefixed)")
@@ -163,6 +225,10 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
             if event["item"].get("status") != "in_progress":
                 raise GrammarError("output_item.added carries an in_progress item")
             item = copy.deepcopy(event["item"])
+            if hosted_kind(item["type"]) == "mcp_call":
+                if item["arguments"] != "":
+                    raise GrammarError("an mcp_call starts with empty arguments")
+                item["_events"] = []
             if item["type"] in ("message", "reasoning"):
                 item["content"] = []
             if item["type"] == "reasoning" and item.get("summary") != []:
@@ -222,6 +288,36 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
         elif t == "response.function_call_arguments.done":
             if item["type"] != "function_call" or event["arguments"] != item["arguments"]:
                 raise GrammarError("function_call_arguments.done does not carry the full arguments")
+        elif hosted_event(t) is not None:
+            kind = hosted_event(t)
+            assert kind is not None
+            if not kind.startswith(hosted_kind(item["type"]) or "-"):
+                raise GrammarError(f"{t} inside a {item['type']} item")
+            if kind == "mcp_call_arguments.delta":
+                item["arguments"] += event["delta"]
+            elif kind == "mcp_call_arguments.done" and event["arguments"] != item["arguments"]:
+                raise GrammarError("mcp_call_arguments.done does not carry the full arguments")
+            item.setdefault("_events", []).append(kind)
+        elif t == "response.output_item.done" and hosted_kind(item["type"]) is not None:
+            done_item = event["item"]
+            if done_item["id"] != item["id"] or done_item["type"] != item["type"]:
+                raise GrammarError(f"output_item.done {done_item} is not the open item {item['id']}")
+            kind = hosted_kind(item["type"])
+            events_seen = item.get("_events", [])
+            final = done_item.get("status")
+            if kind == "mcp_call":
+                if done_item["arguments"] != item["arguments"]:
+                    raise GrammarError("an mcp_call's arguments differ from its argument deltas")
+                expected = ["mcp_call_arguments.delta", "mcp_call_arguments.done", "mcp_call.in_progress"]
+                expected.append("mcp_call.failed" if final == "failed" else "mcp_call.completed")
+                if [e for e in events_seen if e != "mcp_call_arguments.delta"] != expected[1:]:
+                    raise GrammarError(f"mcp_call events {events_seen}, expected {expected}")
+            elif kind == "mcp_list_tools":
+                last = "mcp_list_tools.failed" if final == "failed" else "mcp_list_tools.completed"
+                if events_seen != ["mcp_list_tools.in_progress", last]:
+                    raise GrammarError(f"mcp_list_tools events {events_seen}")
+            closed.append(done_item)
+            item = None
         elif t == "response.output_item.done":
             if part is not None or summary is not None:
                 raise GrammarError("output_item.done with a content or summary part still open")

@@ -43,10 +43,11 @@ from ferroute.errors import (
 )
 from ferroute.logs import flush_all, log_line
 from ferroute.metrics import Metrics
-from ferroute.models import parse_request
+from ferroute.models import parse_request_and_settings
 from ferroute.providers import Provider, Router, build_providers
 from ferroute.store import ANONYMOUS, Store, open_store, tenant_of
 from ferroute.store.crypto import ReasoningCipher
+from ferroute.tools.hosted import Tools, has_hosted_items, lower
 
 access_log = logging.getLogger("ferroute.access")
 error_log = logging.getLogger("ferroute.error")
@@ -77,8 +78,10 @@ class App:
         self.store_config = settings.store or StoreConfig()
         self.store = store
         self.cipher = cipher
+        self.tools = Tools(settings.mcp, settings.mcp_servers)
         # Masked in whatever an upstream says back (its error messages), before a client, the store or a log sees it.
-        self.secrets = _core.Secrets(secrets_of(settings, providers))
+        self.secret_list = secrets_of(settings, providers) + self.tools.secrets()
+        self.secrets = _core.Secrets(self.secret_list)
         self.transport = transport  # (made at startup, on the worker's loop, when not given)
         self.draining = False
         self._streams: set[asyncio.Task[Any]] = set()
@@ -219,7 +222,9 @@ class App:
             body = await read_body(scope, receive, limits.max_body_bytes, reading)
         finally:
             self.clock.unwatch(reading)
-        request = parse_request(body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items)
+        request, echoed = parse_request_and_settings(
+            body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items
+        )
         log["model"] = request.model
         log["stream"] = bool(request.stream)
         store = request.store if request.store is not None else self.store_config.default_store
@@ -231,6 +236,19 @@ class App:
         provider, upstream_model = self.router.resolve(request.model)
         log["provider"] = provider.name
         upstream_request, record, input_to_store = await self.continuation.prepare(request, tenant, store)
+        secrets = self.secrets
+        plan = None
+        if request.tools is not None or isinstance(upstream_request.input, list):
+            # Hosted tools (the loop runs them), or a conversation that holds their items (which the upstream gets
+            # as the function calls and results every dialect reads).
+            items = upstream_request.items()
+            plan = self.tools.plan(request, items)
+            if plan is not None:
+                credentials = [value for server in plan.servers for value in server.headers.values()]
+                if credentials:
+                    secrets = _core.Secrets(self.secret_list + credentials)
+            elif has_hosted_items(items):
+                upstream_request = upstream_request.model_copy(update={"input": lower(items, None)})
         # What a client sees of reasoning items' `encrypted_content` is the writer's (`reasoning=`): sealed by the
         # router when asked for; an upstream's own (Anthropic's signatures, OpenAI's blobs) stays in the stored
         # response for later turns but is shown only when asked.
@@ -238,19 +256,19 @@ class App:
         if sealed:
             cipher = self.cipher
             translator = provider.translator(
-                body,
+                echoed,
                 model=request.model,
                 store=store,
-                secrets=self.secrets,
+                secrets=secrets,
                 reasoning="seal",
                 seal=lambda payload: cipher.seal_payload(tenant, payload),
             )
         elif provider.keeps_encrypted_reasoning:
             translator = provider.translator(
-                body, model=request.model, store=store, secrets=self.secrets, reasoning="strip"
+                echoed, model=request.model, store=store, secrets=secrets, reasoning="strip"
             )
         else:
-            translator = provider.translator(body, model=request.model, store=store, secrets=self.secrets)
+            translator = provider.translator(echoed, model=request.model, store=store, secrets=secrets)
         log["response_id"] = translator.response_id
         exchange = Exchange(
             send=send,
@@ -265,6 +283,9 @@ class App:
             record=record,
             input_to_store=input_to_store,
             client_view=sealed or provider.keeps_encrypted_reasoning,
+            plan=plan,
+            tools_box=self.tools,
+            secrets=secrets,
         )
         if record is not None:
             record.id = translator.response_id
@@ -349,6 +370,8 @@ class App:
         if self.transport is not None:
             await self.transport.aclose()
             self.transport = None
+        with contextlib.suppress(Exception):
+            await self.tools.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
         flush_all(access_log)  # (a forked worker exits without logging.shutdown)

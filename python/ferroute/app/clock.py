@@ -114,13 +114,16 @@ class Clock:
         if ex.writes != ex.sent_seen:  # the client got bytes: the keep-alive interval starts again
             ex.sent_seen = ex.writes
             ex.pinged = now
+        if ex.tooling:  # a hosted tool runs: the upstream is not being waited for
+            ex.seen = ex.reads
+            ex.quiet_since = now
         if ex.reads != ex.seen:
             # (Only the idle timeout restarts: reads that give the client nothing, such as an upstream's own
             # pings or comments, are silence to it.)
             ex.seen = ex.reads
             ex.quiet_since = now
         if ex.translator.upstream_events == 0:  # (comments and pings are not the first event; they keep idle off)
-            if now - ex.began >= timeouts.first_event:
+            if now - ex.began >= timeouts.first_event and not ex.tooling:
                 ex.timeout = "first_event"
                 self.stop(ex, "timeout")
                 return

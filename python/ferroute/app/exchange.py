@@ -36,6 +36,7 @@ from ferroute.metrics import Metrics
 from ferroute.models import ResponsesRequest
 from ferroute.providers import Provider, Translator, Upstream
 from ferroute.store import ANONYMOUS, Record
+from ferroute.tools.hosted import Plan, Tools
 
 error_log = logging.getLogger("ferroute.error")
 
@@ -81,6 +82,11 @@ class Exchange:
     # what a client sees of `encrypted_content`.
     client_view: bool = False
     cancel_requested: bool = False  # background: a cancel arrived at this process
+    # Hosted tools (`ferroute.tools`): the request's plan and the app's tools; None for a request without any.
+    plan: Plan | None = None
+    tools_box: Tools | None = None
+    secrets: _core.Secrets | None = None  # masked in tool outputs (the router's and the request's credentials)
+    tooling: bool = False  # a hosted tool is running: the upstream timeouts wait (keep-alives go on)
     # Stopping the work (the clock's timeouts, the client's disconnect): `cancel` cancels the task running it.
     cancel: Callable[[], Any] | None = None
     stop: str | None = None  # why the work was cancelled: "client_gone" or "timeout" (None: it was not)
@@ -264,6 +270,11 @@ class Pump:
 
     async def work(self, ex: Exchange) -> None:
         """Open the upstream and pump its answer through the translator to the client (or into `ex.result`)."""
+        if ex.plan is not None:  # hosted tools: several upstream calls and the tools' items (`ferroute.tools.loop`)
+            from ferroute.tools.loop import run_loop
+
+            await run_loop(self, ex)
+            return
         try:
             ex.upstream = upstream = await ex.provider.open(ex.request, ex.upstream_model, self.transport())
         except RouterError as e:

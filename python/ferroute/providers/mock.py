@@ -8,7 +8,9 @@ upstream's bytes, so `ferroute serve` with no config exercises the real path. Be
 - a function call when the request has function tools and asks for one: `tool_choice` `required`, a
   named function or `allowed_tools` in `required` mode, or (with `auto`) the last user message
   mentions the tool (a word of its name, e.g. "weather" for `get_weather`) — unless the input already
-  ends with a tool result. Its arguments are a minimal instance of the tool's JSON schema.
+  ends with a tool result. Its arguments are a minimal instance of the tool's JSON schema, with the prompt's
+  numbers in its number parameters. Hosted tools (an MCP server's) are function tools to it too: the router
+  runs the call and the mock then answers from the result.
 - otherwise text: a fixed sentence built from the last user message (or the tool result), or, for
   `text.format` json_schema/json_object, a JSON document that satisfies the schema;
 - raw reasoning first when the request sets `reasoning.effort` (other than `none`);
@@ -167,6 +169,22 @@ def schema_instance(schema: Any, root: Any = None, depth: int = 0) -> Any:
     return None
 
 
+def tool_arguments(tool: FunctionTool, prompt: str) -> Any:
+    """A call's arguments: a minimal instance of the tool's schema, its number parameters taken in order from the
+    numbers the prompt holds ("add 2 and 3" gives `{"a": 2, "b": 3}` for `add(a, b)`)."""
+    schema = tool.parameters or {"type": "object"}
+    arguments = schema_instance(schema) or {}
+    numbers = re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?", prompt)
+    properties = schema.get("properties")
+    if isinstance(arguments, dict) and isinstance(properties, dict):
+        for name, spec in properties.items():
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if kind in ("number", "integer") and numbers:
+                number = float(numbers.pop(0))
+                arguments[name] = int(number) if kind == "integer" or number.is_integer() else number
+    return arguments
+
+
 def _chunk(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
@@ -191,7 +209,7 @@ def mock_stream(request: ResponsesRequest, model: str) -> list[bytes]:
         used += len(thought.split())
     tool = choose_tool(request)
     if tool is not None:
-        arguments = json.dumps(schema_instance(tool.parameters or {"type": "object"}) or {})
+        arguments = json.dumps(tool_arguments(tool, prompt))
         call_id = f"call_mock{digest[16:40]}"
         out.append(chunk({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
                                           "function": {"name": tool.name, "arguments": ""}}]}))  # fmt: skip

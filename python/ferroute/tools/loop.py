@@ -1,0 +1,416 @@
+"""The loop of one response with hosted tools: list, sample, run the calls, sample again.
+
+It runs on the exchange's one translator: each upstream call is a turn (`next_turn` / `end_turn`), the router's
+own items go in between (`open_item` / `item_event` / `done_item`), and the hosted calls the model makes are held
+back from the stream by the translator (`hold`) and written here as `mcp_call` items once run. The loop ends when
+a turn makes no hosted call, a call waits for approval, the model calls a client function, or a turn fails; the
+response then ends as its last turn did.
+
+While a tool runs the upstream timeouts do not count (`Exchange.tooling`); keep-alives go on. The exchange's
+cancellation (client gone, timeout, background cancel) cancels the running calls with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ferroute import _core
+from ferroute.errors import RouterError, invalid_request, malformed_answer, upstream_failed
+from ferroute.models import McpApprovalRequestItem, McpApprovalResponseItem, McpCallItem, McpListedTool
+from ferroute.store.items import to_models
+from ferroute.tools.hosted import Hosted, Plan, Server
+
+if TYPE_CHECKING:
+    from ferroute.app.exchange import Exchange, Pump
+    from ferroute.tools.mcp import CallResult
+
+error_log = logging.getLogger("ferroute.error")
+
+_DRAIN_AFTER_DONE = 0.1
+
+
+class Loop:
+    """One exchange's loop (see the module)."""
+
+    def __init__(self, pump: Pump, ex: Exchange, plan: Plan) -> None:
+        assert ex.tools_box is not None
+        self.pump = pump
+        self.ex = ex
+        self.plan = plan
+        self.box = ex.tools_box
+        self.names = plan.names
+        self.translator = ex.translator
+        self.items: list[Any] = list(ex.request.items())  # the conversation so far (models)
+        self.secrets = ex.secrets
+
+    async def run(self) -> None:
+        ex, translator = self.ex, self.translator
+        approved = self._approved()  # (checked before anything is sent: a bad approval is a 400)
+        try:
+            await self._list_tools()
+        except _Ended:
+            return
+        await self._run(approved)
+        translator.hold(list(self.plan.functions))
+        first = True
+        while True:
+            request = self.plan.turn_request(ex.request, self.items, first)
+            first = False
+            translator.next_turn()
+            if not await self._turn(request):
+                return  # the response ended (failed) or the work is to answer an error
+            result = translator.turn_result()
+            assert result is not None
+            self.items += to_models(json.loads(translator.turn_items()))
+            if result["status"] != "completed":
+                break
+            calls = result["function_calls"]
+            held = [call for call in calls if call["held"]]
+            if not held:
+                break
+            waiting = await self._run_calls(held)
+            if waiting or any(not call["held"] for call in calls):
+                break  # an approval is asked for, or the client has a function to run
+        await self._end(translator.finish())
+
+    # --- upstream turns ---------------------------------------------------------------------------------------
+
+    async def _turn(self, request: Any) -> bool:
+        """One upstream call, its frames sent (streaming); False if the response ended or failed before its end."""
+        ex, pump, translator = self.ex, self.pump, self.translator
+        try:
+            upstream = await ex.provider.open(request, ex.upstream_model, pump.transport())
+        except RouterError as e:
+            pump.metrics.upstream_error(ex.provider.name, e.code or "error")
+            if ex.started:
+                await ex.fail(e)
+            else:
+                ex.error = e
+            return False
+        ex.upstream = upstream
+        try:
+            if upstream.body is not None:
+                try:
+                    out = translator.feed_whole(upstream.body)
+                except _core.UpstreamError:
+                    error = malformed_answer(ex.provider.name)
+                    if ex.stream:
+                        await ex.fail(error)
+                    else:
+                        ex.error = error
+                    return False
+                await self._emit(out)
+            else:
+                assert upstream.chunks is not None
+                if not await self._feed(upstream.chunks):
+                    return False
+                await self._emit(translator.end_turn())
+        finally:
+            ex.upstream = None
+            with contextlib.suppress(Exception):
+                await upstream.aclose()
+        return True
+
+    async def _feed(self, chunks: AsyncIterator[bytes]) -> bool:
+        ex, translator = self.ex, self.translator
+        feed = translator.feed
+        try:
+            async for chunk in chunks:
+                ex.reads += 1
+                await self._emit(feed(chunk))
+                if translator.turn_result() is not None:  # the upstream said it is done: the rest is its body's end
+                    await _drain(chunks)
+                    break
+        except httpx.TimeoutException:
+            ex.timeout = "first_event" if translator.upstream_events == 0 else "idle"
+            return False
+        except httpx.HTTPError:
+            self.pump.metrics.upstream_error(ex.provider.name, "connection_lost")
+        return True
+
+    async def _emit(self, out: bytes) -> None:
+        """Frames to the client (a stream), as the pump sends them."""
+        ex = self.ex
+        if not out or not ex.stream:
+            return
+        if ex.pinging is not None:
+            await ex.pinging
+        ex.sending = True
+        await ex.start()
+        await ex.body(out, more=True)
+        ex.sending = False
+
+    async def _end(self, out: bytes) -> None:
+        ex = self.ex
+        if ex.stream:
+            await ex.end(out)
+        else:
+            response = self.translator.response_json()
+            if self.translator.status == "failed":
+                error = (json.loads(response).get("error") or {}) if response else {}
+                raise upstream_failed(error.get("message"), error.get("code"))
+            ex.result = response
+
+    # --- listing ------------------------------------------------------------------------------------------------
+
+    async def _list_tools(self) -> None:
+        """An `mcp_list_tools` item for each server whose tools the conversation does not hold yet (listed
+        concurrently, written in order). A server that cannot be listed fails the response."""
+        todo = [server for server in self.plan.servers if server.tools is None]
+        if not todo:
+            return
+        pool = self.box.pool
+        tasks = [
+            asyncio.ensure_future(pool.list_tools(server.url, server.headers, guard=server.guard)) for server in todo
+        ]
+        names, translator = self.names, self.translator
+        try:
+            with self._tooling():
+                for server, task in zip(todo, tasks, strict=True):
+                    _, out = translator.open_item(
+                        {"type": names.list_tools, "server_label": server.label, "tools": [], "status": "in_progress"},
+                        prefix="mcpl",
+                    )
+                    await self._emit(out + translator.item_event(names.events + "mcp_list_tools.in_progress"))
+                    try:
+                        tools = await task
+                    except Exception as e:
+                        message = self._mask(str(e) or type(e).__name__)
+                        out = translator.item_event(names.events + "mcp_list_tools.failed")
+                        failed = {"type": names.list_tools, "server_label": server.label, "tools": [], "error": message}
+                        out += translator.done_item({**failed, "status": "failed"})
+                        await self._emit(out)
+                        error = RouterError(
+                            424,
+                            f"the tools of the MCP server {server.label!r} could not be listed: {message}",
+                            type="server_error",
+                            code="mcp_list_tools_failed",
+                        )
+                        await self._fail(error)
+                        raise _Ended from None
+                    listed = [
+                        McpListedTool(
+                            name=t.name,
+                            description=t.description,
+                            input_schema=t.input_schema,
+                            annotations=t.annotations,
+                        )
+                        for t in tools
+                    ]
+                    server.tools = listed
+                    item = {
+                        "type": names.list_tools,
+                        "server_label": server.label,
+                        "tools": [t.model_dump(mode="json", exclude_none=True) for t in listed],
+                        "status": "completed",
+                    }
+                    out = translator.item_event(names.events + "mcp_list_tools.completed")
+                    out += translator.done_item(item)
+                    await self._emit(out)
+                    self.items += to_models([item])
+        finally:
+            for task in tasks:
+                task.cancel()
+        self.plan.name_functions([tool.name for tool in self.ex.request.function_tools()])
+
+    async def _fail(self, error: RouterError) -> None:
+        ex = self.ex
+        if ex.stream:
+            await ex.fail(error)
+        else:
+            ex.error = error
+
+    # --- calls --------------------------------------------------------------------------------------------------
+
+    def _approved(self) -> list[_Call]:
+        """Calls the client approved since the last response (`mcp_approval_response` with `approve`), to run
+        before the model is sampled again; a 400 for an answer to no request of the conversation, or to a server
+        this request does not name. (A refused one reaches the model as the call's result: `lower`.)"""
+        requests = {item.id: item for item in self.items if isinstance(item, McpApprovalRequestItem) and item.id}
+        ran = {item.approval_request_id for item in self.items if isinstance(item, McpCallItem)}
+        calls = []
+        for item in self.items:
+            if not isinstance(item, McpApprovalResponseItem):
+                continue
+            request = requests.get(item.approval_request_id)
+            if request is None:
+                raise invalid_request(
+                    f"mcp_approval_response answers {item.approval_request_id!r}, which is no mcp_approval_request "
+                    "of this conversation",
+                    "input",
+                )
+            if not item.approve or item.approval_request_id in ran:
+                continue
+            server = self.plan.by_label.get(request.server_label)
+            if server is None:
+                raise invalid_request(
+                    f"the approved call {request.id!r} is to the MCP server {request.server_label!r}, which is not "
+                    "among this request's tools (send its mcp tool again)",
+                    "tools",
+                )
+            ran.add(item.approval_request_id)
+            self.plan.calls += 1
+            calls.append(_Call(server, request.name, request.arguments, approval_request_id=request.id))
+        return calls
+
+    async def _run_calls(self, held: list[dict[str, Any]]) -> bool:
+        """Run (or refuse, or hold for approval) the hosted calls of a turn; True if one waits for approval."""
+        plan = self.plan
+        calls: list[_Call] = []
+        approvals: list[_Call] = []
+        for call in held:
+            hosted: Hosted | None = plan.functions.get(call["name"])
+            assert hosted is not None  # (only hosted names are held)
+            server, tool = hosted.server, hosted.tool.name
+            entry = _Call(server, tool, call["arguments"] or "{}")
+            if not server.allows(tool):
+                entry.refuse(_NOT_ALLOWED, f"the tool {tool!r} of {server.label!r} is not allowed in this request")
+            elif plan.choice is not None and call["name"] not in plan.choice:
+                entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the tool {tool!r} of {server.label!r}")
+            elif plan.calls >= plan.max_calls:
+                entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the tool was not run")
+            elif server.needs_approval(tool):
+                approvals.append(entry)
+                continue
+            else:
+                plan.calls += 1
+            calls.append(entry)
+        await self._run(calls)
+        for entry in approvals:
+            item = {
+                "type": self.names.approval_request,
+                "server_label": entry.server.label,
+                "name": entry.tool,
+                "arguments": entry.arguments,
+            }
+            _, out = self.translator.open_item({**item, "status": "in_progress"}, prefix="mcpr")
+            await self._emit(out + self.translator.done_item({**item, "status": "completed"}))
+        return bool(approvals)
+
+    async def _run(self, calls: list[_Call]) -> None:
+        """Each call as an `mcp_call` item: started together (`parallel_tool_calls`), written in order."""
+        if not calls:
+            return
+        pool, names, translator = self.box.pool, self.names, self.translator
+        events = names.events
+        tasks: list[asyncio.Future[CallResult] | None] = []
+
+        def start(call: _Call) -> asyncio.Future[CallResult] | None:
+            if call.refused is not None:
+                return None
+            try:
+                arguments = json.loads(call.arguments or "{}")
+            except ValueError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                call.refuse(_INVALID_PARAMS, "the arguments are not a JSON object")
+                return None
+            server = call.server
+            return asyncio.ensure_future(
+                pool.call(server.url, server.headers, call.tool, arguments, guard=server.guard)
+            )
+
+        if self.plan.parallel:
+            tasks = [start(call) for call in calls]
+        try:
+            with self._tooling():
+                for i, call in enumerate(calls):
+                    task = tasks[i] if tasks else start(call)
+                    item: dict[str, Any] = {
+                        "type": names.call,
+                        "server_label": call.server.label,
+                        "name": call.tool,
+                        "arguments": "",
+                        "status": "in_progress",
+                    }
+                    if call.approval_request_id is not None:
+                        item["approval_request_id"] = call.approval_request_id
+                    _, out = translator.open_item(item, prefix="mcp")
+                    out += translator.item_event(events + "mcp_call_arguments.delta", {"delta": call.arguments})
+                    out += translator.item_event(events + "mcp_call_arguments.done", {"arguments": call.arguments})
+                    out += translator.item_event(events + "mcp_call.in_progress")
+                    await self._emit(out)
+                    output: str | None = None
+                    error = call.refused
+                    if task is not None:
+                        result = await task
+                        if result.error is None:
+                            output = self._mask(result.output or "")
+                        else:
+                            error = _error(result.kind, self._mask(result.error))
+                    failed = error is not None
+                    done = {**item, "arguments": call.arguments, "output": output, "error": error}
+                    done["status"] = "failed" if failed else "completed"
+                    out = translator.item_event(events + ("mcp_call.failed" if failed else "mcp_call.completed"))
+                    out += translator.done_item(done)
+                    await self._emit(out)
+                    self.items += to_models([done])
+        finally:
+            for task in tasks:
+                if task is not None:
+                    task.cancel()
+
+    @contextlib.contextmanager
+    def _tooling(self) -> Any:
+        """While tools run, the upstream's timeouts stop (the clock sees `tooling`)."""
+        self.ex.tooling = True
+        try:
+            yield
+        finally:
+            self.ex.tooling = False
+
+    def _mask(self, text: str) -> str:
+        return self.secrets.mask(text) if self.secrets is not None else text
+
+
+# JSON-RPC codes of the calls the router refuses to make (`mcp_protocol_error`).
+_INVALID_PARAMS = -32602
+_NOT_ALLOWED = -32601
+_LIMIT = -32000
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    """A failed call's `error`, as OpenAI's MCP tool gives it: the tool's own error, or an HTTP-ish one for a
+    time-out (504) or a server that failed (502)."""
+    if kind == "tool":
+        return {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": message}]}
+    return {"type": "http_error", "code": 504 if kind == "timeout" else 502, "message": message}
+
+
+class _Call:
+    __slots__ = ("approval_request_id", "arguments", "refused", "server", "tool")
+
+    def __init__(self, server: Server, tool: str, arguments: str, *, approval_request_id: str | None = None) -> None:
+        self.server = server
+        self.tool = tool
+        self.arguments = arguments
+        self.approval_request_id = approval_request_id
+        self.refused: dict[str, Any] | None = None
+
+    def refuse(self, code: int, message: str) -> None:
+        self.refused = {"type": "mcp_protocol_error", "code": code, "message": message}
+
+
+class _Ended(Exception):
+    """The response ended (failed) before the loop's turns."""
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    async def drain() -> None:
+        async for _ in chunks:
+            pass
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(drain(), _DRAIN_AFTER_DONE)
+
+
+def run_loop(pump: Pump, ex: Exchange) -> Awaitable[None]:
+    assert ex.plan is not None
+    return Loop(pump, ex, ex.plan).run()
