@@ -229,11 +229,14 @@ async def _stream(writer: asyncio.StreamWriter, raw: bytes, options: dict[str, f
 
 
 async def _watch_close(reader: asyncio.StreamReader, record: dict[str, Any]) -> None:
-    """Marks the record when the client closes the connection while the answer is still going."""
-    with contextlib.suppress(Exception):
-        data = await reader.read(1)
-        if not data:
-            record["closed_early"] = True
+    """Marks the record when the client closes the connection while the answer is still going.
+
+    It looks without reading: a read here would still be waiting on the reader (cancelled, not yet unwound) when the
+    connection's next request is read, which asyncio refuses, and it would eat that request's first byte; either
+    broke a kept-alive connection's next request (as a client's tool loop sends it, right after an answer)."""
+    while not reader.at_eof() and reader.exception() is None:
+        await asyncio.sleep(0.02)
+    record["closed_early"] = True
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes,
