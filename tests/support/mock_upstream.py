@@ -18,6 +18,26 @@ the router sends:
 - `stall` sends the headers and then nothing; `hang` sends nothing at all; `keepalives` sends the headers and
   then only keep-alives, every 0.2 s, forever: `: ping` comments and blank lines (`…/messages`: also Anthropic's
   `ping` events), an upstream that is busy but says nothing;
+- `agent` plays a model in a tool loop, in the dialect of the path, shaped as the recorded parallel tool-call
+  streams (each builder, `_agent_chat` and the two after it, names its fixtures; fresh random ids, `agent` as
+  the model, usage from the body's size):
+  - when the conversation's last input is a tool result (Chat Completions: the last message has role `tool`;
+    Messages: the last message is a user one with `tool_result` blocks; Responses: the last input item is a
+    `function_call_output`), a text answer `Results: <name>=<result>; <name>=<result>` over every tool result
+    after the last assistant turn (Chat Completions, Messages: after the last `assistant` message; Responses:
+    the `function_call_output` items after the last `message` item, any role), in order, each named by the call
+    with its call id in the history (`unknown` if none) and its text (a string, or its text parts joined by
+    newlines); it ends normally (`finish_reason: stop`, `stop_reason: end_turn`, `response.completed`);
+  - else the text of the last user message is read for directives `call <name> <json object>` (any number,
+    e.g. separated by `;` or newlines: `call add {"a": 2, "b": 3}; call sleep {"seconds": 1}`), answered with
+    one assistant turn holding one tool call per directive, in order (parallel calls: several `tool_calls`
+    indexes, `tool_use` blocks or `function_call` items, the arguments streamed in two or three pieces),
+    preceded by the text `Calling tools.` when the word `narrate` comes before the first directive; it ends
+    with `finish_reason: tool_calls`, `stop_reason: tool_use`, `response.completed`. The name called is the
+    offered function tool (the request's `tools`) named `<name>`, else the first one whose name ends with
+    `_<name>`, else `<name>` itself (a call to a tool that was not offered). `tool_choice` is not looked at:
+    the directives are followed whatever it says;
+  - with no directive, the text `No tools needed.`;
 - anything else: a short generated text stream (in the dialect of the path).
 
 Options follow a `?` in the model name, `&`-separated: `delay=<s>` waits before answering,
@@ -39,8 +59,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import re
+import string
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +152,320 @@ def _generated_responses(model: str) -> bytes:
         b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps({**e, "sequence_number": n}).encode())
         for n, e in enumerate(events)
     )
+
+
+# --- `agent`: a model that calls the tools the last user message names ---------------------------------------------
+
+_DIRECTIVE = re.compile(r"\bcall\s+([A-Za-z0-9_.:/-]+)\s*(?=\{)")
+_TEXT_PARTS = ("text", "input_text", "output_text")
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _random_id(size: int, alphabet: str = string.ascii_letters + string.digits) -> str:
+    return "".join(random.choices(alphabet, k=size))
+
+
+def _text_of(content: Any) -> str:
+    """A message's content or a tool's output: a string, or its text parts joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") in _TEXT_PARTS and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _directives(text: str) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """The `call <name> <json object>` directives of `text`, in order, and whether `narrate` comes before them."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    narrate = False
+    decoder = json.JSONDecoder()
+    at = 0
+    while match := _DIRECTIVE.search(text, at):
+        try:
+            arguments, at = decoder.raw_decode(text, match.end())
+        except ValueError:
+            at = match.end()
+            continue
+        if isinstance(arguments, dict):
+            if not calls:
+                narrate = re.search(r"\bnarrate\b", text[: match.start()]) is not None
+            calls.append((match.group(1), arguments))
+    return calls, narrate
+
+
+def _pieces(arguments: str) -> list[str]:
+    """The arguments in two pieces (three from 6 characters on), as models stream them."""
+    if len(arguments) < 6:
+        return [arguments[:1], arguments[1:]]
+    third = len(arguments) // 3
+    return [arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\s*\S+", text) or [text]
+
+
+def _agent_turn(path: str, request: dict[str, Any]) -> tuple[list[tuple[str, str]] | None, str, list[str]]:
+    """What the conversation asks of the model, in the dialect of `path`: the trailing tool results as
+    (tool name, result text) when its last input is one (else None), the last user message's text, and the
+    names of the offered function tools."""
+    if path.endswith("/messages"):
+        messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+        calls = {
+            block.get("id"): block.get("name")
+            for m in messages
+            if m.get("role") == "assistant" and isinstance(m.get("content"), list)
+            for block in m["content"]
+            if isinstance(block, dict) and block.get("type") == "tool_use"
+        }
+        tools = [t["name"] for t in request.get("tools") or [] if isinstance(t, dict) and "name" in t]
+
+        def results_in(message: dict[str, Any]) -> list[dict[str, Any]]:
+            content = message.get("content")
+            blocks = content if message.get("role") == "user" and isinstance(content, list) else []
+            return [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+        if messages and results_in(messages[-1]):
+            start = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1) + 1
+            results = [
+                (str(calls.get(b.get("tool_use_id")) or "unknown"), _text_of(b.get("content")))
+                for m in messages[start:]
+                for b in results_in(m)
+            ]
+            return results, "", tools
+        users = [m for m in messages if m.get("role") == "user"]
+        return None, _text_of(users[-1].get("content")) if users else "", tools
+    if path.endswith("/responses"):
+        items = request.get("input")
+        tools = [
+            t["name"]
+            for t in request.get("tools") or []
+            if isinstance(t, dict) and t.get("type") == "function" and "name" in t
+        ]
+        if isinstance(items, str):
+            return None, items, tools
+        items = [i for i in items or [] if isinstance(i, dict)]
+        kinds = [i.get("type", "message") for i in items]
+        if kinds and kinds[-1] == "function_call_output":
+            names = {i.get("call_id"): i.get("name") for i in items if i.get("type") == "function_call"}
+            start = max((n for n, kind in enumerate(kinds) if kind == "message"), default=-1) + 1
+            results = [
+                (str(names.get(i.get("call_id")) or "unknown"), _text_of(i.get("output")))
+                for i in items[start:]
+                if i.get("type") == "function_call_output"
+            ]
+            return results, "", tools
+        users = [i for i in items if i.get("type", "message") == "message" and i.get("role") == "user"]
+        return None, _text_of(users[-1].get("content")) if users else "", tools
+    messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+    tools = [
+        t["function"]["name"]
+        for t in request.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and "name" in t["function"]
+    ]
+    if messages and messages[-1].get("role") == "tool":
+        names = {
+            call.get("id"): (call.get("function") or {}).get("name")
+            for m in messages
+            if m.get("role") == "assistant"
+            for call in m.get("tool_calls") or []
+            if isinstance(call, dict)
+        }
+        start = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1) + 1
+        results = [
+            (str(names.get(m.get("tool_call_id")) or "unknown"), _text_of(m.get("content")))
+            for m in messages[start:]
+            if m.get("role") == "tool"
+        ]
+        return results, "", tools
+    users = [m for m in messages if m.get("role") == "user"]
+    return None, _text_of(users[-1].get("content")) if users else "", tools
+
+
+def _obfuscation() -> str:
+    """OpenAI's `obfuscation` padding (random characters that hide the length of what a chunk carries)."""
+    return _random_id(random.randint(0, 15))
+
+
+def _agent_chat(model: str, text: str | None, calls: list[tuple[str, str]], tokens: tuple[int, int]) -> bytes:
+    """Shaped as openai-gpt-4o-parallel-tool-calls-usage.sse (calls) and openai-gpt-4o-mini-text-usage.sse (text)."""
+    head = {"id": "chatcmpl-" + _random_id(29), "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "service_tier": "default", "system_fingerprint": "fp_mockagent"}  # fmt: skip
+
+    def chunk(delta: dict[str, Any]) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        return {**head, "usage": None, "choices": [choice], "obfuscation": _obfuscation()}
+
+    if text is None:
+        chunks = [chunk({"role": "assistant", "content": None})]
+    else:
+        chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        chunks += [chunk({"content": word}) for word in _words(text)]
+    for index, (name, arguments) in enumerate(calls):
+        call = {"index": index, "id": "call_" + _random_id(24), "type": "function",
+                "function": {"name": name, "arguments": ""}}  # fmt: skip
+        chunks.append(chunk({"tool_calls": [call]}))
+        chunks += [chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]}) for p in _pieces(arguments)]
+    finish = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls" if calls else "stop"}
+    chunks.append({**head, "choices": [finish], "usage": None, "obfuscation": _obfuscation()})
+    prompt, completion = tokens
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                                           "rejected_prediction_tokens": 0}}  # fmt: skip
+    chunks.append({**head, "choices": [], "usage": usage, "obfuscation": _obfuscation()})
+    return b"".join(b"data: " + _compact(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _agent_messages(model: str, text: str | None, calls: list[tuple[str, str]], tokens: tuple[int, int]) -> bytes:
+    """Shaped as claude-sonnet-4-text-then-parallel-tool-use.sse (calls) and claude-sonnet-4-text-after-tool-result.sse
+    (text): a `ping` after the first block opens, `tool_use` input streamed after an empty first piece."""
+    prompt, completion = tokens
+    usage: dict[str, Any] = {"input_tokens": prompt, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    first_usage = {**usage, "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+                   "output_tokens": 1, "service_tier": "standard", "inference_geo": "not_available"}  # fmt: skip
+    message: dict[str, Any] = {"model": model, "id": "msg_01" + _random_id(22), "type": "message",
+                               "role": "assistant", "content": [], "stop_reason": None, "stop_sequence": None,
+                               "usage": first_usage}  # fmt: skip
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": message}]
+    blocks: list[list[dict[str, Any]]] = []
+    if text is not None:
+        blocks.append(
+            [{"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+            + [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}
+               for word in _words(text)]
+        )  # fmt: skip
+    for name, arguments in calls:
+        index = len(blocks)
+        block = {"type": "tool_use", "id": "toolu_01" + _random_id(22), "name": name, "input": {},
+                 "caller": {"type": "direct"}}  # fmt: skip
+        blocks.append(
+            [{"type": "content_block_start", "index": index, "content_block": block}]
+            + [{"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": p}} for p in ["", *_pieces(arguments)]]
+        )  # fmt: skip
+    for index, block_events in enumerate(blocks):
+        events.append(block_events[0])
+        if index == 0:
+            events.append({"type": "ping"})
+        events += block_events[1:]
+        events.append({"type": "content_block_stop", "index": index})
+    events.append({"type": "message_delta",
+                   "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
+                   "usage": {**usage, "output_tokens": completion}})  # fmt: skip
+    events.append({"type": "message_stop"})
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), b'{"type": "ping"}' if e["type"] == "ping" else _compact(e))
+        for e in events
+    )
+
+
+def _agent_responses(
+    model: str, text: str | None, calls: list[tuple[str, str]], tokens: tuple[int, int], request: dict[str, Any]
+) -> bytes:
+    """Shaped as openai-gpt-4o-parallel-function-calls.sse (calls) and openai-gpt-4o-text.sse (text): the whole
+    response object (the request's settings echoed), events' members in OpenAI's order."""
+    hexdigits = "0123456789abcdef"
+    created = int(time.time())
+    response = {
+        "id": "resp_" + _random_id(50, hexdigits), "object": "response", "created_at": created,
+        "status": "in_progress", "background": False, "completed_at": None, "error": None,
+        "frequency_penalty": request.get("frequency_penalty", 0.0), "incomplete_details": None,
+        "instructions": request.get("instructions"), "max_output_tokens": request.get("max_output_tokens"),
+        "max_tool_calls": request.get("max_tool_calls"), "model": model, "moderation": None, "output": [],
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "presence_penalty": request.get("presence_penalty", 0.0), "previous_response_id": None,
+        "prompt_cache_key": None, "prompt_cache_retention": "in_memory",
+        "reasoning": {"context": None, "effort": None, "summary": None, **(request.get("reasoning") or {})},
+        "safety_identifier": None, "service_tier": "auto", "store": request.get("store", True),
+        "temperature": request.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **(request.get("text") or {})},
+        "tool_choice": request.get("tool_choice", "auto"), "tools": request.get("tools") or [], "top_logprobs": 0,
+        "top_p": request.get("top_p", 1.0), "truncation": "disabled", "usage": None, "user": None,
+        "metadata": request.get("metadata") or {},
+    }  # fmt: skip
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.in_progress", "response": response},
+    ]
+    output: list[dict[str, Any]] = []
+    if text is not None:
+        item = {"id": "msg_" + _random_id(50, hexdigits), "type": "message", "status": "in_progress", "content": [],
+                "role": "assistant"}  # fmt: skip
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+        done = {**item, "status": "completed", "content": [part]}
+        at = {"item_id": item["id"], "output_index": 0}
+        events += [
+            {"type": "response.output_item.added", "item": item, "output_index": 0},
+            {"type": "response.content_part.added", "content_index": 0, **at, "part": {**part, "text": ""}},
+            *({"type": "response.output_text.delta", "content_index": 0, "delta": word, "item_id": item["id"],
+               "logprobs": [], "obfuscation": _obfuscation(), "output_index": 0} for word in _words(text)),
+            {"type": "response.output_text.done", "content_index": 0, "item_id": item["id"], "logprobs": [],
+             "output_index": 0, "text": text},
+            {"type": "response.content_part.done", "content_index": 0, **at, "part": part},
+            {"type": "response.output_item.done", "item": done, "output_index": 0},
+        ]  # fmt: skip
+        output.append(done)
+    for name, arguments in calls:
+        index = len(output)
+        item = {"id": "fc_" + _random_id(50, hexdigits), "type": "function_call", "status": "in_progress",
+                "arguments": "", "call_id": "call_" + _random_id(24), "name": name}  # fmt: skip
+        done = {**item, "status": "completed", "arguments": arguments}
+        events += [
+            {"type": "response.output_item.added", "item": item, "output_index": index},
+            *({"type": "response.function_call_arguments.delta", "delta": p, "item_id": item["id"],
+               "obfuscation": _obfuscation(), "output_index": index} for p in _pieces(arguments)),
+            {"type": "response.function_call_arguments.done", "arguments": arguments, "item_id": item["id"],
+             "output_index": index},
+            {"type": "response.output_item.done", "item": done, "output_index": index},
+        ]  # fmt: skip
+        output.append(done)
+    prompt, completion = tokens
+    usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
+             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}  # fmt: skip
+    final = {**response, "status": "completed", "completed_at": created, "output": output, "service_tier": "default",
+             "usage": usage}  # fmt: skip
+    events.append({"type": "response.completed", "response": final})
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), _compact(_sequenced(e, n))) for n, e in enumerate(events)
+    )
+
+
+def _sequenced(event: dict[str, Any], number: int) -> dict[str, Any]:
+    """`sequence_number` where OpenAI puts it: last, or before `text` in `response.output_text.done`."""
+    if event["type"] == "response.output_text.done":
+        text = event["text"]
+        return {**{k: v for k, v in event.items() if k != "text"}, "sequence_number": number, "text": text}
+    return {**event, "sequence_number": number}
+
+
+def _agent(path: str, request: dict[str, Any], model: str, size: int) -> bytes:
+    """The `agent` model's answer to `request` (see the module docstring), in the dialect of `path`."""
+    results, user_text, tools = _agent_turn(path, request)
+    calls: list[tuple[str, str]] = []
+    text: str | None
+    if results is not None:
+        text = "Results: " + "; ".join(f"{name}={result}" for name, result in results)
+    else:
+        directives, narrate = _directives(user_text)
+        for wanted, arguments in directives:
+            name = wanted if wanted in tools else next((t for t in tools if t.endswith("_" + wanted)), wanted)
+            calls.append((name, json.dumps(arguments)))
+        text = ("Calling tools." if narrate else None) if calls else "No tools needed."
+    said = len(text or "") + sum(len(name) + len(arguments) for name, arguments in calls)
+    tokens = (max(1, size // 4), max(1, said // 4))
+    if path.endswith("/messages"):
+        return _agent_messages(model, text, calls, tokens)
+    if path.endswith("/responses"):
+        return _agent_responses(model, text, calls, tokens, request)
+    return _agent_chat(model, text, calls, tokens)
 
 
 WHOLE_MESSAGE = {
@@ -229,11 +566,14 @@ async def _stream(writer: asyncio.StreamWriter, raw: bytes, options: dict[str, f
 
 
 async def _watch_close(reader: asyncio.StreamReader, record: dict[str, Any]) -> None:
-    """Marks the record when the client closes the connection while the answer is still going."""
-    with contextlib.suppress(Exception):
-        data = await reader.read(1)
-        if not data:
-            record["closed_early"] = True
+    """Marks the record when the client closes the connection while the answer is still going.
+
+    It looks without reading: a read here would still be waiting on the reader (cancelled, not yet unwound) when the
+    connection's next request is read, which asyncio refuses, and it would eat that request's first byte; either
+    broke a kept-alive connection's next request (as a client's tool loop sends it, right after an answer)."""
+    while not reader.at_eof() and reader.exception() is None:
+        await asyncio.sleep(0.02)
+    record["closed_early"] = True
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes,
@@ -310,6 +650,8 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
         if name.startswith("fixture:"):
             folder = ANTHROPIC if messages else RESPONSES if responses else FIXTURES
             raw = (folder / f"{name.split(':', 1)[1]}.sse").read_bytes()
+        elif name == "agent":
+            raw = _agent(path, request if isinstance(request, dict) else {}, name, len(body))
         else:
             raw = (_generated_messages if messages else _generated_responses if responses else _generated)(name)
         ping = b'event: ping\ndata: {"type": "ping"}\n\n' if messages else b": ping\n\n"  # (Responses: comments)
