@@ -314,6 +314,11 @@ class Translator(Protocol):
         (no newline: one WebSocket message each); with SSE each frame with its blank line."""
     def queued_json(self) -> bytes:
         """The response object with `status: queued` (a background response stored before it runs)."""
+    def add_usage(
+        self, *, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0, reasoning_tokens: int = 0
+    ) -> None:
+        """Count tokens spent outside this response's upstream calls (a nested response the router ran for a tool)
+        in its `usage`, added to the sum over turns (`total_tokens` grows by input + output)."""
     def mark_unstored(self) -> bytes:
         """The response was not stored after all (the store failed): `store` is false in the response object from
         now on. Once the response has ended, returns its terminal event written again (the same `sequence_number`,

@@ -351,6 +351,17 @@ macro_rules! translator_class {
                 PyBytes::new(py, &self.core.writer().client_response_json())
             }
 
+            #[pyo3(signature = (*, input_tokens=0, output_tokens=0, cached_tokens=0, reasoning_tokens=0))]
+            fn add_usage(&mut self, input_tokens: u64, output_tokens: u64, cached_tokens: u64, reasoning_tokens: u64) {
+                self.core.writer_mut().add_usage(ferroute_core::events::writer::Usage {
+                    input_tokens,
+                    output_tokens,
+                    total_tokens: input_tokens.saturating_add(output_tokens),
+                    cached_tokens,
+                    reasoning_tokens,
+                });
+            }
+
             fn mark_unstored<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
                 let writer = self.core.writer_mut();
                 writer.restate_unstored();

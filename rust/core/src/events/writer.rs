@@ -980,6 +980,12 @@ impl ResponseWriter {
         self.close_item(ItemStatus::Completed);
     }
 
+    /// Count tokens spent outside the upstream calls of this response (a nested response the router ran for a
+    /// tool) in its usage: added to the sum of the turns.
+    pub fn add_usage(&mut self, usage: Usage) {
+        self.past_usage = Some(self.past_usage.map_or(usage, |past| past.plus(usage)));
+    }
+
     /// Record the current upstream call's token usage (the response's is the sum over turns).
     pub fn set_usage(&mut self, usage: Usage) {
         self.usage = Some(usage);

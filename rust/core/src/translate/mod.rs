@@ -483,6 +483,25 @@ mod tests {
     }
 
     #[test]
+    fn usage_spent_outside_the_turns_is_added() {
+        let mut t = translator(Framing::Sse);
+        t.next_turn();
+        t.feed(CALL_TURN);
+        t.end_turn();
+        t.writer_mut().add_usage(crate::events::writer::Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+            total_tokens: 110,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+        });
+        t.next_turn();
+        t.feed(ANSWER_TURN);
+        let evs = events(t.finish());
+        assert_eq!(evs.last().unwrap()["response"]["usage"]["total_tokens"], 42 + 110);
+    }
+
+    #[test]
     fn cancel_mid_turn_and_after_a_turn() {
         for end_first in [false, true] {
             let mut t = translator(Framing::Sse);
