@@ -28,6 +28,7 @@ STANDARD_PROVIDERS: list[tuple[str, ProviderKind, str, str]] = [
 ]
 
 
+DEFAULTS_SOURCE = "(built-in defaults)"  # `Settings.source` of the embedded defaults
 # Where `ferroute mcp-demo` listens by default (the embedded defaults name it as MCP server `demo`).
 DEMO_MCP_URL = "http://127.0.0.1:9000/mcp"
 
@@ -188,6 +189,14 @@ class McpConfig(_Section):
     max_tool_calls: int = Field(default=64, ge=1)
 
 
+class AgentsConfig(_Section):
+    """`[agents]`: sub-agents (`ferroute:agent` tools), nested responses the router runs for a tool call."""
+
+    # How deep sub-agents may nest: a client's response is depth 0, a sub-agent's nested response 1, its own
+    # sub-agent's 2, …; at this depth no sub-agent is offered (a call to one is refused).
+    max_depth: int = Field(default=3, ge=0, le=16)
+
+
 class McpServerConfig(_Section):
     """`[[mcp_servers]]`: a server a request names by `server_label` alone."""
 
@@ -219,8 +228,9 @@ class Settings(_Section):
     providers: list[ProviderConfig] = []
     mcp: McpConfig = McpConfig()
     mcp_servers: list[McpServerConfig] = []
+    agents: AgentsConfig = AgentsConfig()
     # Where the settings came from (not a TOML key).
-    source: str = Field(default="(built-in defaults)", exclude=True)
+    source: str = Field(default=DEFAULTS_SOURCE, exclude=True)
 
     @model_validator(mode="after")
     def _check_providers(self) -> Settings:

@@ -192,6 +192,19 @@ class McpApprovalResponseItem(_Model):
     reason: str | None = None
 
 
+class AgentCallItem(_Model):
+    """A sub-agent's run (`ferroute:agent` tool): the nested response's id and its final text."""
+
+    type: Literal["ferroute:agent_call"]
+    id: str | None = None
+    name: str
+    arguments: str
+    response_id: str | None = None
+    output: str | None = None
+    error: str | dict[str, Any] | None = None
+    status: ItemStatus | Literal["failed"] | None = None
+
+
 _MCP_ITEMS = {"mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response"}
 
 
@@ -216,7 +229,8 @@ InputItem = Annotated[
     | Annotated[McpListToolsItem, Tag("mcp_list_tools")]
     | Annotated[McpCallItem, Tag("mcp_call")]
     | Annotated[McpApprovalRequestItem, Tag("mcp_approval_request")]
-    | Annotated[McpApprovalResponseItem, Tag("mcp_approval_response")],
+    | Annotated[McpApprovalResponseItem, Tag("mcp_approval_response")]
+    | Annotated[AgentCallItem, Tag("ferroute:agent_call")],
     Discriminator(_item_type),
 ]
 
@@ -269,17 +283,35 @@ class McpTool(_Model):
         return list(self.allowed_tools)
 
 
+class AgentTool(_Model):
+    """A sub-agent (the router's own hosted tool): the model sees a function `name` taking `{"task": string}`; a
+    call runs a nested response on `model` with `instructions` and its own `tools` and loop, stored like any other,
+    whose final text is the call's output."""
+
+    type: Literal["ferroute:agent"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    model: str = Field(min_length=1)
+    instructions: str | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=512)
+    max_tool_calls: int | None = Field(default=None, ge=1)
+
+
 def _tool_type(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if kind in ("function", "mcp"):
+    if kind in ("function", "mcp", "ferroute:agent"):
         return str(kind)
     return "hosted"
 
 
 Tool = Annotated[
-    Annotated[FunctionTool, Tag("function")] | Annotated[McpTool, Tag("mcp")] | Annotated[HostedTool, Tag("hosted")],
+    Annotated[FunctionTool, Tag("function")]
+    | Annotated[McpTool, Tag("mcp")]
+    | Annotated[AgentTool, Tag("ferroute:agent")]
+    | Annotated[HostedTool, Tag("hosted")],
     Discriminator(_tool_type),
 ]
+AgentTool.model_rebuild()
 
 
 class FunctionChoice(_Model):
@@ -368,6 +400,10 @@ class ResponsesRequest(_Model):
         """The MCP servers the router runs tools of for this request."""
         return [tool for tool in self.tools or [] if isinstance(tool, McpTool)]
 
+    def agent_tools(self) -> list[AgentTool]:
+        """The sub-agents the router runs for this request."""
+        return [tool for tool in self.tools or [] if isinstance(tool, AgentTool)]
+
     def items(self) -> list[Any]:
         """The input as items (a string is one user message)."""
         if self.input is None:
@@ -446,15 +482,26 @@ def parse_request_and_settings(
             param = f"{param}.type" if param else "type"
         code = _CODES.get(first["type"], "invalid_value")
         raise RouterError(400, f"{param or 'request'}: {_describe(first)}", param=param, code=code) from None
+    return request, echo_settings(data)
+
+
+def echo_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A validated request's fields as the response echoes them: all but `input`, and MCP tools (also a sub-agent's)
+    without their credentials."""
     settings = {key: value for key, value in data.items() if key != "input"}
-    if request.tools is not None and any(isinstance(tool, McpTool) for tool in request.tools):
-        settings["tools"] = [
-            {k: v for k, v in tool.items() if k not in ("headers", "authorization")}
-            if tool.get("type") == "mcp"
-            else tool
-            for tool in data["tools"]
-        ]
-    return request, settings
+    if isinstance(data.get("tools"), list):
+        settings["tools"] = [_echoed_tool(tool) for tool in data["tools"]]
+    return settings
+
+
+def _echoed_tool(tool: Any) -> Any:
+    if not isinstance(tool, dict):
+        return tool
+    if tool.get("type") == "mcp":
+        return {k: v for k, v in tool.items() if k not in ("headers", "authorization")}
+    if tool.get("type") == "ferroute:agent" and isinstance(tool.get("tools"), list):
+        return {**tool, "tools": [_echoed_tool(inner) for inner in tool["tools"]]}
+    return tool
 
 
 _CODES = {

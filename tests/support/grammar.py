@@ -62,8 +62,17 @@ HOSTED_EVENTS: dict[str, type[BaseModel]] = {
 }
 
 
+# The router's own sub-agent item (no OpenAI counterpart, so only `ferroute:`): its rules are README's, "Tools and
+# the loop": `ferroute:agent_call.in_progress` (the nested `response_id`), `ferroute:agent_call.output_text.delta`*,
+# then `.completed` (the item's `output` is the deltas' text) or `.failed` (with `error`).
+AGENT_EVENTS = ("agent_call.in_progress", "agent_call.output_text.delta", "agent_call.completed", "agent_call.failed")
+
+
 def hosted_kind(item_type: str) -> str | None:
-    """`mcp_call` for `mcp_call` and `ferroute:mcp_call` (None for any other item type)."""
+    """`mcp_call` for `mcp_call` and `ferroute:mcp_call`, `agent_call` for `ferroute:agent_call` (None for any
+    other item type)."""
+    if item_type == "ferroute:agent_call":
+        return "agent_call"
     kind = item_type.removeprefix("ferroute:")
     return kind if kind in HOSTED_ITEMS else None
 
@@ -73,12 +82,22 @@ def hosted_event(event_type: str) -> str | None:
     for prefix in ("response.", "ferroute:"):
         if event_type.startswith(prefix) and event_type[len(prefix) :] in HOSTED_EVENTS:
             return event_type[len(prefix) :]
+    if event_type.startswith("ferroute:") and event_type[9:] in AGENT_EVENTS:
+        return event_type[9:]
     return None
 
 
 def validate_hosted_item(item: dict[str, Any]) -> None:
     kind = hosted_kind(item["type"])
     assert kind is not None
+    if kind == "agent_call":
+        if not isinstance(item.get("name"), str) or not isinstance(item.get("arguments"), str):
+            raise GrammarError(f"an agent_call has a name and arguments: {item}")
+        # A completed one names its nested response; a failed one may have none (refused, or refused upstream).
+        named = str(item.get("response_id") or "").startswith("resp_")
+        if not named and (item.get("status") == "completed" or item.get("response_id") is not None):
+            raise GrammarError(f"a finished agent_call names its nested response: {item}")
+        return
     HOSTED_ITEMS[kind].model_validate({**item, "type": kind})
     final = item.get("status") in ("completed", "failed")
     if kind == "mcp_call" and final and (item.get("error") is None) == (item["status"] == "failed"):
@@ -140,6 +159,10 @@ def validate_event(event: dict[str, Any]) -> None:
     model = EVENT_MODELS.get(event["type"])
     hosted = hosted_event(event["type"])
     if hosted is not None:
+        if hosted in AGENT_EVENTS:
+            if not isinstance(event.get("item_id"), str) or not isinstance(event.get("output_index"), int):
+                raise GrammarError(f"{event['type']} names its item: {event}")
+            return
         HOSTED_EVENTS[hosted].model_validate({**event, "type": "response." + hosted})
         return
     framing_event = event["type"] in ("response.output_item.added", "response.output_item.done")
@@ -295,6 +318,10 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
                 raise GrammarError(f"{t} inside a {item['type']} item")
             if kind == "mcp_call_arguments.delta":
                 item["arguments"] += event["delta"]
+            elif kind == "agent_call.output_text.delta":
+                item["_text"] = item.get("_text", "") + event["delta"]
+            elif kind == "agent_call.in_progress":
+                item["response_id"] = event["response_id"]
             elif kind == "mcp_call_arguments.done" and event["arguments"] != item["arguments"]:
                 raise GrammarError("mcp_call_arguments.done does not carry the full arguments")
             item.setdefault("_events", []).append(kind)
@@ -312,6 +339,15 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
                 expected.append("mcp_call.failed" if final == "failed" else "mcp_call.completed")
                 if [e for e in events_seen if e != "mcp_call_arguments.delta"] != expected[1:]:
                     raise GrammarError(f"mcp_call events {events_seen}, expected {expected}")
+            elif kind == "agent_call":
+                last = "agent_call.failed" if final == "failed" else "agent_call.completed"
+                deltas = [e for e in events_seen if e == "agent_call.output_text.delta"]
+                if events_seen != ["agent_call.in_progress", *deltas, last]:
+                    raise GrammarError(f"agent_call events {events_seen}")
+                if final == "completed" and done_item.get("output") != item.get("_text", ""):
+                    raise GrammarError("an agent_call's output differs from its text deltas")
+                if done_item.get("response_id") != item.get("response_id"):
+                    raise GrammarError("an agent_call's response_id differs from its in_progress event's")
             elif kind == "mcp_list_tools":
                 last = "mcp_list_tools.failed" if final == "failed" else "mcp_list_tools.completed"
                 if events_seen != ["mcp_list_tools.in_progress", last]:

@@ -12,64 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.support.grammar import check_stream
 from tests.support.mcp_server import shared_mcp_demo
-from tests.support.servers import (
-    ROUTER_ENV,
-    Server,
-    create,
-    create_ok,
-    requests_seen,
-    router,
-    shared_upstream,
-    stream,
-    upstream_config,
-)
+from tests.support.servers import ROUTER_ENV, Server, create, create_ok, requests_seen, router, shared_upstream, stream
+from tests.support.tools import CALC, DIALECTS, hosted, text_of, tools_config, upstream_calls
 
-DIALECTS = {"chat": "agent:up", "anthropic": "agent:anth", "responses": "agent:oai"}
 CANARY = "mcp-canary-credential-5b1e"
-
-
-def tools_config(extra_mcp: str = "") -> str:
-    mcp = shared_mcp_demo()
-    return (
-        upstream_config(shared_upstream().url)
-        + f"""
-[mcp]
-allow_url_prefixes = ["http://127.0.0.1:"]
-call_timeout = 2
-max_output_bytes = 4096
-{extra_mcp}
-
-[[mcp_servers]]
-label = "calc"
-url = "{mcp.url}"
-require_approval = "never"
-"""
-    )
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     with router(tools_config(), env=ROUTER_ENV) as server:
         yield server
-
-
-CALC = {"type": "mcp", "server_label": "calc"}
-
-
-def hosted(output: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [item for item in output if item["type"] == kind]
-
-
-def text_of(response: dict[str, Any]) -> str:
-    return "".join(
-        part.get("text", "") for item in response["output"] if item["type"] == "message" for part in item["content"]
-    )
-
-
-def upstream_calls(tag: str) -> list[dict[str, Any]]:
-    return [r for r in requests_seen(shared_upstream()) if tag in json.dumps(r["body"])]
 
 
 # --- the built-in mock ----------------------------------------------------------------------------------------
@@ -320,7 +275,7 @@ def test_credentials_reach_the_server_and_nothing_else(server: Server) -> None:
     _, response = check_stream(raw)
     [call] = hosted(response["output"], "mcp_call")
     # The server saw the exact value (the router masks it in the output it passes on).
-    assert call["output"] and CANARY not in call["output"] and "*" in call["output"]
+    assert call["output"] == "[redacted]"
     whole = create(server, body).text
     stored = httpx.get(f"{server.url}/v1/responses/{response['id']}", timeout=5).text
     items = httpx.get(f"{server.url}/v1/responses/{response['id']}/input_items", timeout=5).text
@@ -340,3 +295,46 @@ def test_prefixed_item_names() -> None:
     types = {e["type"] for e in events}
     assert {"ferroute:mcp_call.completed", "ferroute:mcp_call_arguments.done"} <= types
     assert not any(t.startswith("response.mcp") for t in types)
+
+
+def test_a_background_response_runs_the_loop_and_cancel_stops_it(server: Server) -> None:
+    def poll(response_id: str, until: set[str]) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            stored: dict[str, Any] = httpx.get(f"{server.url}/v1/responses/{response_id}", timeout=5).json()
+            if stored["status"] in until or time.monotonic() > deadline:
+                return stored
+            time.sleep(0.1)
+
+    body = {"model": DIALECTS["chat"], "input": 'call add {"a": 5, "b": 5}', "tools": [CALC], "background": True}
+    queued = create_ok(server, body)
+    done = poll(queued["id"], {"completed", "failed"})
+    assert done["status"] == "completed"
+    [call] = hosted(done["output"], "mcp_call")
+    assert call["output"] in ("10", "10.0")
+    # A cancel while a tool runs stops the loop there.
+    slow = create_ok(server, {**body, "input": 'call sleep {"seconds": 1.5}; call add {"a": 1, "b": 1}'})
+    time.sleep(0.5)
+    cancelled = httpx.post(f"{server.url}/v1/responses/{slow['id']}/cancel", timeout=5)
+    assert cancelled.status_code == 200, cancelled.text
+    final = poll(slow["id"], {"cancelled", "completed", "failed"})
+    assert final["status"] == "cancelled"
+    assert not any(item["type"] == "message" for item in final["output"])
+
+
+def test_a_client_function_ends_the_loop_after_the_hosted_calls_of_its_turn(server: Server) -> None:
+    lookup = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+    body = {
+        "model": DIALECTS["anthropic"],
+        "input": 'call add {"a": 2, "b": 2}; call lookup {"q": "x"}',
+        "tools": [CALC, lookup],
+    }
+    first = create_ok(server, body)
+    kinds = [item["type"] for item in first["output"]]
+    assert kinds == ["mcp_list_tools", "function_call", "mcp_call"], kinds
+    call = next(item for item in first["output"] if item["type"] == "function_call")
+    assert call["name"] == "lookup"
+    # The client runs its function; the model then sees both results.
+    output = {"type": "function_call_output", "call_id": call["call_id"], "output": "found"}
+    second = create_ok(server, {**body, "previous_response_id": first["id"], "input": [output]})
+    assert "lookup=found" in text_of(second) and "add=4" in text_of(second)

@@ -98,9 +98,10 @@ def test_lower_turns_calls_into_function_calls_and_refusals_into_results() -> No
     ).items()  # fmt: skip
     lowered = lower(items, plan)
     assert isinstance(lowered[0], MessageItem)
+    # The calls of a turn first, then their results (one assistant turn with two calls).
     assert lowered[1] == FunctionCallItem(type="function_call", call_id="c1", name="add", arguments="{}")
-    assert lowered[2] == FunctionCallOutputItem(type="function_call_output", call_id="c1", output="5")
-    assert lowered[3].call_id == "r1" and lowered[3].name == "add"
+    assert lowered[2].call_id == "r1" and lowered[2].name == "add"
+    assert lowered[3] == FunctionCallOutputItem(type="function_call_output", call_id="c1", output="5")
     assert "did not approve" in lowered[4].output and "Reason: no" in lowered[4].output
     # A tool this request does not offer: a note, as some upstreams take tool history only with the tool defined.
     assert isinstance(lowered[5], MessageItem) and "timed out" in str(lowered[5].content)

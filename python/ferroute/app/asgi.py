@@ -21,7 +21,7 @@ import pydantic_core
 
 from ferroute import _core
 from ferroute._transport import StreamTransport
-from ferroute._types import Receive, Scope, Send
+from ferroute._types import Message, Receive, Scope, Send
 from ferroute.app.background import Background
 from ferroute.app.clock import Clock
 from ferroute.app.continuation import Continuation
@@ -30,7 +30,7 @@ from ferroute.app.http import METRICS_HEADERS, BodyRead, ClientGone, read_body, 
 from ferroute.app.records import Records
 from ferroute.app.stored import StoredEndpoints
 from ferroute.app.worker import on_stop_signal, tune_collector
-from ferroute.config import Settings, StoreConfig, load_settings
+from ferroute.config import DEFAULTS_SOURCE, Settings, StoreConfig, load_settings
 from ferroute.errors import (
     RouterError,
     internal_error,
@@ -43,11 +43,11 @@ from ferroute.errors import (
 )
 from ferroute.logs import flush_all, log_line
 from ferroute.metrics import Metrics
-from ferroute.models import parse_request_and_settings
+from ferroute.models import ResponsesRequest, echo_settings, parse_request_and_settings
 from ferroute.providers import Provider, Router, build_providers
 from ferroute.store import ANONYMOUS, Store, open_store, tenant_of
 from ferroute.store.crypto import ReasoningCipher
-from ferroute.tools.hosted import Tools, has_hosted_items, lower
+from ferroute.tools.hosted import OnEvent, Tools, has_hosted_items, lower
 
 access_log = logging.getLogger("ferroute.access")
 error_log = logging.getLogger("ferroute.error")
@@ -78,7 +78,10 @@ class App:
         self.store_config = settings.store or StoreConfig()
         self.store = store
         self.cipher = cipher
-        self.tools = Tools(settings.mcp, settings.mcp_servers)
+        self.tools = Tools(
+            settings.mcp, settings.mcp_servers, agents=settings.agents, explicit=settings.source != DEFAULTS_SOURCE
+        )
+        self.tools.run_agent = self.run_agent
         # Masked in whatever an upstream says back (its error messages), before a client, the store or a log sees it.
         self.secret_list = secrets_of(settings, providers) + self.tools.secrets()
         self.secrets = _core.Secrets(self.secret_list)
@@ -225,6 +228,22 @@ class App:
         request, echoed = parse_request_and_settings(
             body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items
         )
+        return await self.respond(request, echoed, tenant, send, receive, log, began)
+
+    async def respond(
+        self,
+        request: ResponsesRequest,
+        echoed: dict[str, Any],
+        tenant: str,
+        send: Send,
+        receive: Receive,
+        log: dict[str, Any],
+        began: float,
+        *,
+        depth: int = 0,
+    ) -> int:
+        """A validated request answered on `send`: routed, its stored state resolved, its exchange run (`depth`: how
+        deep in sub-agents' nested responses it is; 0 for a client's)."""
         log["model"] = request.model
         log["stream"] = bool(request.stream)
         store = request.store if request.store is not None else self.store_config.default_store
@@ -242,7 +261,7 @@ class App:
             # Hosted tools (the loop runs them), or a conversation that holds their items (which the upstream gets
             # as the function calls and results every dialect reads).
             items = upstream_request.items()
-            plan = self.tools.plan(request, items)
+            plan = self.tools.plan(request, items, depth)
             if plan is not None:
                 credentials = [value for server in plan.servers for value in server.headers.values()]
                 if credentials:
@@ -328,6 +347,29 @@ class App:
             log["status_detail"] = translator.status
             exchange.on_end = None  # (it refers to the exchange: a cycle the collector would have to find)
 
+    async def run_agent(self, request: ResponsesRequest, tenant: str, depth: int, on_event: OnEvent) -> dict[str, Any]:
+        """A sub-agent's nested response (`ferroute.tools`): streamed here, each event handed to `on_event` as it
+        comes, stored like any other; returns the final response object. A request the router refuses before it
+        streams (an unknown model, say) raises its `RouterError`."""
+        parser = _core.ResponseEventParser()
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                for event in parser.feed(message["body"]):
+                    on_event(event)
+
+        async def receive() -> Message:  # (nobody to disconnect)
+            await asyncio.get_running_loop().create_future()
+            raise AssertionError("unreachable")
+
+        data = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        log: dict[str, Any] = {"agent_depth": depth}
+        await self.respond(request, echo_settings(data), tenant, send, receive, log, time.monotonic(), depth=depth)
+        response = parser.response
+        if response is None:
+            raise internal_error()
+        return response
+
     # --- the worker's life -----------------------------------------------------------------------
 
     def startup(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -335,6 +377,7 @@ class App:
         self._transport()
         on_stop_signal(loop or asyncio.get_running_loop(), self.begin_drain)
         tune_collector()
+        self.tools.warm_up()
 
     def _transport(self) -> StreamTransport:
         if self.transport is None:

@@ -30,8 +30,13 @@ _OUTPUT_IDS = re.compile(rb'"id":"((?:msg|rs|fc)_[0-9a-f]{48}(?:[0-9a-f]{4})?)"'
 _RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
 _DERIVED = re.compile(r"(?:msg|rs|fc|fco)_([0-9a-f]{48})[0-9a-f]{4}")
 OUTPUT_ITEMS: int = _core.OUTPUT_ITEMS  # item numbers below are output items' (the Rust core numbers those)
-# Output item types a later turn passes back (slug-prefixed extension items are not model context).
-_CONTEXT_TYPES = {"message", "function_call", "function_call_output", "reasoning"}
+# Output item types a later turn passes back: the model's, and the hosted tools' receipts (`ferroute.tools` lowers
+# them to what each upstream reads). Other slug-prefixed extension items are not model context.
+_CONTEXT_TYPES = {
+    "message", "function_call", "function_call_output", "reasoning",
+    "mcp_list_tools", "mcp_call", "mcp_approval_request",
+    "ferroute:mcp_list_tools", "ferroute:mcp_call", "ferroute:mcp_approval_request", "ferroute:agent_call",
+}  # fmt: skip
 _ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[InputItem])
 
 

@@ -9,15 +9,19 @@ approval the same with the refusal as the output; listings and pending approval 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ferroute.config import McpConfig, McpServerConfig
+from ferroute.config import AgentsConfig, McpConfig, McpServerConfig
 from ferroute.errors import invalid_request
 from ferroute.models import (
+    AgentCallItem,
+    AgentTool,
     AllowedTools,
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -36,7 +40,16 @@ from ferroute.models import (
 if TYPE_CHECKING:
     from ferroute.tools.mcp import McpPool, UrlGuard
 
-_MCP_ITEMS = (McpListToolsItem, McpCallItem, McpApprovalRequestItem, McpApprovalResponseItem)
+_HOSTED_ITEMS = (McpListToolsItem, McpCallItem, McpApprovalRequestItem, McpApprovalResponseItem, AgentCallItem)
+# A sub-agent's nested response, given its request, tenant and depth, handing each event to a callback as it comes.
+OnEvent = Callable[[dict[str, Any]], None]
+RunAgent = Callable[[ResponsesRequest, str, int, OnEvent], Awaitable[dict[str, Any]]]
+AGENT_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"task": {"type": "string", "description": "What the agent is to do, with what it needs to know."}},
+    "required": ["task"],
+    "additionalProperties": False,
+}
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -102,8 +115,21 @@ class Hosted:
 class Plan:
     """One request's hosted tools and the loop's state."""
 
-    def __init__(self, servers: list[Server], names: Names, max_calls: int, parallel: bool) -> None:
+    def __init__(
+        self,
+        servers: list[Server],
+        names: Names,
+        max_calls: int,
+        parallel: bool,
+        *,
+        agents: list[AgentTool] | None = None,
+        depth: int = 0,
+        max_depth: int = 3,
+    ) -> None:
         self.servers = servers
+        self.agents = {agent.name: agent for agent in agents or []}
+        self.depth = depth
+        self.nests = depth < max_depth  # whether sub-agents may run from here
         self.by_label = {server.label: server for server in servers}
         self.names = names
         self.max_calls = max_calls
@@ -117,7 +143,7 @@ class Plan:
     def name_functions(self, client_functions: list[str]) -> None:
         """Give every listed tool its model-facing name: its own where that is unique across servers and the client's
         function tools, else `<label>_<name>` (cut to 64 characters with a hash where longer)."""
-        taken = set(client_functions)
+        taken = set(client_functions) | set(self.agents)
         counts: dict[str, int] = {}
         for server in self.servers:
             for tool in server.tools or []:
@@ -137,6 +163,12 @@ class Plan:
         if self.calls >= self.max_calls:
             return []
         tools = []
+        if self.nests:
+            for agent in self.agents.values():
+                about = agent.description or f"Hands a task to the agent {agent.name} (model {agent.model})."
+                tools.append(
+                    FunctionTool(type="function", name=agent.name, description=about, parameters=AGENT_PARAMETERS)
+                )
         for name, hosted in self.functions.items():
             if not hosted.server.allows(hosted.tool.name):
                 continue
@@ -154,7 +186,7 @@ class Plan:
         """The request one upstream call gets: the conversation so far as items every dialect reads, the client's
         function tools plus the hosted ones offered, and `tool_choice` (which forces a call only on the first call:
         after it, the model may answer)."""
-        tools: list[Any] = [t for t in request.tools or [] if not isinstance(t, McpTool)]
+        tools: list[Any] = [t for t in request.tools or [] if not isinstance(t, McpTool | AgentTool)]
         tools += self.offered()
         choice = request.tool_choice
         self.choice = _choice_names(choice, first)
@@ -196,32 +228,63 @@ def _schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def has_hosted_items(items: list[Any]) -> bool:
-    return any(isinstance(item, _MCP_ITEMS) for item in items)
+    return any(isinstance(item, _HOSTED_ITEMS) for item in items)
 
 
 def lower(items: list[Any], plan: Plan | None) -> list[Any]:
-    """Hosted items as every dialect reads them: an `mcp_call` as the `function_call` the model made and its
-    `function_call_output` (a text note instead where its tool is not offered in this request: some upstreams
-    take tool history only with the tool defined); an approval the client refused, the same with the refusal as
-    the output; listings, approval responses and unanswered approval requests left out."""
+    """Hosted items as every dialect reads them: an `mcp_call` (or a sub-agent's call) as the `function_call` the model
+    made and its `function_call_output` (a text note instead where its tool is not offered in this request: some
+    upstreams take tool history only with the tool defined); an approval the client refused, the same with the
+    refusal as the output; listings, approval responses and unanswered approval requests left out. The calls of one
+    turn come first, then their results (one assistant turn with several calls, as the model made them)."""
     answers = {item.approval_request_id: item for item in items if isinstance(item, McpApprovalResponseItem)}
     ran = {item.approval_request_id for item in items if isinstance(item, McpCallItem) and item.approval_request_id}
     out: list[Any] = []
+    calls: list[Any] = []
+    results: list[Any] = []
+
+    def flush() -> None:
+        out.extend(calls)
+        out.extend(results)
+        calls.clear()
+        results.clear()
+
+    def add(lowered: tuple[FunctionCallItem, FunctionCallOutputItem] | MessageItem) -> None:
+        if isinstance(lowered, MessageItem):
+            flush()
+            out.append(lowered)
+        else:
+            calls.append(lowered[0])
+            results.append(lowered[1])
+
     for item in items:
         if isinstance(item, McpCallItem):
             result = item.output if item.error is None else f"error: {error_text(item.error)}"
-            out += _call_pair(item.id or "", item.server_label, item.name, item.arguments, result or "", plan)
+            add(_call_pair(item.id or "", item.server_label, item.name, item.arguments, result or "", plan))
         elif isinstance(item, McpApprovalRequestItem):
             answer = answers.get(item.id or "")
             if answer is not None and not answer.approve and item.id not in ran:
                 refusal = "The user did not approve this tool call."
                 if answer.reason:
                     refusal += f" Reason: {answer.reason}"
-                out += _call_pair(item.id or "", item.server_label, item.name, item.arguments, refusal, plan)
+                add(_call_pair(item.id or "", item.server_label, item.name, item.arguments, refusal, plan))
+        elif isinstance(item, AgentCallItem):
+            result = item.output if item.error is None else f"error: {error_text(item.error)}"
+            call_id = item.id or "call_" + hashlib.sha256(f"{item.name}{item.arguments}".encode()).hexdigest()[:24]
+            if plan is None or item.name not in plan.agents:
+                add(MessageItem(role="assistant", content=f"[The agent {item.name} was given {item.arguments} and "
+                                f"answered: {result or ''}]"))  # fmt: skip
+            else:
+                add((
+                    FunctionCallItem(type="function_call", call_id=call_id, name=item.name, arguments=item.arguments),
+                    FunctionCallOutputItem(type="function_call_output", call_id=call_id, output=result or ""),
+                ))  # fmt: skip
         elif isinstance(item, McpListToolsItem | McpApprovalResponseItem):
             continue
         else:
+            flush()
             out.append(item)
+    flush()
     return out
 
 
@@ -237,23 +300,35 @@ def error_text(error: str | dict[str, Any]) -> str:
     return json.dumps(error)
 
 
-def _call_pair(call_id: str, label: str, tool: str, arguments: str, result: str, plan: Plan | None) -> list[Any]:
+def _call_pair(
+    call_id: str, label: str, tool: str, arguments: str, result: str, plan: Plan | None
+) -> tuple[FunctionCallItem, FunctionCallOutputItem] | MessageItem:
     function = plan.by_tool.get((label, tool)) if plan is not None else None
     if function is None:
         note = f"[The tool {tool} of {label} was called with {arguments} and returned: {result}]"
-        return [MessageItem(role="assistant", content=note)]
+        return MessageItem(role="assistant", content=note)
     call_id = call_id or "call_" + hashlib.sha256(f"{label}{tool}{arguments}".encode()).hexdigest()[:24]
-    return [
+    return (
         FunctionCallItem(type="function_call", call_id=call_id, name=function, arguments=arguments or "{}"),
         FunctionCallOutputItem(type="function_call_output", call_id=call_id, output=result),
-    ]
+    )
 
 
 class Tools:
     """The app's hosted tools: the config's MCP servers, the client pool (one per worker), the URL guard."""
 
-    def __init__(self, config: McpConfig, servers: list[McpServerConfig]) -> None:
+    def __init__(
+        self,
+        config: McpConfig,
+        servers: list[McpServerConfig],
+        *,
+        agents: AgentsConfig | None = None,
+        explicit: bool = True,
+    ) -> None:
         self.config = config
+        self.agents = agents or AgentsConfig()
+        self.run_agent: RunAgent | None = None  # (the app's: a nested response)
+        self.explicit = explicit and bool(servers or config.allow_url_prefixes)  # (see `warm_up`)
         self.configured = {server.label: server for server in servers}
         self.names = Names.of(config.item_names)
         self._pool: McpPool | None = None
@@ -275,18 +350,46 @@ class Tools:
             self._guard = UrlGuard(self.config.allow_url_prefixes)
         return self._guard
 
+    def warm_up(self) -> None:
+        """Import the MCP client (~1.5 s of CPU) in a thread at the worker's start, where a config file names MCP
+        servers or lets requests name theirs, so that the first request does not wait for it. (The embedded
+        defaults' demo server does not: most runs of them never use it.)"""
+        if not self.explicit:
+            return
+        import importlib
+        import threading
+
+        def load() -> None:
+            with contextlib.suppress(Exception):
+                importlib.import_module("ferroute.tools.mcp.pool")
+                importlib.import_module("mcp.client.streamable_http")
+
+        threading.Thread(target=load, name="ferroute-mcp-import", daemon=True).start()
+
     def secrets(self) -> list[str]:
         """The configured servers' header values (masked wherever text from outside is passed on)."""
         return [value for server in self.configured.values() for value in server.headers().values()]
 
-    def plan(self, request: ResponsesRequest, items: list[Any]) -> Plan | None:
+    def plan(self, request: ResponsesRequest, items: list[Any], depth: int = 0) -> Plan | None:
         """The request's hosted tools (None: it has none); a 400 naming the tool for a server it may not use. The
         tools a server offered earlier in the conversation (`items` holds the history) are reused, not listed
         again."""
         mcp_tools = request.mcp_tools()
-        if not mcp_tools:
+        agents = request.agent_tools()
+        if not mcp_tools and not agents:
             return None
         index = {id(tool): i for i, tool in enumerate(request.tools or [])}
+        names = {tool.name for tool in request.function_tools()}
+        for agent in agents:
+            param = f"tools[{index[id(agent)]}]"
+            if agent.name in names:
+                raise invalid_request(f"two tools are named {agent.name!r}", f"{param}.name")
+            names.add(agent.name)
+            if any(not isinstance(tool, McpTool | AgentTool) for tool in agent.tools or []):
+                raise invalid_request(
+                    "a sub-agent's tools are hosted tools only (mcp, ferroute:agent): no client runs its functions",
+                    f"{param}.tools",
+                )
         servers: list[Server] = []
         for tool in mcp_tools:
             param = f"tools[{index[id(tool)]}]"
@@ -347,7 +450,10 @@ class Tools:
                 if listed is not None:
                     listed.tools = list(item.tools)
         max_calls = request.max_tool_calls or self.config.max_tool_calls
-        plan = Plan(servers, self.names, max_calls, request.parallel_tool_calls is not False)
+        parallel = request.parallel_tool_calls is not False
+        plan = Plan(
+            servers, self.names, max_calls, parallel, agents=agents, depth=depth, max_depth=self.agents.max_depth
+        )
         plan.name_functions([tool.name for tool in request.function_tools()])
         return plan
 

@@ -23,7 +23,14 @@ import httpx
 
 from ferroute import _core
 from ferroute.errors import RouterError, invalid_request, malformed_answer, upstream_failed
-from ferroute.models import McpApprovalRequestItem, McpApprovalResponseItem, McpCallItem, McpListedTool
+from ferroute.models import (
+    AgentTool,
+    McpApprovalRequestItem,
+    McpApprovalResponseItem,
+    McpCallItem,
+    McpListedTool,
+    ResponsesRequest,
+)
 from ferroute.store.items import to_models
 from ferroute.tools.hosted import Hosted, Plan, Server
 
@@ -58,7 +65,7 @@ class Loop:
         except _Ended:
             return
         await self._run(approved)
-        translator.hold(list(self.plan.functions))
+        translator.hold([*self.plan.functions, *self.plan.agents])
         first = True
         while True:
             request = self.plan.turn_request(ex.request, self.items, first)
@@ -266,13 +273,27 @@ class Loop:
         calls: list[_Call] = []
         approvals: list[_Call] = []
         for call in held:
-            hosted: Hosted | None = plan.functions.get(call["name"])
+            name = call["name"]
+            agent = plan.agents.get(name)
+            if agent is not None:
+                entry = _Call(None, name, call["arguments"] or "{}", agent=agent)
+                if not plan.nests:
+                    entry.refuse(_NOT_ALLOWED, f"sub-agents nest at most {self.box.agents.max_depth} deep")
+                elif plan.choice is not None and name not in plan.choice:
+                    entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the agent {name!r}")
+                elif plan.calls >= plan.max_calls:
+                    entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the agent was not run")
+                else:
+                    plan.calls += 1
+                calls.append(entry)
+                continue
+            hosted: Hosted | None = plan.functions.get(name)
             assert hosted is not None  # (only hosted names are held)
             server, tool = hosted.server, hosted.tool.name
             entry = _Call(server, tool, call["arguments"] or "{}")
             if not server.allows(tool):
                 entry.refuse(_NOT_ALLOWED, f"the tool {tool!r} of {server.label!r} is not allowed in this request")
-            elif plan.choice is not None and call["name"] not in plan.choice:
+            elif plan.choice is not None and name not in plan.choice:
                 entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the tool {tool!r} of {server.label!r}")
             elif plan.calls >= plan.max_calls:
                 entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the tool was not run")
@@ -284,6 +305,7 @@ class Loop:
             calls.append(entry)
         await self._run(calls)
         for entry in approvals:
+            assert entry.server is not None
             item = {
                 "type": self.names.approval_request,
                 "server_label": entry.server.label,
@@ -295,67 +317,180 @@ class Loop:
         return bool(approvals)
 
     async def _run(self, calls: list[_Call]) -> None:
-        """Each call as an `mcp_call` item: started together (`parallel_tool_calls`), written in order."""
+        """Each call as its item (`mcp_call`, `ferroute:agent_call`): started together (`parallel_tool_calls`),
+        written in order (a sub-agent's progress, made while another call's item is open, is written once its own
+        item opens)."""
         if not calls:
             return
-        pool, names, translator = self.box.pool, self.names, self.translator
-        events = names.events
-        tasks: list[asyncio.Future[CallResult] | None] = []
-
-        def start(call: _Call) -> asyncio.Future[CallResult] | None:
-            if call.refused is not None:
-                return None
-            try:
-                arguments = json.loads(call.arguments or "{}")
-            except ValueError:
-                arguments = None
-            if not isinstance(arguments, dict):
-                call.refuse(_INVALID_PARAMS, "the arguments are not a JSON object")
-                return None
-            server = call.server
-            return asyncio.ensure_future(
-                pool.call(server.url, server.headers, call.tool, arguments, guard=server.guard)
-            )
-
         if self.plan.parallel:
-            tasks = [start(call) for call in calls]
+            for call in calls:
+                self._start(call)
         try:
             with self._tooling():
-                for i, call in enumerate(calls):
-                    task = tasks[i] if tasks else start(call)
-                    item: dict[str, Any] = {
-                        "type": names.call,
-                        "server_label": call.server.label,
-                        "name": call.tool,
-                        "arguments": "",
-                        "status": "in_progress",
-                    }
-                    if call.approval_request_id is not None:
-                        item["approval_request_id"] = call.approval_request_id
-                    _, out = translator.open_item(item, prefix="mcp")
-                    out += translator.item_event(events + "mcp_call_arguments.delta", {"delta": call.arguments})
-                    out += translator.item_event(events + "mcp_call_arguments.done", {"arguments": call.arguments})
-                    out += translator.item_event(events + "mcp_call.in_progress")
-                    await self._emit(out)
-                    output: str | None = None
-                    error = call.refused
-                    if task is not None:
-                        result = await task
-                        if result.error is None:
-                            output = self._mask(result.output or "")
-                        else:
-                            error = _error(result.kind, self._mask(result.error))
-                    failed = error is not None
-                    done = {**item, "arguments": call.arguments, "output": output, "error": error}
-                    done["status"] = "failed" if failed else "completed"
-                    out = translator.item_event(events + ("mcp_call.failed" if failed else "mcp_call.completed"))
-                    out += translator.done_item(done)
-                    await self._emit(out)
-                    self.items += to_models([done])
+                for call in calls:
+                    if call.task is None:
+                        self._start(call)
+                    if call.agent is not None:
+                        await self._write_agent_call(call)
+                    else:
+                        await self._write_mcp_call(call)
         finally:
-            for task in tasks:
-                if task is not None:
-                    task.cancel()
+            for call in calls:
+                if call.task is not None:
+                    call.task.cancel()
+
+    def _start(self, call: _Call) -> None:
+        if call.refused is not None:
+            return
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            call.refuse(_INVALID_PARAMS, "the arguments are not a JSON object")
+            return
+        if call.agent is not None:
+            task = arguments.get("task")
+            if not isinstance(task, str) or not task.strip():
+                call.refuse(_INVALID_PARAMS, 'a sub-agent takes {"task": string}')
+                return
+            call.task = asyncio.ensure_future(self._nested(call, call.agent, task))
+            return
+        server = call.server
+        assert server is not None
+        call.task = asyncio.ensure_future(
+            self.box.pool.call(server.url, server.headers, call.tool, arguments, guard=server.guard)
+        )
+
+    async def _write_mcp_call(self, call: _Call) -> None:
+        names, translator = self.names, self.translator
+        events = names.events
+        assert call.server is not None
+        item: dict[str, Any] = {
+            "type": names.call,
+            "server_label": call.server.label,
+            "name": call.tool,
+            "arguments": "",
+            "status": "in_progress",
+        }
+        if call.approval_request_id is not None:
+            item["approval_request_id"] = call.approval_request_id
+        _, out = translator.open_item(item, prefix="mcp")
+        out += translator.item_event(events + "mcp_call_arguments.delta", {"delta": call.arguments})
+        out += translator.item_event(events + "mcp_call_arguments.done", {"arguments": call.arguments})
+        out += translator.item_event(events + "mcp_call.in_progress")
+        await self._emit(out)
+        output: str | None = None
+        error = call.refused
+        if call.task is not None:
+            result: CallResult = await call.task
+            if result.error is None:
+                output = self._mask(result.output or "")
+            else:
+                error = _error(result.kind, self._mask(result.error))
+        failed = error is not None
+        done = {**item, "arguments": call.arguments, "output": output, "error": error}
+        done["status"] = "failed" if failed else "completed"
+        out = translator.item_event(events + ("mcp_call.failed" if failed else "mcp_call.completed"))
+        out += translator.done_item(done)
+        await self._emit(out)
+        self.items += to_models([done])
+
+    async def _nested(self, call: _Call, agent: AgentTool, task: str) -> dict[str, Any]:
+        """A sub-agent's nested response (stored like any other); its text deltas kept for its item's events."""
+        data: dict[str, Any] = {"model": agent.model, "input": task, "stream": True, "store": True}
+        if agent.instructions is not None:
+            data["instructions"] = agent.instructions
+        if agent.tools:
+            data["tools"] = [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in agent.tools]
+        if agent.max_tool_calls is not None:
+            data["max_tool_calls"] = agent.max_tool_calls
+        request = ResponsesRequest.model_validate(data)
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event["type"]
+            if kind == "response.created":
+                call.response_id = event["response"]["id"]
+            elif kind == "response.output_text.delta":
+                call.progress.append(event["delta"])
+            else:
+                return
+            call.wake.set()
+
+        assert self.box.run_agent is not None
+        return await self.box.run_agent(request, self.ex.tenant, self.plan.depth + 1, on_event)
+
+    async def _write_agent_call(self, call: _Call) -> None:
+        translator = self.translator
+        item: dict[str, Any] = {
+            "type": "ferroute:agent_call",
+            "name": call.tool,
+            "arguments": call.arguments,
+            "response_id": None,
+            "status": "in_progress",
+        }
+        _, out = translator.open_item(item, prefix="agent")
+        await self._emit(out)
+        task = call.task
+        sent = 0
+        announced = False
+        while True:  # the nested response's id, then its text as it comes, until it ends
+            if task is not None and not task.done():
+                call.wake.clear()
+                waiter = asyncio.ensure_future(call.wake.wait())
+                try:
+                    await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+            out = b""
+            if not announced and (call.response_id is not None or task is None or task.done()):
+                announced = True
+                out += translator.item_event("ferroute:agent_call.in_progress", {"response_id": call.response_id})
+            if announced:
+                for delta in call.progress[sent:]:
+                    out += translator.item_event("ferroute:agent_call.output_text.delta", {"delta": delta})
+                sent = len(call.progress)
+            await self._emit(out)
+            if task is None or task.done():
+                break
+        output: str | None = None
+        error: Any = call.refused
+        if task is not None:
+            try:
+                response = task.result()
+            except RouterError as e:
+                error = {"type": "http_error", "code": e.status, "message": self._mask(e.message)}
+            else:
+                usage = response.get("usage") or {}
+                translator.add_usage(
+                    input_tokens=usage.get("input_tokens", 0),
+                    output_tokens=usage.get("output_tokens", 0),
+                    cached_tokens=(usage.get("input_tokens_details") or {}).get("cached_tokens", 0),
+                    reasoning_tokens=(usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0),
+                )
+                if response["status"] == "failed":
+                    message = (response.get("error") or {}).get("message") or "the sub-agent's response failed"
+                    error = {"type": "http_error", "code": 502, "message": message}
+                else:
+                    output = "".join(
+                        part.get("text", "")
+                        for out_item in response["output"]
+                        if out_item["type"] == "message"
+                        for part in out_item["content"]
+                    )
+        failed = error is not None
+        done = {
+            **item,
+            "response_id": call.response_id,
+            "output": output,
+            "status": "failed" if failed else "completed",
+        }
+        if failed:
+            done["error"] = error
+        out = translator.item_event("ferroute:agent_call.failed" if failed else "ferroute:agent_call.completed")
+        out += translator.done_item(done)
+        await self._emit(out)
+        self.items += to_models([done])
 
     @contextlib.contextmanager
     def _tooling(self) -> Any:
@@ -385,14 +520,32 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 
 
 class _Call:
-    __slots__ = ("approval_request_id", "arguments", "refused", "server", "tool")
+    """One hosted call of a turn: an MCP server's tool, or a sub-agent (`agent`)."""
 
-    def __init__(self, server: Server, tool: str, arguments: str, *, approval_request_id: str | None = None) -> None:
+    __slots__ = (
+        "agent", "approval_request_id", "arguments", "progress", "refused", "response_id", "server", "task", "tool",
+        "wake",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        server: Server | None,
+        tool: str,
+        arguments: str,
+        *,
+        approval_request_id: str | None = None,
+        agent: AgentTool | None = None,
+    ) -> None:
         self.server = server
         self.tool = tool
         self.arguments = arguments
         self.approval_request_id = approval_request_id
+        self.agent = agent
         self.refused: dict[str, Any] | None = None
+        self.task: asyncio.Future[Any] | None = None
+        self.response_id: str | None = None  # a sub-agent's nested response, once created
+        self.progress: list[str] = []  # a sub-agent's text deltas so far
+        self.wake = asyncio.Event()
 
     def refuse(self, code: int, message: str) -> None:
         self.refused = {"type": "mcp_protocol_error", "code": code, "message": message}
