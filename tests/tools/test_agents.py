@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.mcp_server import shared_mcp_demo
 from tests.support.servers import ROUTER_ENV, Server, create, create_ok, router, stream
 from tests.support.tools import CALC, DIALECTS, hosted, text_of, tools_config
 
@@ -112,3 +113,16 @@ def test_a_chain_continues_after_a_sub_agent(server: Server) -> None:
     )
     second = create_ok(server, {"model": model, "previous_response_id": first["id"], "input": "thanks", "tools": tools})
     assert second["status"] == "completed"
+
+
+def test_a_sub_agent_cannot_ask_for_approval(server: Server) -> None:
+    model = DIALECTS["chat"]
+    guarded = {"type": "mcp", "server_label": "calc", "require_approval": "always"}
+    body = {"model": model, "input": directive("helper", {"task": directive("add", {"a": 1, "b": 1})}),
+            "tools": [agent("helper", model, [{**guarded, "server_label": "guarded",
+                                                "server_url": shared_mcp_demo().url}])]}  # fmt: skip
+    response = create_ok(server, body)
+    [call] = hosted(response["output"], "ferroute:agent_call")
+    assert call["status"] == "completed" and "needs approval" in call["output"]
+    nested = httpx.get(f"{server.url}/v1/responses/{call['response_id']}", timeout=5).json()
+    assert not hosted(nested["output"], "mcp_approval_request")

@@ -297,6 +297,13 @@ class Loop:
                 entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the tool {tool!r} of {server.label!r}")
             elif plan.calls >= plan.max_calls:
                 entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the tool was not run")
+            elif server.needs_approval(tool) and plan.depth > 0:
+                # (Nobody could answer the request: a sub-agent's response is not the client's.)
+                entry.refuse(
+                    _NOT_ALLOWED,
+                    f"the tool {tool!r} of {server.label!r} needs approval, which a sub-agent cannot ask for "
+                    "(give the sub-agent's mcp tool require_approval: never)",
+                )
             elif server.needs_approval(tool):
                 approvals.append(entry)
                 continue
