@@ -150,8 +150,10 @@ def start_router(
     core_so: Path | None = None,
     store: str | None = None,
     serve_args: Sequence[str] = (),
+    extra_config: str = "",
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """`ferroute serve` (pinned to `core`) with a Chat Completions provider per `upstreams` entry (name: port)."""
+    """`ferroute serve` (pinned to `core`) with a Chat Completions provider per `upstreams` entry (name: port), and
+    `extra_config` (TOML sections, e.g. `[mcp]`) after them."""
     with tempfile.TemporaryDirectory(prefix="ferroute-bench-") as tmp_name:
         tmp = Path(tmp_name)
         config = tmp / "ferroute.toml"
@@ -159,7 +161,7 @@ def start_router(
             f'\n[[providers]]\nname = "{name}"\nkind = "chat_completions"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
             for name, port in upstreams.items()
         )
-        config.write_text("[server]\nshutdown_grace = 1\n" + providers + store_config(store))
+        config.write_text("[server]\nshutdown_grace = 1\n" + providers + store_config(store) + extra_config)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         if core_so is not None:
@@ -361,9 +363,10 @@ def native_build(core_so: Path | None) -> dict[str, Any]:
     digest = hashlib.sha256(core_so.read_bytes()).hexdigest()
     profile = core_so.parent.name if core_so.parent.name in ("release", "debug") else "unknown"  # cargo's dirs
     for name in ("release", "debug"):
-        candidate = REPO / "target" / name / "libferroute.so"
-        if candidate.is_file() and hashlib.sha256(candidate.read_bytes()).hexdigest() == digest:
-            profile = name
+        for library in ("libferroute_python.so", "libferroute.so"):  # (the workspace's crate; before the split)
+            candidate = REPO / "target" / name / library
+            if candidate.is_file() and hashlib.sha256(candidate.read_bytes()).hexdigest() == digest:
+                profile = name
     return {"path": str(core_so), "sha256": digest[:16], "profile": profile}
 
 
@@ -447,8 +450,7 @@ class Connection(asyncio.Protocol):
         return protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's transports are not subclasses)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionError("connection closed")
