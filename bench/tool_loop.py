@@ -43,12 +43,13 @@ iteration (the requests ran next to each other), p50/p90/p99 over the iterations
 alone: a round variant's added - `none`'s added in the same iteration (the per-request cost taken out). Target
 (issue): the router's added time per hosted round p99 <= 2 ms.
 
-Pinning (`--pin`): `same` (the default) puts every process (router, mock, MCP server, this client) on one core, the
-last: then every hand-off between processes, in both paths, is a wake-up on the same core. With `split` (the router
-on the first core, the rest on the last, as bench.router_overhead does) the router path pays a cross-core wake-up
-for each of its many hand-offs (client, upstream twice, the MCP server's messages) while the direct path pays none,
-which on this VM added ~5 ms per request that is not the router's work; `none` leaves it to the scheduler. The CPU
-that other processes used during the run (from /proc/stat) is reported: the figures are only as quiet as that.
+Pinning (`--pin`): `same` (the default) puts every process (router, mock, MCP server, this client) on one core (the
+one other processes kept least busy for a second before the start, or `--core`): then every hand-off between
+processes, in both paths, is a wake-up on the same core. With `split` (the router on the first core, the rest on the
+last, as bench.router_overhead does) the router path pays a cross-core wake-up for each of its many hand-offs
+(client, upstream twice, the MCP server's messages) while the direct path pays none, which on this VM added ~5 ms
+per request that is not the router's work; `none` leaves it to the scheduler. The CPU that other processes used
+during the run (from /proc/stat) is reported: the figures are only as quiet as that.
 
 Not collected by pytest (bench modules are collected as `test_*.py` / `bench_*.py`).
 """
@@ -121,6 +122,20 @@ def first_line_server(
             stop(process)
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def idlest_core(cores: set[int], seconds: float = 1.0) -> int:
+    """The core of `cores` that other processes kept least busy over `seconds` (a niced neighbour that never
+    migrates would otherwise share the core with every process of the bench)."""
+    before = machine_cpu()
+    time.sleep(seconds)
+    after = machine_cpu()
+
+    def busy(core: int) -> float:
+        name = f"cpu{core}"
+        return sum(after[name][k] - before[name][k] for k in ("process", "irq", "steal"))
+
+    return min(sorted(cores), key=busy)
 
 
 def mcp_config(url: str) -> str:
@@ -534,6 +549,11 @@ AREAS = (
 )  # fmt: skip
 
 
+# Frames every sample of a thread holds (start-up: Granian's worker, the module, a thread's bootstrap).
+OUTER = ("(<frozen runpy>)", "(multiprocessing/", "(granian/server/", "(ferroute/cli.py)", "(ferroute/__main__.py)",
+         "(threading.py)", "_future_watcher_wrapper")  # fmt: skip
+
+
 def profile_report(path: Path, top: int = 25) -> str:
     """Where the samples go (areas), the frames holding most of them (inclusive: the frame or anything it called,
     frames in nearly every sample left out) and the frames running when sampled (self), from a py-spy raw
@@ -541,7 +561,7 @@ def profile_report(path: Path, top: int = 25) -> str:
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     areas: dict[str, int] = {}
-    total = 0
+    total = mine = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -549,30 +569,35 @@ def profile_report(path: Path, top: int = 25) -> str:
         count = int(count_text)
         total += count
         frames = [frame_name(f) for f in stack.split(";")]
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
         raw = stack.split(";")
         area = next(
             (name for name, marks in AREAS if any(mark in frame for frame in raw for mark in marks)),
             "event loop, Granian and the rest (no frame of the above)",
         )
         areas[area] = areas.get(area, 0) + count
+        if area == AREAS[0][0]:
+            continue  # (the MCP client: the direct path runs the same code; the lists below are the router's own)
+        mine += count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
     if not total:
         return f"profile: no samples in {path}"
     lines = [f"profile of the router's worker over the measured iterations: {total} on-CPU samples ({path})"]
     lines.append("  by area (a sample counts for the first area, in this order, that one of its frames is in):")
     for name, count in sorted(areas.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {100 * count / total:5.1f}%  {name}")
-    lines.append("  inclusive (the frame and what it called; frames in over 80% of the samples left out):")
-    common = [frame for frame, count in inclusive.items() if count > 0.8 * total]
+    lines.append(
+        f"  outside the MCP client ({mine} samples; % of all samples), inclusive (the frame and what it called; "
+        "process and thread start-up frames left out):"
+    )
     for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1]):
-        if frame in common:
+        if any(mark in frame for mark in OUTER):
             continue
         lines.append(f"    {100 * count / total:5.1f}%  {frame}")
         if len(lines) > top + 3 + len(areas):
             break
-    lines.append("  self (the frame that was running):")
+    lines.append("  outside the MCP client, self (the frame that was running):")
     for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"    {100 * count / total:5.1f}%  {frame}")
     return "\n".join(lines)
@@ -748,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         "--store", choices=["sqlite", "memory"], help="the router's store (default: its default, sqlite)"
     )
     parser.add_argument("--serve-args", default="", help="extra `ferroute serve` options")
+    parser.add_argument("--core", type=int, help="with --pin same: this core (default: the least busy one)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="this client's event loop")
     parser.add_argument(
         "--pin",
@@ -769,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     pin = args.pin != "none" and (len(cores) >= 2 or args.pin == "same")
     router_core, other_core = (min(cores), max(cores)) if pin else (None, None)
     if args.pin == "same":
-        router_core = other_core
+        router_core = other_core = args.core if args.core is not None else idlest_core(cores)
     info = machine_info()
     native = native_build(None)
     command = "python -m bench.tool_loop " + shlex.join(argv if argv is not None else sys.argv[1:])
