@@ -164,6 +164,30 @@ class RouterClock:
                         total += int(f.read().split()[0])
         return total
 
+    def by_thread(self) -> dict[str, int]:
+        """CPU ns by kind of thread: the worker's event loop (its main thread), its other Python threads (the sqlite
+        writer, the store's pool, the log), Granian's Rust runtime threads, and Granian's main process."""
+        out: dict[str, int] = {}
+        root = self.pids[0]
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError, ValueError):
+                        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                            ns = int(f.read().split()[0])
+                        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                            name = f.read().strip()
+                        if pid == root:
+                            kind = "Granian's main process"
+                        elif name.startswith("tokio"):
+                            kind = "Granian's Rust runtime threads"
+                        elif tid == str(pid):
+                            kind = "the worker's event loop thread"
+                        else:
+                            kind = "the worker's other Python threads (store, log)"
+                        out[kind] = out.get(kind, 0) + ns
+        return out
+
 
 # --- the variants -----------------------------------------------------------------------------------------------
 
@@ -443,6 +467,7 @@ async def measure(
         order = random.Random(args.seed)  # (a fresh order each iteration: no request always follows the same one)
         iterations = args.warmup + args.rounds * args.requests
         pending: Sample | None = None
+        threads_before = clock.by_thread()
         began = time.perf_counter()
         machine_before = machine_cpu()
         cpu_before = {name: cpu_seconds(pid, tree=name != "client") for name, pid in pids.items()}
@@ -450,6 +475,8 @@ async def measure(
             measured = i >= args.warmup
             if i == args.warmup and args.profile is not None:
                 profiler = start_profiler(router.pid, args.profile)
+            if i == args.warmup:
+                threads_before = clock.by_thread()
             if i % 100 == 99:  # (the mock keeps every request it got)
                 await loop.run_in_executor(None, http_json, f"{upstream}/requests", "DELETE")
             order.shuffle(jobs)
@@ -489,6 +516,7 @@ async def measure(
                     await asyncio.sleep(args.gap / 1000)
         if pending is not None:
             pending.router_cpu = (clock.read() - pending.router_cpu) / 1e9
+        threads = {k: (v - threads_before.get(k, 0)) / 1e9 for k, v in clock.by_thread().items()}
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # (py-spy writes its file and exits)
             await loop.run_in_executor(None, profiler.wait, 30)
@@ -505,6 +533,7 @@ async def measure(
         "wall_s": wall,
         "machine_process_cpu_s": machine,
         "cpu_s": cpu,  # (each of ours)
+        "router_threads_s": threads,  # (the measured iterations)
     }
 
 
@@ -549,6 +578,8 @@ AREAS = (
 )  # fmt: skip
 
 
+# py-spy counts Granian's Rust threads (no Python frame) as running when schedstat says they mostly wait: their
+# samples are left out (the report's per-thread CPU, from schedstat, says what they really use).
 # Frames every sample of a thread holds (start-up: Granian's worker, the module, a thread's bootstrap).
 OUTER = ("(<frozen runpy>)", "(multiprocessing/", "(granian/server/", "(ferroute/cli.py)", "(ferroute/__main__.py)",
          "(threading.py)", "_future_watcher_wrapper")  # fmt: skip
@@ -561,18 +592,22 @@ def profile_report(path: Path, top: int = 25) -> str:
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     areas: dict[str, int] = {}
-    total = mine = 0
+    total = mine = blank = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
+        if not count_text.isdigit():
             continue
         count = int(count_text)
         total += count
+        if not stack.strip():  # (a thread with no Python frame: Granian's Rust threads, mostly idle; see NO_PYTHON)
+            total -= count
+            blank += count
+            continue
         frames = [frame_name(f) for f in stack.split(";")]
         raw = stack.split(";")
         area = next(
             (name for name, marks in AREAS if any(mark in frame for frame in raw for mark in marks)),
-            "event loop, Granian and the rest (no frame of the above)",
+            "the worker's event loop with no frame of the above (uvloop, Granian's glue, asyncio, syscalls)",
         )
         areas[area] = areas.get(area, 0) + count
         if area == AREAS[0][0]:
@@ -583,7 +618,11 @@ def profile_report(path: Path, top: int = 25) -> str:
         own[frames[-1]] = own.get(frames[-1], 0) + count
     if not total:
         return f"profile: no samples in {path}"
-    lines = [f"profile of the router's worker over the measured iterations: {total} on-CPU samples ({path})"]
+    lines = [
+        f"profile of the router's worker over the measured iterations: {total} samples of Python threads ({path}; "
+        f"{blank} samples of threads with no Python frame left out: py-spy counts Granian's Rust threads as running "
+        "when they wait, see the CPU by thread above)"
+    ]
     lines.append("  by area (a sample counts for the first area, in this order, that one of its frames is in):")
     for name, count in sorted(areas.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {100 * count / total:5.1f}%  {name}")
@@ -745,6 +784,11 @@ def summarize(run: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[
                         f"Target added p99 <= {TARGET_P99_MS:g} ms per hosted round: {v}, {what}, vs {base}: "
                         f"{p99:.3f} ms, {met}"
                     )
+    threads = run["router_threads_s"]
+    lines.append(
+        "\nthe router's CPU by thread over the measured iterations (schedstat): "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in sorted(threads.items(), key=lambda kv: -kv[1]))
+    )
     cpu = run["cpu_s"]
     others = run["machine_process_cpu_s"] - sum(cpu.values())
     lines.append(
