@@ -141,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
         http1_settings=HTTP1Settings(
             header_read_timeout=max(1, round(server.header_read_timeout * 1000)), keep_alive=server.keep_alive
         ),
-        websockets=False,
+        websockets=not rsgi,  # WebSocket mode is served by the ASGI app (ferroute.app.websocket); not over RSGI
         log_dictconfig=logging_config,
         workers_kill_timeout=int(server.shutdown_grace) + 5,
     ).serve()

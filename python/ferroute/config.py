@@ -46,6 +46,9 @@ class ServerConfig(_Section):
     default_provider: str | None = None
     # Seconds of upstream silence after which the client gets an SSE comment keep-alive.
     keepalive_interval: float = Field(default=15.0, gt=0)
+    # Seconds a WebSocket connection (`GET /v1/responses` upgraded) may last; then it is closed (a response in flight
+    # ends first) after an error message with code `websocket_connection_limit_reached`.
+    websocket_max_lifetime: float = Field(default=3600.0, gt=0)
     # Seconds in-flight streams get to finish on shutdown.
     shutdown_grace: float = Field(default=10.0, ge=0)
     # Seconds a client has to send a request's head (Granian's `--http1-header-read-timeout`). Granian (hyper) starts

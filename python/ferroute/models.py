@@ -454,6 +454,13 @@ def parse_request_and_settings(
     """Validate a request body (as `parse_request`); also returns the fields a response echoes, from the values just
     validated: all but `input` (never echoed; a translator made from them reads no input again), and an `mcp`
     tool without its credentials (`headers`, `authorization`)."""
+    data = parse_json_object(body, max_depth=max_depth)
+    return validate_request(data, max_input_items=max_input_items)
+
+
+def parse_json_object(body: bytes, *, max_depth: int, what: str = "the request body") -> dict[str, Any]:
+    """A JSON object (a request body, a WebSocket message), at most `max_depth` deep; a 400 (`invalid_json`,
+    `json_too_deep`) otherwise."""
     stream = _core.JsonStream(max_depth=max_depth)
     try:
         stream.feed(body)
@@ -462,12 +469,18 @@ def parse_request_and_settings(
             raise invalid_request(
                 f"the request JSON is nested deeper than {max_depth} levels", code="json_too_deep"
             ) from None
-        raise invalid_request(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+        raise invalid_request(f"{what} is not valid JSON: {e}", code="invalid_json") from None
     if not stream.complete:
-        raise invalid_request("the request body is not valid JSON: it ends before the value does", code="invalid_json")
+        raise invalid_request(f"{what} is not valid JSON: it ends before the value does", code="invalid_json")
     data = stream.value()
     if not isinstance(data, dict):
-        raise invalid_request("the request body must be a JSON object", code="invalid_json")
+        raise invalid_request(f"{what} must be a JSON object", code="invalid_json")
+    return data
+
+
+def validate_request(data: dict[str, Any], *, max_input_items: int) -> tuple[ResponsesRequest, dict[str, Any]]:
+    """A request's parsed JSON object validated (a 400 naming the first problem), and the fields its response
+    echoes (see `parse_request_and_settings`)."""
     items = data.get("input")
     if isinstance(items, list) and len(items) > max_input_items:
         raise invalid_request(f"input has {len(items)} items; the limit is {max_input_items}", param="input")

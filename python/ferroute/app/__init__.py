@@ -8,6 +8,7 @@
 - `stored`: `GET`/`DELETE /v1/responses/{id}`, `input_items`, `cancel`;
 - `background`: `background: true` responses;
 - `reasoning`: what a client sees of reasoning items' `encrypted_content`;
+- `websocket`: WebSocket mode (`GET /v1/responses` upgraded: one message per event, several responses);
 - `http`: body reading and JSON answers; `worker`: the worker process's setup and drain.
 
 `ferroute.app:create_app` is Granian's factory target.

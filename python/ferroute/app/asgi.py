@@ -22,10 +22,11 @@ import pydantic_core
 from ferroute import _core
 from ferroute._transport import StreamTransport
 from ferroute._types import Message, Receive, Scope, Send
+from ferroute.app import websocket
 from ferroute.app.background import Background
 from ferroute.app.clock import Clock
 from ferroute.app.continuation import Continuation
-from ferroute.app.exchange import Exchange, Pump
+from ferroute.app.exchange import SSE, Exchange, Framing, Pump
 from ferroute.app.http import METRICS_HEADERS, BodyRead, ClientGone, read_body, send_error, send_json
 from ferroute.app.records import Records
 from ferroute.app.stored import StoredEndpoints
@@ -117,6 +118,8 @@ class App:
         kind = scope["type"]
         if kind == "http":
             await self.http(scope, receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
@@ -130,6 +133,10 @@ class App:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket connection: WebSocket mode on `GET /v1/responses` (`app.websocket`)."""
+        await websocket.serve(self, scope, receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One HTTP request: its route's handler, with every error answered here (and the access log line)."""
@@ -241,9 +248,12 @@ class App:
         began: float,
         *,
         depth: int = 0,
+        framing: Framing = SSE,
+        on_exchange: Callable[[Exchange], None] | None = None,
     ) -> int:
         """A validated request answered on `send`: routed, its stored state resolved, its exchange run (`depth`: how
-        deep in sub-agents' nested responses it is; 0 for a client's)."""
+        deep in sub-agents' nested responses it is; 0 for a client's). `framing`: SSE (an HTTP response) or
+        MESSAGES (a WebSocket's messages: `app.websocket`); `on_exchange` is given the exchange once it is made."""
         log["model"] = request.model
         log["stream"] = bool(request.stream)
         store = request.store if request.store is not None else self.store_config.default_store
@@ -281,13 +291,14 @@ class App:
                 secrets=secrets,
                 reasoning="seal",
                 seal=lambda payload: cipher.seal_payload(tenant, payload),
+                framing=framing,
             )
         elif provider.keeps_encrypted_reasoning:
             translator = provider.translator(
-                echoed, model=request.model, store=store, secrets=secrets, reasoning="strip"
+                echoed, model=request.model, store=store, secrets=secrets, reasoning="strip", framing=framing
             )
         else:
-            translator = provider.translator(echoed, model=request.model, store=store, secrets=secrets)
+            translator = provider.translator(echoed, model=request.model, store=store, secrets=secrets, framing=framing)
         log["response_id"] = translator.response_id
         exchange = Exchange(
             send=send,
@@ -305,7 +316,10 @@ class App:
             plan=plan,
             tools_box=self.tools,
             secrets=secrets,
+            framing=framing,
         )
+        if on_exchange is not None:
+            on_exchange(exchange)
         if record is not None:
             record.id = translator.response_id
             save = self.records.save

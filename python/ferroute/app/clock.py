@@ -133,6 +133,7 @@ class Clock:
             return
         if (
             ex.stream
+            and ex.framing == "sse"  # (a WebSocket has no keep-alive an ASGI app can send: see app.websocket)
             and ex.ping is None
             and now - ex.pinged >= self.keepalive_interval
             and ex.translator.status == "in_progress"

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 import httpx
 
@@ -41,6 +41,11 @@ from ferroute.tools.hosted import Plan, Tools
 error_log = logging.getLogger("ferroute.error")
 
 DONE = b"data: [DONE]\n\n"
+# How an exchange's events reach the client: SSE frames in an HTTP body, or one WebSocket text message per event
+# (the translator's `framing="json"`: each event's JSON object and a newline, no `[DONE]`).
+Framing = Literal["sse", "json"]
+SSE: Final = "sse"
+MESSAGES: Final = "json"
 _DRAIN_AFTER_DONE = 0.1  # seconds the upstream's body end is awaited after its `[DONE]`
 # A big first upstream read (an answer the upstream had ready) is fed in two: its first this many bytes
 # (~9 chat.completion.chunk events), sent at once, then the rest. Measured at concurrency 1 with 200-event
@@ -87,6 +92,9 @@ class Exchange:
     tools_box: Tools | None = None
     secrets: _core.Secrets | None = None  # masked in tool outputs (the router's and the request's credentials)
     tooling: bool = False  # a hosted tool is running: the upstream timeouts wait (keep-alives go on)
+    # SSE (an HTTP response) or MESSAGES (WebSocket: no HTTP head, one text message per event, no `: ping`s); the
+    # translator was made with the same framing.
+    framing: Framing = SSE
     # Stopping the work (the clock's timeouts, the client's disconnect): `cancel` cancels the task running it.
     cancel: Callable[[], Any] | None = None
     stop: str | None = None  # why the work was cancelled: "client_gone" or "timeout" (None: it was not)
@@ -104,6 +112,8 @@ class Exchange:
         if not self.started:
             self.started = True
             self.first_event_at = time.monotonic()
+            if self.framing == MESSAGES:  # (a WebSocket: accepted when it connected, no head per response)
+                return
             try:
                 await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             except Exception as e:
@@ -120,23 +130,41 @@ class Exchange:
         await self.end(out)
 
     async def end(self, out: bytes) -> None:
-        """Send the last frames of a stream; a record to store is written before `[DONE]` goes out."""
+        """Send the last frames of a stream; a record to store is written before its terminal event goes out (the
+        frames before `[DONE]`; with MESSAGES framing, the last message of a response that has ended)."""
         if self.pinging is not None:
             await self.pinging
         self.sending = True
         await self.start()
-        if self.on_end is not None and out.endswith(DONE):
+        sse = self.framing != MESSAGES
+        if self.on_end is not None and (out.endswith(DONE) if sse else self.translator.status != "in_progress"):
             on_end, self.on_end = self.on_end, None  # (it refers to this exchange: no cycle left behind)
             if not await on_end():
                 # Not stored after all (the store failed): the terminal event says `"store": false`.
                 restated = self.translator.mark_unstored()
                 if restated:
-                    out = out[: out.rfind(b"event: response.")] + restated
+                    cut = out.rfind(b"event: response.") if sse else out.rfind(b"\n", 0, len(out) - 1) + 1
+                    out = out[:cut] + restated
         await self.body(out, more=False)
 
     async def body(self, data: bytes, *, more: bool) -> None:
+        if self.framing == MESSAGES:
+            await self._messages(data)
+            return
         try:
             await self.send({"type": "http.response.body", "body": data, "more_body": more})
+        except Exception as e:
+            raise ClientGone from e
+        self.writes += 1
+
+    async def _messages(self, data: bytes) -> None:
+        """MESSAGES framing: each event (a line of `data`) as one WebSocket text message, each send awaited (a
+        client that reads slowly holds the work back, as an HTTP body's sends do)."""
+        send = self.send
+        try:
+            for line in data.split(b"\n"):
+                if line:
+                    await send({"type": "websocket.send", "text": line.decode()})
         except Exception as e:
             raise ClientGone from e
         self.writes += 1
@@ -301,6 +329,8 @@ class Pump:
         assert upstream.chunks is not None
         if not ex.stream:
             await self._collect(ex, upstream.chunks)
+        elif ex.framing == MESSAGES:
+            await self._stream_messages(ex, upstream.chunks)
         else:
             await self._stream(ex, upstream.chunks)
 
@@ -361,6 +391,35 @@ class Pump:
                     break
         except httpx.TimeoutException:
             ex.timeout = "first_event" if ex.translator.upstream_events == 0 else "idle"
+            return
+        except httpx.HTTPError:
+            self.metrics.upstream_error(ex.provider.name, "connection_lost")
+        if ended:
+            await _finish_body(chunks)
+        else:
+            await ex.end(translator.finish())
+
+    async def _stream_messages(self, ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
+        """`_stream` for MESSAGES framing (a WebSocket): the response has ended when the translator's status says
+        so (there is no `[DONE]`); that last output goes through `ex.end` (the record is stored first)."""
+        translator = ex.translator
+        feed = translator.feed
+        ended = False
+        try:
+            async for chunk in chunks:
+                ex.reads += 1
+                out = feed(chunk)
+                if translator.status != "in_progress":
+                    ended = True
+                    await ex.end(out)
+                    break
+                if out:
+                    ex.sending = True
+                    await ex.start()
+                    await ex.body(out, more=True)
+                    ex.sending = False
+        except httpx.TimeoutException:
+            ex.timeout = "first_event" if translator.upstream_events == 0 else "idle"
             return
         except httpx.HTTPError:
             self.metrics.upstream_error(ex.provider.name, "connection_lost")

@@ -44,6 +44,7 @@ class TranslatorClass(Protocol):
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
         secrets: _core.Secrets | None = None,
+        framing: Literal["sse", "json"] = "sse",
     ) -> Translator: ...
 
 
