@@ -395,7 +395,7 @@ class Pump:
         except httpx.HTTPError:
             self.metrics.upstream_error(ex.provider.name, "connection_lost")
         if ended:
-            await _finish_body(chunks)
+            await finish_body(chunks)
         else:
             await ex.end(translator.finish())
 
@@ -424,7 +424,7 @@ class Pump:
         except httpx.HTTPError:
             self.metrics.upstream_error(ex.provider.name, "connection_lost")
         if ended:
-            await _finish_body(chunks)
+            await finish_body(chunks)
         else:
             await ex.end(translator.finish())
 
@@ -437,7 +437,7 @@ def whole_result(response: bytes, translator: Translator) -> bytes:
     return response
 
 
-async def _finish_body(chunks: AsyncIterator[bytes]) -> None:
+async def finish_body(chunks: AsyncIterator[bytes]) -> None:
     """Read what the upstream sends after `[DONE]` (the end of its body, so that its connection can be kept
     alive), for a moment at most: the client has its answer, and an upstream that never ends its body
     only costs its connection (closed when the exchange ends)."""

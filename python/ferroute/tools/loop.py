@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ferroute import _core
+from ferroute.app.exchange import finish_body
 from ferroute.errors import RouterError, invalid_request, malformed_answer, upstream_failed
 from ferroute.models import (
     AgentTool,
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from ferroute.tools.mcp import CallResult
 
 error_log = logging.getLogger("ferroute.error")
-
-_DRAIN_AFTER_DONE = 0.1
 
 
 class Loop:
@@ -133,7 +132,7 @@ class Loop:
                 ex.reads += 1
                 await self._emit(feed(chunk))
                 if translator.turn_result() is not None:  # the upstream said it is done: the rest is its body's end
-                    await _drain(chunks)
+                    await finish_body(chunks)
                     break
         except httpx.TimeoutException:
             ex.timeout = "first_event" if translator.upstream_events == 0 else "idle"
@@ -560,15 +559,6 @@ class _Call:
 
 class _Ended(Exception):
     """The response ended (failed) before the loop's turns."""
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    async def drain() -> None:
-        async for _ in chunks:
-            pass
-
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(drain(), _DRAIN_AFTER_DONE)
 
 
 def run_loop(pump: Pump, ex: Exchange) -> Awaitable[None]:

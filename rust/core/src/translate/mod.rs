@@ -586,17 +586,7 @@ mod tests {
     /// `feed_whole(body)` and `feed(stream) + finish()` on fresh translators of dialect `D` holding `held`: the
     /// same bytes, the same calls, and `convert(body)` the same response. The translator of the whole body.
     fn same_as_stream<D: Dialect>(body: &Value, stream: &[u8], held: &[&str]) -> Translator<D> {
-        let make = || {
-            let mut t = Translator::<D>::with_options(
-                ResponseSettings::default(),
-                Some(ID.into()),
-                Some(1),
-                SseLimits::default(),
-                TranslatorOptions::default(),
-            );
-            t.writer_mut().set_held_names(held.iter().copied());
-            t
-        };
+        let make = || translator_holding::<D>(held);
         let mut whole = make();
         let whole_out = whole.feed_whole(body.to_string().as_bytes()).unwrap().to_vec();
         let mut streamed = make();
@@ -813,19 +803,25 @@ mod tests {
         event
     }
 
+    /// A fresh translator of dialect `D` (the tests' id and clock) holding the calls to `held`.
+    pub(crate) fn translator_holding<D: Dialect>(held: &[&str]) -> Translator<D> {
+        let mut t = Translator::<D>::with_options(
+            ResponseSettings::default(),
+            Some(ID.into()),
+            Some(1),
+            SseLimits::default(),
+            TranslatorOptions::default(),
+        );
+        t.writer_mut().set_held_names(held.iter().copied());
+        t
+    }
+
     /// A recorded stream of dialect `D` in one turn with the calls to `held` held, against the same stream with
     /// nothing held: the same calls in the same order with the same arguments, the held ones flagged; the events
     /// those calls' items had gone and nothing else; `sequence_number` and `output_index` contiguous.
     pub(crate) fn check_held_stream<D: Dialect>(raw: &[u8], held: &str) {
         let run = |names: &[&str]| {
-            let mut t = Translator::<D>::with_options(
-                ResponseSettings::default(),
-                Some(ID.into()),
-                Some(1),
-                SseLimits::default(),
-                TranslatorOptions::default(),
-            );
-            t.writer_mut().set_held_names(names.iter().copied());
+            let mut t = translator_holding::<D>(names);
             t.next_turn();
             let mut out = t.feed(raw).to_vec();
             out.extend_from_slice(t.end_turn());
