@@ -618,6 +618,16 @@ mod tests {
         whole
     }
 
+    /// The Chat Completions stream saying what the whole `chat.completion` body says: one chunk, then `[DONE]`.
+    fn chat_stream_of(completion: &Value) -> Vec<u8> {
+        let mut chunk = completion.clone();
+        chunk["choices"][0]["delta"] = chunk["choices"][0]["message"].take();
+        chunk["choices"][0].as_object_mut().unwrap().remove("message");
+        let mut stream = sse_of(&[chunk], false);
+        stream.extend_from_slice(b"data: [DONE]\n\n");
+        stream
+    }
+
     #[test]
     fn a_whole_body_gives_the_events_of_the_stream_saying_the_same() {
         use serde_json::json;
@@ -627,11 +637,7 @@ mod tests {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "The capital is London."},
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
-        let mut chunk = completion.clone();
-        chunk["choices"][0]["delta"] = chunk["choices"][0]["message"].take();
-        chunk["choices"][0].as_object_mut().unwrap().remove("message");
-        let mut stream = sse_of(&[chunk], false);
-        stream.extend_from_slice(b"data: [DONE]\n\n");
+        let stream = chat_stream_of(&completion);
         same_as_stream::<chat_completions::ChatCompletions>(&completion, &stream, &[]);
 
         let message = json!({
@@ -697,11 +703,7 @@ mod tests {
                                          "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
                          "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
-        let mut chunk = completion.clone();
-        chunk["choices"][0]["delta"] = chunk["choices"][0]["message"].take();
-        chunk["choices"][0].as_object_mut().unwrap().remove("message");
-        let mut chat_stream = sse_of(&[chunk], false);
-        chat_stream.extend_from_slice(b"data: [DONE]\n\n");
+        let chat_stream = chat_stream_of(&completion);
 
         let message = json!({
             "id": "msg_whole", "type": "message", "role": "assistant", "model": "claude",
