@@ -32,7 +32,8 @@ the router sends:
     e.g. separated by `;` or newlines: `call add {"a": 2, "b": 3}; call sleep {"seconds": 1}`), answered with
     one assistant turn holding one tool call per directive, in order (parallel calls: several `tool_calls`
     indexes, `tool_use` blocks or `function_call` items, the arguments streamed in two or three pieces),
-    preceded by the text `Calling tools.` when the word `narrate` comes before the first directive; it ends
+    preceded by the text `Calling tools.` when the word `narrate` comes before the first directive (and, on
+    `…/messages`, by a thinking block with a signature when the prompt holds the word `think`); it ends
     with `finish_reason: tool_calls`, `stop_reason: tool_use`, `response.completed`. The name called is the
     offered function tool (the request's `tools`) named `<name>`, else the first one whose name ends with
     `_<name>`, else `<name>` itself (a call to a tool that was not offered). `tool_choice` is not looked at:
@@ -324,7 +325,9 @@ def _agent_chat(model: str, text: str | None, calls: list[tuple[str, str]], toke
     return b"".join(b"data: " + _compact(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
-def _agent_messages(model: str, text: str | None, calls: list[tuple[str, str]], tokens: tuple[int, int]) -> bytes:
+def _agent_messages(
+    model: str, text: str | None, calls: list[tuple[str, str]], tokens: tuple[int, int], *, think: bool = False
+) -> bytes:
     """Shaped as claude-sonnet-4-text-then-parallel-tool-use.sse (calls) and claude-sonnet-4-text-after-tool-result.sse
     (text): a `ping` after the first block opens, `tool_use` input streamed after an empty first piece."""
     prompt, completion = tokens
@@ -336,10 +339,20 @@ def _agent_messages(model: str, text: str | None, calls: list[tuple[str, str]], 
                                "usage": first_usage}  # fmt: skip
     events: list[dict[str, Any]] = [{"type": "message_start", "message": message}]
     blocks: list[list[dict[str, Any]]] = []
-    if text is not None:
+    if think:  # (as claude-sonnet-4-thinking: the thinking block, then its signature)
         blocks.append(
-            [{"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
-            + [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}
+            [{"type": "content_block_start", "index": 0,
+              "content_block": {"type": "thinking", "thinking": "", "signature": ""}}]
+            + [{"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": word}}
+               for word in _words("The tools will tell.")]
+            + [{"type": "content_block_delta", "index": 0,
+                "delta": {"type": "signature_delta", "signature": "sig-agent-" + _random_id(16)}}]
+        )  # fmt: skip
+    if text is not None:
+        index = len(blocks)
+        blocks.append(
+            [{"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}]
+            + [{"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": word}}
                for word in _words(text)]
         )  # fmt: skip
     for name, arguments in calls:
@@ -455,6 +468,7 @@ def _agent(path: str, request: dict[str, Any], model: str, size: int) -> bytes:
         text = "Results: " + "; ".join(f"{name}={result}" for name, result in results)
     else:
         directives, narrate = _directives(user_text)
+        think = bool(directives) and re.search(r"\bthink\b", user_text) is not None
         for wanted, arguments in directives:
             name = wanted if wanted in tools else next((t for t in tools if t.endswith("_" + wanted)), wanted)
             calls.append((name, json.dumps(arguments)))
@@ -462,7 +476,7 @@ def _agent(path: str, request: dict[str, Any], model: str, size: int) -> bytes:
     said = len(text or "") + sum(len(name) + len(arguments) for name, arguments in calls)
     tokens = (max(1, size // 4), max(1, said // 4))
     if path.endswith("/messages"):
-        return _agent_messages(model, text, calls, tokens)
+        return _agent_messages(model, text, calls, tokens, think=results is None and think)
     if path.endswith("/responses"):
         return _agent_responses(model, text, calls, tokens, request)
     return _agent_chat(model, text, calls, tokens)

@@ -338,3 +338,19 @@ def test_a_client_function_ends_the_loop_after_the_hosted_calls_of_its_turn(serv
     output = {"type": "function_call_output", "call_id": call["call_id"], "output": "found"}
     second = create_ok(server, {**body, "previous_response_id": first["id"], "input": [output]})
     assert "lookup=found" in text_of(second) and "add=4" in text_of(second)
+
+
+def test_reasoning_goes_back_between_the_loops_upstream_calls(server: Server) -> None:
+    # An Anthropic model thinks before its calls; its next call in the same response gets the thinking back with
+    # its signature, before the tool_use blocks (the Messages API requires it with thinking on).
+    tag = "think-signature"
+    body = {"model": DIALECTS["anthropic"], "input": f'think call add {{"a": 1, "b": 2}} {tag}', "tools": [CALC]}
+    response = create_ok(server, body)
+    assert [item["type"] for item in response["output"]] == ["mcp_list_tools", "reasoning", "mcp_call", "message"]
+    assert response["output"][1]["encrypted_content"] is None  # (the signature is not the client's to see)
+    _, second = upstream_calls(tag)
+    assistant = [m for m in second["body"]["messages"] if m["role"] == "assistant"][-1]
+    kinds = [block["type"] for block in assistant["content"]]
+    assert kinds == ["thinking", "tool_use"], kinds
+    thinking = assistant["content"][0]
+    assert thinking["thinking"] == "The tools will tell." and thinking["signature"].startswith("sig-agent-")
