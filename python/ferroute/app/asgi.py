@@ -22,7 +22,7 @@ import pydantic_core
 from ferroute import _core
 from ferroute._transport import StreamTransport
 from ferroute._types import Message, Receive, Scope, Send
-from ferroute.app import websocket
+from ferroute.app import compaction, websocket
 from ferroute.app.background import Background
 from ferroute.app.clock import Clock
 from ferroute.app.continuation import Continuation
@@ -44,7 +44,7 @@ from ferroute.errors import (
 )
 from ferroute.logs import flush_all, log_line
 from ferroute.metrics import Metrics
-from ferroute.models import ResponsesRequest, echo_settings, parse_request_and_settings
+from ferroute.models import ResponsesRequest, echo_settings, parse_json_object, parse_request_and_settings
 from ferroute.providers import Provider, Router, build_providers
 from ferroute.store import ANONYMOUS, Store, open_store, tenant_of
 from ferroute.store.crypto import ReasoningCipher
@@ -107,6 +107,7 @@ class App:
         self.stored = StoredEndpoints(self.records, self.background)
         self.routes: dict[str, Handler] = {
             "/v1/responses": self._responses,
+            "/v1/responses/compact": self._compact,
             "/healthz": self._healthz,
             "/metrics": self._metrics,
             "/v1/models": self._models,
@@ -225,17 +226,32 @@ class App:
         if self.draining:
             raise shutting_down()
         limits = self.settings.limits
-        seconds = self.settings.server.body_read_timeout
-        reading = BodyRead(began + seconds, seconds)
-        self.clock.watch(reading)
-        try:
-            body = await read_body(scope, receive, limits.max_body_bytes, reading)
-        finally:
-            self.clock.unwatch(reading)
+        body = await self._read(scope, receive, began)
         request, echoed = parse_request_and_settings(
             body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items
         )
         return await self.respond(request, echoed, tenant, send, receive, log, began)
+
+    async def _read(self, scope: Scope, receive: Receive, began: float) -> bytes:
+        """A request's body, within `max_body_bytes` and `body_read_timeout`."""
+        seconds = self.settings.server.body_read_timeout
+        reading = BodyRead(began + seconds, seconds)
+        self.clock.watch(reading)
+        try:
+            return await read_body(scope, receive, self.settings.limits.max_body_bytes, reading)
+        finally:
+            self.clock.unwatch(reading)
+
+    async def _compact(self, scope: Scope, receive: Receive, send: Send, log: dict[str, Any], began: float) -> int:
+        """`POST /v1/responses/compact` (`app.compaction`)."""
+        if scope["method"] != "POST":
+            raise method_not_allowed("POST /v1/responses/compact")
+        tenant = self._authorize(scope)
+        if self.draining:
+            raise shutting_down()
+        body = await self._read(scope, receive, began)
+        data = parse_json_object(body, max_depth=self.settings.limits.max_json_depth)
+        return await compaction.compact(self, data, tenant, send, receive, log, began)
 
     async def respond(
         self,

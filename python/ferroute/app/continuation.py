@@ -1,6 +1,6 @@
 """Continuation: what the upstream gets for a request that builds on stored state (`previous_response_id`,
-`item_reference`, reasoning the router sealed), and the record a stored response will be written to. Everything
-that can fail here fails before anything goes upstream.
+`item_reference`, reasoning the router sealed, compaction items), and the record a stored response will be written
+to. Everything that can fail here fails before anything goes upstream.
 
 A chain continues from a response that has ended, whatever its status: `completed`, `incomplete`, `failed` (its
 stored items, the output it had), `cancelled`, and `failed` because its worker died (`interrupted`: its input and
@@ -18,7 +18,7 @@ from ferroute.app.heartbeat import is_running
 from ferroute.app.records import Records
 from ferroute.config import LimitsConfig
 from ferroute.errors import RouterError, invalid_request, not_found
-from ferroute.models import ItemReference, ReasoningItem, ResponsesRequest
+from ferroute.models import CompactionItem, ItemReference, MessageItem, ReasoningItem, ResponsesRequest
 from ferroute.store import Record, StoreError
 from ferroute.store.crypto import ReasoningCipher, SealError
 from ferroute.store.items import find_in, record_items, response_of, to_models
@@ -37,7 +37,8 @@ class Continuation:
         store (None with `store` false) and the input items it will hold (see `records.fill_input`)."""
         items = request.items()
         special = request.previous_response_id is not None or any(
-            isinstance(item, ItemReference) or (isinstance(item, ReasoningItem) and item.encrypted_content)
+            isinstance(item, (ItemReference, CompactionItem))
+            or (isinstance(item, ReasoningItem) and item.encrypted_content)
             for item in items
         )
         if not special and not store:
@@ -48,6 +49,8 @@ class Continuation:
                 resolved.append(await self._reference(tenant, item.id, f"input[{i}].id"))
             elif isinstance(item, ReasoningItem) and item.encrypted_content:
                 resolved.append(self._open_reasoning(tenant, item, f"input[{i}].encrypted_content"))
+            elif isinstance(item, CompactionItem):
+                resolved.append(self.open_compaction(tenant, item, f"input[{i}].encrypted_content"))
             else:
                 resolved.append(item)
         ancestors: list[str] = []
@@ -65,7 +68,7 @@ class Continuation:
                         "previous_response_id",
                         code="context_too_long",
                     )
-                context = to_models(stored_items)
+                context = to_models(stored_items)  # (a compaction item was stored opened, as a message)
                 ancestors = [record.id for record in chain]
             upstream = request.model_copy(update={"input": context + resolved})
         if not store:
@@ -137,3 +140,17 @@ class Continuation:
         if item.id:
             data["id"] = item.id
         return to_models([data])[0]
+
+    def open_compaction(self, tenant: str, item: CompactionItem, param: str) -> MessageItem:
+        """A compaction item (`POST /v1/responses/compact`) as what every upstream dialect reads: a user message
+        with the summary it sealed. A blob this router did not seal for this tenant (changed, another key's,
+        another tenant's, a reasoning item's) is a 400."""
+        try:
+            summary = self.cipher.open_compaction(tenant, item.encrypted_content)
+        except SealError as e:
+            raise invalid_request(str(e), param, code="invalid_encrypted_content") from None
+        return MessageItem(role="user", content=SUMMARY_PREFIX + summary)
+
+
+# What an upstream reads in place of a compaction item.
+SUMMARY_PREFIX = "Summary of the conversation so far:\n"

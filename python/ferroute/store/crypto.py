@@ -30,6 +30,10 @@ from ferroute import _core
 
 _MAGIC = _core.SEALED_PREFIX
 _AAD = b"ferroute reasoning v1\0"
+# A compaction's summary (`POST /v1/responses/compact`): its own prefix, and its own associated data, so that a
+# reasoning blob never opens as a compaction nor a compaction as reasoning (each fails authentication as the other).
+COMPACTION_PREFIX = "ferroute-cmp1."
+_COMPACTION_AAD = b"ferroute compaction v1\0"
 
 
 class SealError(ValueError):
@@ -69,9 +73,27 @@ class ReasoningCipher:
     def open(self, tenant: str, blob: str) -> dict[str, Any]:
         """`{"content": [...], "summary": [...]}`, and `"upstream"`: the upstream's own encrypted_content, where
         there was one; raises SealError."""
-        if not blob.startswith(_MAGIC):
+        return self._open(tenant, blob, _MAGIC, _AAD)
+
+    def seal_compaction(self, tenant: str, summary: str) -> str:
+        """A compaction item's `encrypted_content`: the summary of the history it stands for."""
+        payload = json.dumps({"summary": summary}, separators=(",", ":"), ensure_ascii=False).encode()
+        nonce = secrets.token_bytes(12)
+        sealed = self.aead.encrypt(nonce, payload, _COMPACTION_AAD + tenant.encode())
+        return COMPACTION_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+    def open_compaction(self, tenant: str, blob: str) -> str:
+        """The summary a compaction item's `encrypted_content` holds; raises SealError."""
+        data = self._open(tenant, blob, COMPACTION_PREFIX, _COMPACTION_AAD)
+        summary = data.get("summary")
+        if not isinstance(summary, str):
+            raise SealError("encrypted_content is malformed")
+        return summary
+
+    def _open(self, tenant: str, blob: str, prefix: str, aad: bytes) -> dict[str, Any]:
+        if not blob.startswith(prefix):
             raise SealError("encrypted_content was not produced by this router")
-        text = blob[len(_MAGIC) :]
+        text = blob[len(prefix) :]
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         except (binascii.Error, ValueError):
@@ -79,10 +101,12 @@ class ReasoningCipher:
         if len(raw) < 12 + 16:
             raise SealError("encrypted_content is malformed")
         try:
-            payload = self.aead.decrypt(raw[:12], raw[12:], _AAD + tenant.encode())
+            payload = self.aead.decrypt(raw[:12], raw[12:], aad + tenant.encode())
         except InvalidTag:
             raise SealError("encrypted_content failed authentication (changed, or sealed by another key)") from None
-        data: dict[str, Any] = json.loads(payload)
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise SealError("encrypted_content is malformed")
         return data
 
 
