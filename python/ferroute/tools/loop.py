@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ferroute import _core
-from ferroute.app.exchange import finish_body
-from ferroute.errors import RouterError, invalid_request, malformed_answer, upstream_failed
+from ferroute.app.exchange import finish_body, whole_result
+from ferroute.errors import RouterError, invalid_request, malformed_answer
 from ferroute.models import (
     AgentTool,
     McpApprovalRequestItem,
@@ -94,8 +94,8 @@ class Loop:
         try:
             upstream = await ex.provider.open(request, ex.upstream_model, pump.transport())
         except RouterError as e:
-            pump.metrics.upstream_error(ex.provider.name, e.code or "error")
-            if ex.started:
+            if ex.started:  # (else the pump counts it when it answers `ex.error`)
+                pump.metrics.upstream_error(ex.provider.name, e.code or "error")
                 await ex.fail(e)
             else:
                 ex.error = e
@@ -158,11 +158,7 @@ class Loop:
         if ex.stream:
             await ex.end(out)
         else:
-            response = self.translator.response_json()
-            if self.translator.status == "failed":
-                error = (json.loads(response).get("error") or {}) if response else {}
-                raise upstream_failed(error.get("message"), error.get("code"))
-            ex.result = response
+            ex.result = whole_result(self.translator.response_json(), self.translator)  # (a failed one: a 502)
 
     # --- listing ------------------------------------------------------------------------------------------------
 
