@@ -628,6 +628,51 @@ mod tests {
         stream
     }
 
+    /// The Messages stream saying what the whole message says: each block started whole and stopped.
+    fn anthropic_stream_of(message: &Value) -> Vec<u8> {
+        use serde_json::json;
+        let mut start = message.clone();
+        start["content"] = json!([]);
+        let mut events = vec![json!({"type": "message_start", "message": start})];
+        for (index, block) in message["content"].as_array().unwrap().iter().enumerate() {
+            events.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
+            events.push(json!({"type": "content_block_stop", "index": index}));
+        }
+        events.push(
+            json!({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"]},
+                   "usage": message["usage"]}),
+        );
+        events.push(json!({"type": "message_stop"}));
+        sse_of(&events, true)
+    }
+
+    /// The Responses stream saying what the whole response says: each item added and done whole, its text (and
+    /// reasoning summaries) as one delta a part.
+    fn responses_stream_of(response: &Value) -> Vec<u8> {
+        use serde_json::json;
+        let mut events = Vec::new();
+        for (index, item) in response["output"].as_array().unwrap().iter().enumerate() {
+            let at = |ty: &str, delta: &Value| json!({"type": ty, "output_index": index, "item_id": item["id"], "delta": delta});
+            events.push(json!({"type": "response.output_item.added", "output_index": index, "item": item}));
+            if item["type"] == "message" {
+                for part in item["content"].as_array().unwrap() {
+                    events.push(at("response.output_text.delta", &part["text"]));
+                }
+            } else if item["type"] == "reasoning" {
+                for part in item["summary"].as_array().unwrap() {
+                    events.push(
+                        json!({"type": "response.reasoning_summary_part.added", "output_index": index,
+                               "item_id": item["id"]}),
+                    );
+                    events.push(at("response.reasoning_summary_text.delta", &part["text"]));
+                }
+            }
+            events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
+        }
+        events.push(json!({"type": "response.completed", "response": response}));
+        sse_of(&events, true)
+    }
+
     #[test]
     fn a_whole_body_gives_the_events_of_the_stream_saying_the_same() {
         use serde_json::json;
@@ -646,19 +691,7 @@ mod tests {
                         {"type": "text", "text": "Checking."},
                         {"type": "tool_use", "id": "toolu_whole", "name": "get_weather", "input": {"city": "Paris"}}],
             "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 8}});
-        let mut start = message.clone();
-        start["content"] = json!([]);
-        let mut events = vec![json!({"type": "message_start", "message": start})];
-        for (index, block) in message["content"].as_array().unwrap().iter().enumerate() {
-            events.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
-            events.push(json!({"type": "content_block_stop", "index": index}));
-        }
-        events.push(
-            json!({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"]},
-                           "usage": message["usage"]}),
-        );
-        events.push(json!({"type": "message_stop"}));
-        same_as_stream::<anthropic::State>(&message, &sse_of(&events, true), &[]);
+        same_as_stream::<anthropic::State>(&message, &anthropic_stream_of(&message), &[]);
 
         let response = json!({
             "id": "resp_whole", "object": "response", "status": "completed", "model": "gpt",
@@ -669,27 +702,7 @@ mod tests {
                        {"type": "function_call", "id": "fc_whole", "call_id": "call_whole", "name": "get_weather",
                         "arguments": "{\"city\": \"Paris\"}", "status": "completed"}],
             "usage": {"input_tokens": 9, "output_tokens": 8, "total_tokens": 17}});
-        let mut events = Vec::new();
-        for (index, item) in response["output"].as_array().unwrap().iter().enumerate() {
-            let at = |ty: &str, delta: &Value| json!({"type": ty, "output_index": index, "item_id": item["id"], "delta": delta});
-            events.push(json!({"type": "response.output_item.added", "output_index": index, "item": item}));
-            if item["type"] == "message" {
-                for part in item["content"].as_array().unwrap() {
-                    events.push(at("response.output_text.delta", &part["text"]));
-                }
-            } else if item["type"] == "reasoning" {
-                for part in item["summary"].as_array().unwrap() {
-                    events.push(
-                        json!({"type": "response.reasoning_summary_part.added", "output_index": index,
-                                       "item_id": item["id"]}),
-                    );
-                    events.push(at("response.reasoning_summary_text.delta", &part["text"]));
-                }
-            }
-            events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
-        }
-        events.push(json!({"type": "response.completed", "response": response}));
-        same_as_stream::<responses::State>(&response, &sse_of(&events, true), &[]);
+        same_as_stream::<responses::State>(&response, &responses_stream_of(&response), &[]);
     }
 
     /// The bodies of `a_whole_body_gives_the_events_of_the_stream_saying_the_same` (the completion with a tool
@@ -711,16 +724,7 @@ mod tests {
                         {"type": "tool_use", "id": "call_whole", "name": "get_weather", "input": {"city": "Paris"}},
                         {"type": "text", "text": " Still checking."}],
             "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 8}});
-        let mut start = message.clone();
-        start["content"] = json!([]);
-        let mut events = vec![json!({"type": "message_start", "message": start})];
-        for (index, block) in message["content"].as_array().unwrap().iter().enumerate() {
-            events.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
-            events.push(json!({"type": "content_block_stop", "index": index}));
-        }
-        events.push(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": message["usage"]}));
-        events.push(json!({"type": "message_stop"}));
-        let anthropic_stream = sse_of(&events, true);
+        let anthropic_stream = anthropic_stream_of(&message);
 
         let response = json!({
             "id": "resp_whole", "object": "response", "status": "completed", "model": "gpt",
@@ -729,22 +733,11 @@ mod tests {
                        {"type": "function_call", "id": "fc_whole", "call_id": "call_whole", "name": "get_weather",
                         "arguments": "{\"city\":\"Paris\"}", "status": "completed"}],
             "usage": {"input_tokens": 9, "output_tokens": 8, "total_tokens": 17}});
-        let mut events = Vec::new();
-        for (index, item) in response["output"].as_array().unwrap().iter().enumerate() {
-            events.push(json!({"type": "response.output_item.added", "output_index": index, "item": item}));
-            if item["type"] == "message" {
-                events.push(
-                    json!({"type": "response.output_text.delta", "output_index": index, "item_id": item["id"],
-                                   "delta": "Checking."}),
-                );
-            }
-            events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
-        }
-        events.push(json!({"type": "response.completed", "response": response}));
+        let responses_stream = responses_stream_of(&response);
         [
             (completion, chat_stream),
             (message, anthropic_stream),
-            (response, sse_of(&events, true)),
+            (response, responses_stream),
         ]
     }
 
