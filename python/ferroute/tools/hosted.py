@@ -259,8 +259,7 @@ def lower(items: list[Any], plan: Plan | None) -> list[Any]:
 
     for item in items:
         if isinstance(item, McpCallItem):
-            result = item.output if item.error is None else f"error: {error_text(item.error)}"
-            add(_call_pair(item.id or "", item.server_label, item.name, item.arguments, result or "", plan))
+            add(_call_pair(item.id or "", item.server_label, item.name, item.arguments, _result(item), plan))
         elif isinstance(item, McpApprovalRequestItem):
             answer = answers.get(item.id or "")
             if answer is not None and not answer.approve and item.id not in ran:
@@ -269,16 +268,13 @@ def lower(items: list[Any], plan: Plan | None) -> list[Any]:
                     refusal += f" Reason: {answer.reason}"
                 add(_call_pair(item.id or "", item.server_label, item.name, item.arguments, refusal, plan))
         elif isinstance(item, AgentCallItem):
-            result = item.output if item.error is None else f"error: {error_text(item.error)}"
-            call_id = item.id or "call_" + hashlib.sha256(f"{item.name}{item.arguments}".encode()).hexdigest()[:24]
             if plan is None or item.name not in plan.agents:
                 add(MessageItem(role="assistant", content=f"[The agent {item.name} was given {item.arguments} and "
-                                f"answered: {result or ''}]"))  # fmt: skip
+                                f"answered: {_result(item)}]"))  # fmt: skip
             else:
-                add((
-                    FunctionCallItem(type="function_call", call_id=call_id, name=item.name, arguments=item.arguments),
-                    FunctionCallOutputItem(type="function_call_output", call_id=call_id, output=result or ""),
-                ))  # fmt: skip
+                add(
+                    _pair(item.id or _call_id(f"{item.name}{item.arguments}"), item.name, item.arguments, _result(item))
+                )
         elif isinstance(item, McpListToolsItem | McpApprovalResponseItem):
             continue
         else:
@@ -307,11 +303,27 @@ def _call_pair(
     if function is None:
         note = f"[The tool {tool} of {label} was called with {arguments} and returned: {result}]"
         return MessageItem(role="assistant", content=note)
-    call_id = call_id or "call_" + hashlib.sha256(f"{label}{tool}{arguments}".encode()).hexdigest()[:24]
+    return _pair(call_id or _call_id(f"{label}{tool}{arguments}"), function, arguments or "{}", result)
+
+
+def _pair(call_id: str, name: str, arguments: str, result: str) -> tuple[FunctionCallItem, FunctionCallOutputItem]:
+    """A call the model made and its result, as items every dialect reads."""
     return (
-        FunctionCallItem(type="function_call", call_id=call_id, name=function, arguments=arguments or "{}"),
+        FunctionCallItem(type="function_call", call_id=call_id, name=name, arguments=arguments),
         FunctionCallOutputItem(type="function_call_output", call_id=call_id, output=result),
     )
+
+
+def _call_id(seed: str) -> str:
+    """A call id for an item that came without its own (stable: the same item gives the same id every turn)."""
+    return "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+
+
+def _result(item: McpCallItem | AgentCallItem) -> str:
+    """What a hosted call gave, as the model reads it: its output, or its error in words."""
+    if item.error is not None:
+        return f"error: {error_text(item.error)}"
+    return item.output or ""
 
 
 class Tools:
