@@ -211,10 +211,14 @@ class Translator(Protocol):
     `AnthropicTranslator` and `ResponsesTranslator` are the classes, and each is made the same way:
 
     `Cls(request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576,
-    max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None)`: `request` is the Open
+    max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None, started=False)`: `request` is the Open
     Responses request whose settings the response echoes (JSON bytes/str or a mapping). `model` and `store` override the
     echoed values; `response_id` and `created_at` are generated when omitted. Each class's docstring says what of
     its dialect it reads.
+
+    `started`: the response's `response.created` and `response.in_progress` already went out, written by the
+    translator of an upstream call that failed before its first content (a failover: give the same
+    `response_id` and `created_at`); this one writes them no more and its `sequence_number`s go on from 2.
 
     `framing`: `"sse"` (`event:`/`data:` frames, `data: [DONE]` after the terminal event) or `"json"`
     (one JSON object per event, each ending in a newline, no `[DONE]`: the WebSocket transport; see
@@ -261,6 +265,14 @@ class Translator(Protocol):
         """Upstream events with data so far that are not keep-alives (SSE comments and blank lines are no events;
         Anthropic's `ping` is a keep-alive), over every turn; a whole body counts one. The first-event timeout
         waits for the first."""
+    @property
+    def output_items(self) -> int:
+        """How many items the response's `output` holds so far, the one still streaming included: 0 until the
+        upstream's first content (before it, a router may still move the request to another upstream)."""
+    @property
+    def usage(self) -> tuple[int, int, int, int] | None:
+        """The response's token usage so far, summed over its upstream calls and `add_usage`:
+        `(input_tokens, output_tokens, cached_tokens, reasoning_tokens)`; None while no upstream said."""
     def response_json(self) -> bytes:
         """The response object as it stands (the terminal event's `response` once finished), as stored:
         reasoning items keep the upstream's own `encrypted_content`."""
@@ -348,6 +360,7 @@ class ChatCompletionsTranslator(Translator):
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
         secrets: Secrets | None = None,
+        started: bool = False,
     ) -> ChatCompletionsTranslator: ...
 
 @final
@@ -376,6 +389,7 @@ class AnthropicTranslator(Translator):
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
         secrets: Secrets | None = None,
+        started: bool = False,
     ) -> AnthropicTranslator: ...
 
 @final
@@ -405,6 +419,7 @@ class ResponsesTranslator(Translator):
         reasoning: Literal["keep", "strip", "seal"] = "keep",
         seal: Callable[[bytes], str] | None = None,
         secrets: Secrets | None = None,
+        started: bool = False,
     ) -> ResponsesTranslator: ...
 
 # --- ids ---------------------------------------------------------------------------------------

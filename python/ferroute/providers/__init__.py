@@ -45,6 +45,9 @@ class TranslatorClass(Protocol):
         seal: Callable[[bytes], str] | None = None,
         secrets: _core.Secrets | None = None,
         framing: Literal["sse", "json"] = "sse",
+        response_id: str | None = None,
+        created_at: int | None = None,
+        started: bool = False,
     ) -> Translator: ...
 
 

@@ -188,7 +188,7 @@ macro_rules! translator_class {
         #[pymethods]
         impl $name {
             #[new]
-            #[pyo3(signature = (request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576, max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None))]
+            #[pyo3(signature = (request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576, max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None, started=false))]
             #[allow(clippy::too_many_arguments)] // the Python keyword arguments
             fn new(
                 request: Option<&Bound<'_, PyAny>>,
@@ -202,6 +202,7 @@ macro_rules! translator_class {
                 reasoning: &str,
                 seal: Option<Py<PyAny>>,
                 secrets: Option<PyRef<'_, PySecrets>>,
+                started: bool,
             ) -> PyResult<Self> {
                 let mut seal_error = None;
                 let options = options(framing, reasoning, seal, &mut seal_error, secrets.as_deref())?;
@@ -217,8 +218,11 @@ macro_rules! translator_class {
                     max_line_len: max_line_length,
                     max_event_size,
                 };
-                let core =
+                let mut core =
                     <$core>::with_options(settings.clone(), Some(response_id.clone()), created_at, limits, options);
+                if started {
+                    core.writer_mut().resume_started();
+                }
                 Ok(Self {
                     core,
                     settings,
@@ -407,6 +411,19 @@ macro_rules! translator_class {
             #[getter]
             fn upstream_events(&self) -> u64 {
                 self.core.events()
+            }
+
+            #[getter]
+            fn output_items(&self) -> usize {
+                self.core.writer().item_count()
+            }
+
+            #[getter]
+            fn usage(&self) -> Option<(u64, u64, u64, u64)> {
+                self.core
+                    .writer()
+                    .total_usage()
+                    .map(|u| (u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens))
             }
 
             fn response_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {

@@ -986,6 +986,31 @@ impl ResponseWriter {
         self.past_usage = Some(self.past_usage.map_or(usage, |past| past.plus(usage)));
     }
 
+    /// The response's token usage: the sum over its turns and what [`add_usage`](Self::add_usage) added; `None`
+    /// while no upstream call has said.
+    pub fn total_usage(&self) -> Option<Usage> {
+        match (self.past_usage, self.usage) {
+            (Some(past), Some(now)) => Some(past.plus(now)),
+            (past, now) => past.or(now),
+        }
+    }
+
+    /// How many items `output` holds so far, the open one included: none until the upstream's first content
+    /// (a router that fails over to another upstream may do so until then).
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Take up a response whose `response.created` and `response.in_progress` already went out (written by the
+    /// writer of an upstream call that failed before its first content, for the same `id` and `created_at`):
+    /// [`start`](Self::start) writes nothing and the sequence goes on from 2. Nothing once started.
+    pub fn resume_started(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.seq = 2;
+        }
+    }
+
     /// Record the current upstream call's token usage (the response's is the sum over turns).
     pub fn set_usage(&mut self, usage: Usage) {
         self.usage = Some(usage);
@@ -1420,11 +1445,7 @@ impl ResponseWriter {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"usage\":");
-        let usage = match (self.past_usage, self.usage) {
-            (Some(past), Some(now)) => Some(past.plus(now)),
-            (past, now) => past.or(now),
-        };
-        match &usage {
+        match &self.total_usage() {
             Some(u) => put!(
                 out,
                 "{{\"input_tokens\":{},\"input_tokens_details\":{{\"cached_tokens\":{}}},\"output_tokens\":{},\
@@ -1751,6 +1772,43 @@ mod tests {
         assert_eq!(response["output"][0]["status"], "completed");
         assert_eq!(response["text"], serde_json::json!({"format": {"type": "text"}}));
         assert_eq!(serde_json::from_slice::<Value>(&w.response_json()).unwrap(), *response);
+    }
+
+    #[test]
+    fn a_failover_resumes_the_sequence_after_the_start_events() {
+        // The first upstream call's writer: only the start events went out, then it failed before any content.
+        let mut first = ResponseWriter::new(ResponseSettings::default(), Some(ID.to_owned()), Some(7), Framing::Sse);
+        first.start();
+        assert_eq!(first.item_count(), 0);
+        assert_eq!(first.total_usage(), None);
+        let mut sent = first.output().to_vec();
+        // The next target's writer takes the response over.
+        let mut next = ResponseWriter::new(ResponseSettings::default(), Some(ID.to_owned()), Some(7), Framing::Sse);
+        next.resume_started();
+        next.resume_started(); // (idempotent)
+        next.text_delta(TextKind::OutputText, "hi");
+        assert_eq!(next.item_count(), 1);
+        next.set_usage(Usage {
+            input_tokens: 3,
+            output_tokens: 1,
+            total_tokens: 4,
+            ..Usage::default()
+        });
+        next.add_usage(Usage {
+            input_tokens: 1,
+            total_tokens: 1,
+            ..Usage::default()
+        });
+        next.finish(Outcome::Completed);
+        assert_eq!(next.total_usage().map(|u| (u.input_tokens, u.total_tokens)), Some((4, 5)));
+        sent.extend_from_slice(next.output());
+        let evs = events(&sent);
+        assert_eq!(types(&evs)[..3], ["response.created", "response.in_progress", "response.output_item.added"]);
+        assert_eq!(types(&evs).iter().filter(|t| **t == "response.created").count(), 1);
+        for (i, e) in evs.iter().enumerate() {
+            assert_eq!(e["sequence_number"], i as u64, "one series across both writers");
+        }
+        assert_eq!(evs.last().unwrap()["response"]["id"], ID);
     }
 
     #[test]
