@@ -211,10 +211,10 @@ class Translator(Protocol):
     `AnthropicTranslator` and `ResponsesTranslator` are the classes, and each is made the same way:
 
     `Cls(request=None, *, model=None, store=None, response_id=None, created_at=None, max_line_length=1_048_576,
-    max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None, started=False)`: `request` is the Open
-    Responses request whose settings the response echoes (JSON bytes/str or a mapping). `model` and `store` override the
-    echoed values; `response_id` and `created_at` are generated when omitted. Each class's docstring says what of
-    its dialect it reads.
+    max_event_size=16_777_216, framing="sse", reasoning="keep", seal=None, secrets=None, started=False)`: `request`
+    is the Open Responses request whose settings the response echoes (JSON bytes/str or a mapping). `model` and
+    `store` override the echoed values; `response_id` and `created_at` are generated when omitted. Each class's
+    docstring says what of its dialect it reads.
 
     `started`: the response's `response.created` and `response.in_progress` already went out, written by the
     translator of an upstream call that failed before its first content (a failover: give the same

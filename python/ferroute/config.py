@@ -223,6 +223,46 @@ class McpServerConfig(_Section):
         return {name: value for name, env in self.headers_env.items() if (value := os.environ.get(env))}
 
 
+class RoutingConfig(_Section):
+    """`[routing]`: how a request survives a failing upstream (README "Routes and failover")."""
+
+    # Further attempts at the same target after a failure before its first content (then the next target).
+    retries: int = Field(default=0, ge=0, le=10)
+    # Seconds before the first retry of a target, doubled for each next one (with jitter), at most `max_backoff`;
+    # a 429's `Retry-After` is waited instead (at most `max_backoff`) when no other target is left.
+    backoff: float = Field(default=0.1, ge=0)
+    max_backoff: float = Field(default=5.0, ge=0)
+    # A route's target whose last this many attempts failed is skipped for `breaker_cooldown` seconds; then one
+    # request is let through to probe it (closed again if it succeeds, open again at once if it fails).
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=30.0, gt=0)
+    # Retries of a target over `retry_budget_window` seconds stay under this share of its requests, or under
+    # `retry_budget_min`, whichever is more (light traffic can still retry; an outage is not multiplied).
+    retry_budget: float = Field(default=0.2, ge=0)
+    retry_budget_min: int = Field(default=3, ge=0)
+    retry_budget_window: float = Field(default=10.0, gt=0)
+
+
+class WeightedTarget(_Section):
+    target: str = Field(pattern=r"^.+:[A-Za-z0-9_.-]+$")
+    weight: float = Field(default=1.0, gt=0)
+
+
+class RouteConfig(_Section):
+    """`[[routes]]`: a model name clients send, standing for ordered or weighted `<model>:<provider>` targets."""
+
+    name: str = Field(pattern=r"^[^\s]{1,256}$")
+    strategy: Literal["fallback", "weighted", "least_busy", "latency"] = "fallback"
+    targets: list[WeightedTarget] = Field(min_length=1)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, targets: Any) -> Any:
+        if isinstance(targets, list):  # "<model>:<provider>" is `{ target = "<model>:<provider>" }`
+            return [{"target": t} if isinstance(t, str) else t for t in targets]
+        return targets
+
+
 class Settings(_Section):
     server: ServerConfig = ServerConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
@@ -232,6 +272,8 @@ class Settings(_Section):
     mcp: McpConfig = McpConfig()
     mcp_servers: list[McpServerConfig] = []
     agents: AgentsConfig = AgentsConfig()
+    routing: RoutingConfig = RoutingConfig()
+    routes: list[RouteConfig] = []
     # Where the settings came from (not a TOML key).
     source: str = Field(default=DEFAULTS_SOURCE, exclude=True)
 
@@ -243,6 +285,14 @@ class Settings(_Section):
                 raise ValueError(f"two providers are named {name!r}")
         if self.server.default_provider is not None and self.server.default_provider not in names:
             raise ValueError(f"server.default_provider {self.server.default_provider!r} is not a provider name")
+        routes = [r.name for r in self.routes]
+        for route in self.routes:
+            if routes.count(route.name) > 1:
+                raise ValueError(f"two routes are named {route.name!r}")
+            for target in route.targets:
+                provider = target.target.rpartition(":")[2]
+                if provider not in names:
+                    raise ValueError(f"route {route.name!r}: target {target.target!r} names no provider {provider!r}")
         labels = [s.label for s in self.mcp_servers]
         for label in labels:
             if labels.count(label) > 1:

@@ -7,7 +7,10 @@ header, key or raw body ever reaches a client.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
+import time
 
 import httpx
 
@@ -24,6 +27,8 @@ class RouterError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -32,6 +37,10 @@ class RouterError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or []
+        # An upstream's failure that another attempt may not meet (a connect error, a 5xx, a 429, a late first event):
+        # the router retries or fails over (`ferroute.routing`); `retry_after`: the seconds a 429 asked to wait.
+        self.retryable = retryable
+        self.retry_after = retry_after
 
     def body(self) -> bytes:
         error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
@@ -127,7 +136,13 @@ def upstream_timeout(provider: str, phase: str, seconds: float | None = None) ->
     text = TIMEOUT_PHASES.get(phase, phase)
     if seconds is not None:
         text = f"{text}, {seconds:g} s"
-    return RouterError(504, f"provider {provider!r} timed out ({text})", type="model_error", code="upstream_timeout")
+    return RouterError(
+        504,
+        f"provider {provider!r} timed out ({text})",
+        type="model_error",
+        code="upstream_timeout",
+        retryable=phase in ("connect", "first_event"),
+    )
 
 
 def upstream_failed(message: object, code: object) -> RouterError:
@@ -138,7 +153,9 @@ def upstream_failed(message: object, code: object) -> RouterError:
 
 
 def malformed_answer(provider: str) -> RouterError:
-    return RouterError(502, f"provider {provider!r} sent a malformed answer", type="model_error", code="upstream_error")
+    return RouterError(
+        502, f"provider {provider!r} sent a malformed answer", type="model_error", code="upstream_error", retryable=True
+    )
 
 
 def upstream_status(provider: str, status: int, retry_after: str | None) -> RouterError:
@@ -151,6 +168,8 @@ def upstream_status(provider: str, status: int, retry_after: str | None) -> Rout
             type="too_many_requests",
             code="rate_limit_exceeded",
             headers=headers,
+            retryable=True,
+            retry_after=_seconds(retry_after),
         )
     if status in (401, 403):
         message = f"provider {provider!r} rejected the router's credentials (HTTP {status})"
@@ -160,7 +179,34 @@ def upstream_status(provider: str, status: int, retry_after: str | None) -> Rout
         message = f"provider {provider!r} rejected the request (HTTP {status})"
     else:
         message = f"provider {provider!r} failed (HTTP {status})"
-    return RouterError(502, message, type="model_error", code="upstream_error")
+    return RouterError(502, message, type="model_error", code="upstream_error", retryable=status >= 500)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """`Retry-After` in seconds (a number of seconds, or an HTTP date); None when absent or unreadable."""
+    if not retry_after:
+        return None
+    try:
+        return max(0.0, float(retry_after))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def no_healthy_target(route: str, retry_after: float) -> RouterError:
+    """Every target of a route has its circuit open: a 503 at once, with when the first one may be probed."""
+    seconds = max(1, math.ceil(retry_after))
+    return RouterError(
+        503,
+        f"every target of route {route!r} is failing; retry in {seconds} s",
+        type="server_error",
+        code="upstream_unavailable",
+        headers=[(b"retry-after", str(seconds).encode())],
+    )
 
 
 def upstream_error_from(provider: str, exc: httpx.HTTPError) -> RouterError:
@@ -171,11 +217,16 @@ def upstream_error_from(provider: str, exc: httpx.HTTPError) -> RouterError:
         return upstream_timeout(provider, "first_event")
     if isinstance(exc, httpx.ConnectError):
         return RouterError(
-            502, f"could not connect to provider {provider!r}", type="model_error", code="upstream_unreachable"
+            502,
+            f"could not connect to provider {provider!r}",
+            type="model_error",
+            code="upstream_unreachable",
+            retryable=True,
         )
     return RouterError(
         502,
         f"the connection to provider {provider!r} failed ({type(exc).__name__})",
         type="model_error",
         code="upstream_error",
+        retryable=True,
     )

@@ -42,6 +42,7 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int, bool], int] = defaultdict(int)
         self.upstream_errors: dict[tuple[str, str], int] = defaultdict(int)
+        self.retries: dict[tuple[str, str, str], int] = defaultdict(int)
         self.in_flight = 0
         self.first_event = _Histogram()
         self.duration = _Histogram()
@@ -51,6 +52,11 @@ class Metrics:
 
     def upstream_error(self, provider: str, code: str) -> None:
         self.upstream_errors[(provider, code)] += 1
+
+    def retry(self, target: str, following: str, code: str) -> None:
+        """An attempt at `target` failed with `code` before its first content; the request went on to `following`
+        (the same target: a retry; another: a failover)."""
+        self.retries[(target, following, code)] += 1
 
     def stream_done(self, provider: str, began: float, first_event_at: float | None) -> None:
         now = time.monotonic()
@@ -73,6 +79,14 @@ class Metrics:
         for (provider, code), count in sorted(self.upstream_errors.items()):
             lines.append(f'ferroute_upstream_errors_total{{provider="{provider}",code="{code}"}} {count}')
         lines += [
+            "# HELP ferroute_upstream_retries_total Attempts that failed before their first content and were retried "
+            "(next_target the same) or failed over (another), by code.",
+            "# TYPE ferroute_upstream_retries_total counter",
+        ]
+        for (target, following, code), count in sorted(self.retries.items()):
+            labels = f'target="{label_value(target)}",next_target="{label_value(following)}",code="{code}"'
+            lines.append(f"ferroute_upstream_retries_total{{{labels}}} {count}")
+        lines += [
             "# HELP ferroute_streams_in_flight Streaming responses being sent now.",
             "# TYPE ferroute_streams_in_flight gauge",
             f"ferroute_streams_in_flight {self.in_flight}",
@@ -86,3 +100,8 @@ class Metrics:
         ]
         self.duration.render("ferroute_stream_duration_seconds", "provider", lines)
         return "\n".join(lines) + "\n"
+
+
+def label_value(value: str) -> str:
+    """A Prometheus label value, escaped (a model name is the client's text)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

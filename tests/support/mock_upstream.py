@@ -15,6 +15,8 @@ the router sends:
 - `echo_key` starts a stream and then fails it with an in-stream error (in the dialect of the path) whose
   message and code repeat the key the request carried (`Authorization` / `x-api-key`), sent in two writes that
   split the key;
+- `error_first` streams an in-band error as its first event (in the dialect of the path: an error chunk;
+  `message_start` then an `error` event; an `error` event), then ends: an upstream that fails before any content;
 - `stall` sends the headers and then nothing; `hang` sends nothing at all; `keepalives` sends the headers and
   then only keep-alives, every 0.2 s, forever: `: ping` comments and blank lines (`…/messages`: also Anthropic's
   `ping` events), an upstream that is busy but says nothing;
@@ -46,7 +48,9 @@ Options follow a `?` in the model name, `&`-separated: `delay=<s>` waits before 
 write), `drop=<n>` closes the connection after n body bytes (a broken chunked body),
 `stall_after=<n>` stops sending (but keeps the connection open) after n bytes, `crlf=1` sends CRLF
 line ends (as sse-starlette servers do), `pings=<n>` sends n keep-alives first (`: ping` comments;
-Anthropic's `ping` events on `…/messages`), `tag=<x>` does nothing but mark the request.
+Anthropic's `ping` events on `…/messages`), `fail=<n>` answers the first n requests for this exact model string
+with HTTP `fail_status` (default 503; a 429 carries `Retry-After: <retry_after>`, default 7) and the later ones
+as usual (counted per server process), `tag=<x>` does nothing but mark the request.
 
 `GET /requests` lists what the server received (`path`, `headers`, `body` as JSON, and `closed_early`
 once the client has hung up before the answer ended); `DELETE /requests` clears the list.
@@ -75,6 +79,7 @@ RESPONSES = _RECORDED / "responses"
 SECRET = "upstream-secret-detail-7f3a"
 
 received: list[dict[str, Any]] = []
+failures: dict[str, int] = {}  # requests so far per model string with a `fail=<n>` option
 
 
 def _options(model: str) -> tuple[str, dict[str, float]]:
@@ -604,12 +609,33 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
     try:
         if options.get("delay"):
             await asyncio.sleep(options["delay"])
-        if name.startswith("status:"):
-            status = int(name.split(":", 1)[1])
+        failing = False
+        if options.get("fail"):
+            failing = failures.get(model, 0) < options["fail"]
+            failures[model] = failures.get(model, 0) + 1
+        if name.startswith("status:") or failing:
+            status = int(name.split(":", 1)[1]) if not failing else int(options.get("fail_status", 503))
             error = {"error": {"message": f"failure with {SECRET}", "type": "server_error", "code": SECRET}}
-            extra = {"retry-after": "7"} if status == 429 else {}
+            extra = {"retry-after": f"{options.get('retry_after', 7):g}"} if status == 429 else {}
             await _send_json(writer, status, json.dumps(error).encode(), extra)
             return True
+        if name == "error_first":
+            if path.endswith("/messages"):
+                start = {"type": "message_start", "message": {"id": "msg_e", "type": "message", "role": "assistant",
+                                                              "model": "m", "content": [], "usage": {}}}  # fmt: skip
+                error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+                raw = b"event: message_start\ndata: %s\n\nevent: error\ndata: %s\n\n" % (
+                    json.dumps(start).encode(),
+                    json.dumps(error).encode(),
+                )
+            elif path.endswith("/responses"):
+                error = {"type": "error", "code": "server_error", "message": "overloaded", "param": None,
+                         "sequence_number": 0}  # fmt: skip
+                raw = b"event: error\ndata: %s\n\n" % json.dumps(error).encode()
+            else:
+                error = {"error": {"message": "overloaded", "type": "server_error", "code": "overloaded"}}
+                raw = b"data: %s\n\n" % json.dumps(error).encode()
+            return await _stream(writer, raw, options, record)
         if name == "hang":
             await asyncio.sleep(3600)
         if name == "stall":
@@ -687,6 +713,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             if path == "/requests":
                 if method == "DELETE":
                     received.clear()
+                    failures.clear()
                 await _send_json(writer, 200, json.dumps(received).encode())
                 continue
             if method == "POST" and path.endswith(("/chat/completions", "/messages", "/responses")):

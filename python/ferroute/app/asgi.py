@@ -45,7 +45,8 @@ from ferroute.errors import (
 from ferroute.logs import flush_all, log_line
 from ferroute.metrics import Metrics
 from ferroute.models import ResponsesRequest, echo_settings, parse_json_object, parse_request_and_settings
-from ferroute.providers import Provider, Router, build_providers
+from ferroute.providers import Provider, Translator, build_providers
+from ferroute.routing.routes import Router
 from ferroute.store import ANONYMOUS, Store, open_store, tenant_of
 from ferroute.store.crypto import ReasoningCipher
 from ferroute.tools.hosted import OnEvent, Tools, has_hosted_items, lower
@@ -72,7 +73,7 @@ class App:
     ) -> None:
         self.settings = settings
         self.providers = providers
-        self.router = Router(providers, settings.server.default_provider)
+        self.router = Router(providers, settings.server.default_provider, settings.routes, settings.routing)
         self.api_keys = [key.encode() for key in settings.server.api_keys]
         self.tenants = {key: tenant_of(key) for key in self.api_keys}
         self.metrics = Metrics()
@@ -199,6 +200,7 @@ class App:
     async def _metrics(self, scope: Scope, receive: Receive, send: Send, log: dict[str, Any], began: float) -> int:
         lines = [
             *self.records.metrics(),
+            *self.router.metrics(),
             "# HELP ferroute_background_responses_running Background responses this process is running.",
             "# TYPE ferroute_background_responses_running gauge",
             f"ferroute_background_responses_running {len(self.background.jobs)}",
@@ -210,7 +212,8 @@ class App:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, log: dict[str, Any], began: float) -> int:
         self._authorize(scope)
-        data = [
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "ferroute"} for name in self.router.models()]
+        data += [
             {"id": f"{model}:{name}", "object": "model", "created": 0, "owned_by": name}
             for name, provider in self.providers.items()
             for model in provider.models()
@@ -278,7 +281,7 @@ class App:
                 raise invalid_request("a background response is stored: it cannot have store false", "store")
             if request.stream:
                 raise not_implemented("streaming a background response", "stream")
-        provider, upstream_model = self.router.resolve(request.model)
+        provider, upstream_model, failover = self.router.pick(request.model, began)
         log["provider"] = provider.name
         upstream_request, record, input_to_store = await self.continuation.prepare(request, tenant, store)
         secrets = self.secrets
@@ -298,23 +301,15 @@ class App:
         # router when asked for; an upstream's own (Anthropic's signatures, OpenAI's blobs) stays in the stored
         # response for later turns but is shown only when asked.
         sealed = request.include is not None and "reasoning.encrypted_content" in request.include
-        if sealed:
+        if failover is None:
             cipher = self.cipher
-            translator = provider.translator(
-                echoed,
-                model=request.model,
-                store=store,
-                secrets=secrets,
-                reasoning="seal",
-                seal=lambda payload: cipher.seal_payload(tenant, payload),
-                framing=framing,
-            )
-        elif provider.keeps_encrypted_reasoning:
-            translator = provider.translator(
-                echoed, model=request.model, store=store, secrets=secrets, reasoning="strip", framing=framing
-            )
-        else:
-            translator = provider.translator(echoed, model=request.model, store=store, secrets=secrets, framing=framing)
+            translator = _translator(provider, echoed, request.model, store, secrets, sealed, cipher, tenant, framing)
+        else:  # (every attempt's translator writes the same response: its id and `created_at` are known now)
+            created_at = int(time.time())
+            translator = _translator(
+                provider, echoed, request.model, store, secrets, sealed, self.cipher, tenant, framing,
+                created_at=created_at,
+            )  # fmt: skip
         log["response_id"] = translator.response_id
         exchange = Exchange(
             send=send,
@@ -333,7 +328,19 @@ class App:
             tools_box=self.tools,
             secrets=secrets,
             framing=framing,
+            failover=failover,
         )
+        if failover is not None:
+            cipher, first_id = self.cipher, translator.response_id
+
+            def remake(target: Provider, started: bool) -> Translator:
+                exchange.client_view = sealed or target.keeps_encrypted_reasoning
+                return _translator(
+                    target, echoed, request.model, store, secrets, sealed, cipher, tenant, framing,
+                    response_id=first_id, created_at=created_at, started=started,
+                )  # fmt: skip
+
+            exchange.remake = remake
         if on_exchange is not None:
             on_exchange(exchange)
         if record is not None:
@@ -361,20 +368,20 @@ class App:
         finally:
             if exchange.stream:
                 metrics.in_flight -= 1
-                metrics.stream_done(provider.name, exchange.began, exchange.first_event_at)
+                metrics.stream_done(exchange.provider.name, exchange.began, exchange.first_event_at)
             if task is not None:
                 self._streams.discard(task)
             if record is not None and exchange.stream and exchange.started and not exchange.saved:
                 # The stream began but did not end (the client went away): stored as cancelled.
                 with contextlib.suppress(Exception):
-                    translator.cancel()
+                    exchange.translator.cancel()
                     await self.records.save(exchange)
             elif record is not None and not exchange.started and not exchange.saved:
                 # It ended before anything reached the client (an HTTP error answered it): no record is kept, and
                 # one written at its creation (`on_error = "fail"`, or a stream's) goes.
                 with contextlib.suppress(Exception):
                     await self.records.discard(exchange)
-            log["status_detail"] = translator.status
+            log["status_detail"] = exchange.translator.status
             exchange.on_end = None  # (it refers to the exchange: a cycle the collector would have to find)
 
     async def run_agent(self, request: ResponsesRequest, tenant: str, depth: int, on_event: OnEvent) -> dict[str, Any]:
@@ -448,6 +455,40 @@ class App:
         with contextlib.suppress(Exception):
             await self.store.close()
         flush_all(access_log)  # (a forked worker exits without logging.shutdown)
+
+
+def _translator(
+    provider: Provider,
+    echoed: dict[str, Any],
+    model: str,
+    store: bool,
+    secrets: _core.Secrets,
+    sealed: bool,
+    cipher: ReasoningCipher,
+    tenant: str,
+    framing: Framing,
+    **more: Any,
+) -> Translator:
+    """A response's translator for `provider`'s dialect. What a client sees of reasoning items' `encrypted_content`
+    is the writer's (`reasoning=`): sealed by the router when asked for; an upstream's own (Anthropic's signatures,
+    OpenAI's blobs) stays in the stored response for later turns but is shown only when asked. `more`: the response
+    id, `created_at` and `started` of a failover's next attempt."""
+    if sealed:
+        return provider.translator(
+            echoed,
+            model=model,
+            store=store,
+            secrets=secrets,
+            reasoning="seal",
+            seal=lambda payload: cipher.seal_payload(tenant, payload),
+            framing=framing,
+            **more,
+        )
+    if provider.keeps_encrypted_reasoning:
+        return provider.translator(
+            echoed, model=model, store=store, secrets=secrets, reasoning="strip", framing=framing, **more
+        )
+    return provider.translator(echoed, model=model, store=store, secrets=secrets, framing=framing, **more)
 
 
 def secrets_of(settings: Settings, providers: dict[str, Provider]) -> list[str]:

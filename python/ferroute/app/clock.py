@@ -46,8 +46,14 @@ class Clock:
 
     def time(self, ex: Exchange) -> None:
         """Put an exchange under the clock (until its work ends)."""
-        ex.quiet_since = ex.pinged = ex.began
+        ex.quiet_since = ex.pinged = ex.attempt_began = ex.began
         ex.sent_seen = ex.writes
+        self.timed.add(ex)
+        self._start()
+
+    def resume(self, ex: Exchange) -> None:
+        """Put an exchange that a timeout stopped back under the clock (its request goes on: another attempt)."""
+        ex.quiet_since = time.monotonic()
         self.timed.add(ex)
         self._start()
 
@@ -123,7 +129,7 @@ class Clock:
             ex.seen = ex.reads
             ex.quiet_since = now
         if ex.translator.upstream_events == 0:  # (comments and pings are not the first event; they keep idle off)
-            if now - ex.began >= timeouts.first_event and not ex.tooling:
+            if now - ex.attempt_began >= timeouts.first_event and not ex.tooling:
                 ex.timeout = "first_event"
                 self.stop(ex, "timeout")
                 return

@@ -29,12 +29,14 @@ from ferroute.errors import (
     internal_error,
     malformed_answer,
     shutting_down,
+    upstream_error_from,
     upstream_failed,
     upstream_timeout,
 )
 from ferroute.metrics import Metrics
 from ferroute.models import ResponsesRequest
 from ferroute.providers import Provider, Translator, Upstream
+from ferroute.routing.routes import Failover
 from ferroute.store import ANONYMOUS, Record
 from ferroute.tools.hosted import Plan, Tools
 
@@ -95,6 +97,12 @@ class Exchange:
     # SSE (an HTTP response) or MESSAGES (WebSocket: no HTTP head, one text message per event, no `: ping`s); the
     # translator was made with the same framing.
     framing: Framing = SSE
+    # Routes and retries (`ferroute.routing`): the targets left to try, None where there is one attempt only; the
+    # translator for another target (`remake(provider, started)`; `started`: the start events went out already).
+    failover: Failover | None = None
+    remake: Callable[[Provider, bool], Translator] | None = None
+    attempt_began: float = 0.0  # when the current upstream attempt began (the first-event timeout runs from it)
+    preamble: bool = False  # (failover) the current response's `response.created`/`in_progress` went out
     # Stopping the work (the clock's timeouts, the client's disconnect): `cancel` cancels the task running it.
     cancel: Callable[[], Any] | None = None
     stop: str | None = None  # why the work was cancelled: "client_gone" or "timeout" (None: it was not)
@@ -303,6 +311,9 @@ class Pump:
 
             await run_loop(self, ex)
             return
+        if ex.failover is not None:  # a route, or retries: attempts until one gets its first content out
+            await self._attempts(ex, ex.failover)
+            return
         try:
             ex.upstream = upstream = await ex.provider.open(ex.request, ex.upstream_model, self.transport())
         except RouterError as e:
@@ -427,6 +438,209 @@ class Pump:
             await finish_body(chunks)
         else:
             await ex.end(translator.finish())
+
+    # --- routes and retries: attempts until the first content -----------------------------------------------------
+
+    async def _attempts(self, ex: Exchange, failover: Failover) -> None:
+        """Try the failover's targets in turn until one gets content to the client (or, not streaming, answers):
+        an attempt that fails before that (an error before the first byte, a late first event, an in-band error as
+        the upstream's first event, a stream that ends with nothing) is retried or moved to the next target, and
+        the client sees nothing of it (at most the start events, which the next attempt's translator goes on from).
+        Once content is out, a failure ends the response as on the plain path."""
+        route = failover.route
+        task = asyncio.current_task()
+        log = ex.log
+        while True:
+            target = failover.target
+            now = time.monotonic()
+            probe = target.breaker.enter(now) if route is not None else False
+            target.in_flight += 1
+            verdict = False
+            try:
+                try:
+                    failure = await self._attempt(ex, failover)
+                except asyncio.CancelledError:
+                    # The clock's first-event timeout, before any content: this attempt failed, the request goes on.
+                    if not (ex.stop == "timeout" and ex.timeout == "first_event") or ex.translator.output_items:
+                        raise
+                    failure = Failure(ex.timeout_error(), timeout=True)
+                    if task is not None:
+                        uncancel(task)
+                    ex.stop = ex.timeout = None
+                    self.clock.resume(ex)
+                if failure is None:
+                    verdict = True
+                    return
+                verdict = True
+                error = failure.error
+                now = time.monotonic()
+                if route is not None:
+                    target.breaker.failed(now, error.code or "error")
+                if ex.upstream is not None:
+                    upstream, ex.upstream = ex.upstream, None
+                    with contextlib.suppress(Exception):
+                        await upstream.aclose()
+                following = failover.after(error, now)
+                if following is None:
+                    await self._give_up(ex, failure)
+                    return
+            finally:
+                target.in_flight -= 1
+                if not verdict and route is not None:
+                    target.breaker.abandon(probe)
+            following_target, wait = following
+            self.metrics.upstream_error(ex.provider.name, error.code or "error")
+            log["attempts"] = log.get("attempts", 1) + 1
+            self.metrics.retry(target.name, following_target.name, error.code or "error")
+            if wait > 0:
+                ex.tooling = True  # (the upstream timeouts wait meanwhile; keep-alives go on)
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    ex.tooling = False
+            # The next attempt: its target's provider, and a translator of its dialect for the same response.
+            assert ex.remake is not None
+            previous = ex.translator
+            ex.provider = following_target.provider
+            ex.upstream_model = following_target.upstream_model
+            ex.translator = ex.remake(ex.provider, ex.preamble)
+            spent = previous.usage  # (tokens an attempt that failed was charged are the response's too)
+            if spent is not None:
+                ex.translator.add_usage(
+                    input_tokens=spent[0], output_tokens=spent[1], cached_tokens=spent[2], reasoning_tokens=spent[3]
+                )
+            log["provider"] = ex.provider.name
+            log["target"] = following_target.name
+            ex.reads = 0
+            ex.attempt_began = time.monotonic()
+
+    async def _attempt(self, ex: Exchange, failover: Failover) -> Failure | None:
+        """One attempt at the failover's current target: None once it answered (its content went out, or its whole
+        response is ready), or the `Failure` that lets the request go on."""
+        try:
+            ex.upstream = upstream = await ex.provider.open(ex.request, ex.upstream_model, self.transport())
+        except RouterError as e:
+            if e.retryable:
+                return Failure(e)
+            if ex.started:
+                self.metrics.upstream_error(ex.provider.name, e.code or "error")
+                await ex.fail(e)
+            else:
+                ex.error = e
+            return None
+        translator = ex.translator
+        if upstream.body is not None:  # a whole JSON body where a stream was asked for
+            try:
+                out = translator.feed_whole(upstream.body)
+            except _core.UpstreamError:
+                return Failure(malformed_answer(ex.provider.name))
+            if translator.status == "failed" and (not ex.stream or not translator.output_items):
+                return Failure(_failed(translator), out)
+            self._content(ex, failover)
+            if ex.stream:
+                await ex.end(out)
+            else:
+                ex.result = translator.response_json()
+            return None
+        assert upstream.chunks is not None
+        chunks = upstream.chunks
+        if not ex.stream:
+            try:
+                async for chunk in chunks:
+                    ex.reads += 1
+                    translator.feed(chunk)
+            except httpx.HTTPError:
+                pass  # the translator's `finish` says whether the stream was cut
+            translator.finish()
+            if translator.status == "failed":  # (nothing went to the client: any failure may go on)
+                return Failure(_failed(translator))
+            self._content(ex, failover)
+            ex.result = translator.response_json()
+            return None
+        # Streaming: until the first content, the start events go out and a failure goes on.
+        messages = ex.framing == MESSAGES
+        feed = translator.feed
+        out = b""
+        try:
+            async for chunk in chunks:
+                ex.reads += 1
+                out = feed(chunk)
+                if translator.output_items or translator.status != "in_progress":
+                    break
+                if out:
+                    await self._relay(ex, out)
+                    ex.preamble = True
+                    out = b""
+            else:
+                out = translator.finish()
+        except httpx.HTTPError as e:
+            return Failure(upstream_error_from(ex.provider.name, e))
+        if translator.status == "failed" and not translator.output_items:
+            return Failure(_failed(translator), out)
+        self._content(ex, failover)
+        if translator.status != "in_progress":  # (the whole answer came in the first reads)
+            await ex.end(out)
+            await finish_body(chunks)
+            return None
+        if out:
+            await self._relay(ex, out)
+        if messages:
+            await self._stream_messages(ex, chunks)
+        else:
+            await self._stream(ex, chunks)
+        return None
+
+    @staticmethod
+    def _content(ex: Exchange, failover: Failover) -> None:
+        """The attempt answered: its target is healthy, and its time to first content is known."""
+        target = failover.target
+        if failover.route is not None:
+            target.breaker.succeeded()
+            target.observe(time.monotonic() - ex.attempt_began)
+
+    @staticmethod
+    async def _relay(ex: Exchange, out: bytes) -> None:
+        if ex.pinging is not None:  # never two sends at once: wait for the keep-alive
+            await ex.pinging
+        ex.sending = True
+        await ex.start()
+        await ex.body(out, more=True)
+        ex.sending = False
+
+    async def _give_up(self, ex: Exchange, failure: Failure) -> None:
+        """No attempt is left: the last failure answers the request, as it would have without failover."""
+        error = failure.error
+        if failure.out is not None:  # an in-band failure: the translator's own ending (or its whole response)
+            if ex.stream:
+                await ex.end(failure.out)
+            else:
+                ex.result = whole_result(ex.translator.response_json(), ex.translator)
+        elif failure.timeout:
+            ex.timeout = "first_event"  # (answered as the plain path answers a late first event)
+        elif ex.started:
+            self.metrics.upstream_error(ex.provider.name, error.code or "error")
+            await ex.fail(error)
+        else:
+            ex.error = error
+
+
+@dataclass(slots=True)
+class Failure:
+    """An attempt that failed before its first content: the error, and (an in-band failure) the frames the
+    translator wrote for it, sent only if no attempt is left."""
+
+    error: RouterError
+    out: bytes | None = None
+    timeout: bool = False  # the clock's first-event timeout
+
+
+def _failed(translator: Translator) -> RouterError:
+    """A failed response's error (the upstream's in-band error), as an error another attempt may not meet."""
+    response = translator.response_json()
+    error = (json.loads(response).get("error") or {}) if response else {}
+    failure = upstream_failed(error.get("message"), error.get("code"))
+    failure.retryable = True
+    return failure
 
 
 def whole_result(response: bytes, translator: Translator) -> bytes:

@@ -21,7 +21,6 @@ import httpx
 
 from ferroute import _core
 from ferroute.config import ProviderConfig, Settings, TimeoutsConfig
-from ferroute.errors import RouterError
 from ferroute.models import ResponsesRequest
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 else:  # (the stub's `Translator` is a typing-only protocol; at runtime, the classes that implement it)
     Translator = _core.ChatCompletionsTranslator | _core.AnthropicTranslator | _core.ResponsesTranslator
 
-__all__ = ["Dialect", "Provider", "Router", "Source", "Translator", "TranslatorClass", "Upstream", "build_providers"]
+__all__ = ["Dialect", "Provider", "Source", "Translator", "TranslatorClass", "Upstream", "build_providers"]
 
 
 class TranslatorClass(Protocol):
@@ -149,28 +148,3 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             raise ValueError(f"provider kind {config.kind!r} is not implemented")
         providers[config.name] = Provider(config, dialect, source, timeouts)
     return providers
-
-
-class Router:
-    """`"<upstream model>:<provider>"` → (provider, upstream model)."""
-
-    def __init__(self, providers: dict[str, Provider], default_provider: str | None) -> None:
-        self.providers = providers
-        if default_provider is None and len(providers) == 1:
-            default_provider = next(iter(providers))
-        self.default = default_provider
-
-    def resolve(self, model: str) -> tuple[Provider, str]:
-        upstream_model, sep, name = model.rpartition(":")
-        if sep and upstream_model and name in self.providers:
-            return self.providers[name], upstream_model
-        if self.default is not None:
-            return self.providers[self.default], model
-        raise RouterError(
-            404,
-            f"the model {model!r} does not name a provider this router knows; use '<model>:<provider>' with one of "
-            f"{sorted(self.providers)}",
-            type="not_found",
-            code="model_not_found",
-            param="model",
-        )

@@ -1,0 +1,321 @@
+"""Routes: a model name clients send that stands for several `<model>:<provider>` targets, and what keeps a request
+alive while one of them fails.
+
+`Router.pick(model)` gives the provider and upstream model of the first attempt and, where another attempt is
+possible (a route, or `[routing] retries`), a `Failover`: the targets in the order the route's strategy chose,
+and the rule for what comes after a failure (the same target again after a backoff, within its retry budget; or
+the next target at once). The pump (`app.exchange`) moves a request on only until the upstream's first content
+reaches the client.
+
+A target's health lives in this worker process: its circuit breaker, its requests in flight (`least_busy`), its
+moving average of time to first content (`latency`) and its retry budget. Targets are shared by name: a target in
+two routes is one target.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from typing import Literal
+
+from ferroute.config import RouteConfig, RoutingConfig
+from ferroute.errors import RouterError, no_healthy_target
+from ferroute.metrics import label_value
+from ferroute.providers import Provider
+
+log = logging.getLogger("ferroute.routing")
+
+# The weight of the newest time to first content in a target's moving average (`latency` strategy).
+LATENCY_WEIGHT = 0.3
+# Plain `<model>:<provider>` targets kept for their retry budgets (`[routing] retries`): any model string a client
+# sends names one, so their number is bounded (the oldest are forgotten first).
+_MAX_PLAIN_TARGETS = 4096
+
+Strategy = Literal["fallback", "weighted", "least_busy", "latency"]
+
+
+class Breaker:
+    """A target's circuit: `threshold` failures in a row open it for `cooldown` seconds; then one attempt (the
+    probe) is let through: its success closes the circuit, its failure opens it again at once."""
+
+    __slots__ = ("cooldown", "failures", "open_until", "probing", "target", "threshold")
+
+    def __init__(self, target: str, threshold: int, cooldown: float) -> None:
+        self.target = target
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.failures = 0  # in a row
+        self.open_until = 0.0  # 0: closed; else when the next probe may go (monotonic seconds)
+        self.probing = False  # the probe is under way
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until != 0.0
+
+    def allows(self, now: float) -> bool:
+        """Whether an attempt may go to the target now (closed; or open, cooled down, and no probe under way)."""
+        return not self.open_until or (now >= self.open_until and not self.probing)
+
+    def enter(self, now: float) -> bool:
+        """An attempt that `allows` said may go begins; True when it is the probe of an open circuit."""
+        if self.open_until and now >= self.open_until and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        if self.open_until:
+            self.open_until = 0.0
+            self.probing = False
+            log.warning("circuit of target %s closed: the probe succeeded", self.target)
+
+    def failed(self, now: float, reason: str) -> None:
+        self.failures += 1
+        if self.probing or (not self.open_until and self.failures >= self.threshold):
+            again = self.probing
+            self.open_until = now + self.cooldown
+            self.probing = False
+            if again:
+                log.warning("circuit of target %s open again: the probe failed (%s)", self.target, reason)
+            else:
+                log.warning(
+                    "circuit of target %s opened after %d failures in a row (last: %s); probed again in %g s",
+                    self.target,
+                    self.failures,
+                    reason,
+                    self.cooldown,
+                )
+
+    def abandon(self, probe: bool) -> None:
+        """An attempt ended with no verdict (the client left first): a probe it was may be made again."""
+        if probe and self.probing:
+            self.probing = False
+
+
+class RetryBudget:
+    """A target's retries over a sliding window stay under `ratio` of its requests (first attempts), or under
+    `floor`, whichever is more: light traffic can still retry, and an outage does not multiply the load."""
+
+    __slots__ = ("floor", "past_requests", "past_retries", "ratio", "requests", "retries", "since", "window")
+
+    def __init__(self, ratio: float, floor: int, window: float) -> None:
+        self.ratio = ratio
+        self.floor = floor
+        self.window = window
+        self.since = 0.0
+        self.requests = self.retries = 0  # in the current window
+        self.past_requests = self.past_retries = 0  # in the one before
+
+    def _roll(self, now: float) -> None:
+        if now - self.since >= self.window:
+            recent = now - self.since < 2 * self.window
+            self.past_requests = self.requests if recent else 0
+            self.past_retries = self.retries if recent else 0
+            self.requests = self.retries = 0
+            self.since = now
+
+    def request(self, now: float) -> None:
+        self._roll(now)
+        self.requests += 1
+
+    def take(self, now: float) -> bool:
+        """Spend a retry if the budget has one."""
+        self._roll(now)
+        allowed = max(float(self.floor), self.ratio * (self.requests + self.past_requests))
+        if self.retries + self.past_retries < allowed:
+            self.retries += 1
+            return True
+        return False
+
+
+class Target:
+    """`<model>:<provider>`: the provider, the model it is sent, and the target's health in this worker."""
+
+    __slots__ = ("breaker", "budget", "in_flight", "latency", "name", "provider", "upstream_model")
+
+    def __init__(self, name: str, provider: Provider, upstream_model: str, settings: RoutingConfig) -> None:
+        self.name = name
+        self.provider = provider
+        self.upstream_model = upstream_model
+        self.breaker = Breaker(name, settings.breaker_failures, settings.breaker_cooldown)
+        self.budget = RetryBudget(settings.retry_budget, settings.retry_budget_min, settings.retry_budget_window)
+        self.in_flight = 0
+        self.latency: float | None = None  # moving average of seconds to first content; None until one is known
+
+    def observe(self, seconds: float) -> None:
+        latency = self.latency
+        self.latency = seconds if latency is None else latency + LATENCY_WEIGHT * (seconds - latency)
+
+
+class Route:
+    """`[[routes]]`: a name clients send, its targets (with their weights) and the strategy that orders them."""
+
+    __slots__ = ("name", "strategy", "targets", "weights")
+
+    def __init__(self, name: str, strategy: Strategy, targets: list[Target], weights: list[float]) -> None:
+        self.name = name
+        self.strategy = strategy
+        self.targets = targets
+        self.weights = weights
+
+    def order(self, now: float) -> list[Target]:
+        """The targets to try, in order, those whose circuit is open left out (a 503 if that leaves none)."""
+        strategy = self.strategy
+        targets = self.targets
+        if strategy == "weighted":
+            # Weighted sampling without replacement (Efraimidis-Spirakis): the first is picked with probability
+            # weight / total, and each next one among those left the same way.
+            keyed = [(random.random() ** (1.0 / w), i) for i, w in enumerate(self.weights)]
+            keyed.sort(reverse=True)
+            ordered = [targets[i] for _, i in keyed]
+        elif strategy == "least_busy":  # (ties broken at random, so idle targets share the load)
+            ordered = sorted(targets, key=lambda t: (t.in_flight, random.random()))
+        elif strategy == "latency":  # (a target never measured goes first: its time is learnt)
+            ordered = sorted(targets, key=lambda t: -1.0 if t.latency is None else t.latency)
+        else:
+            ordered = targets
+        ready = [t for t in ordered if t.breaker.allows(now)]
+        if not ready:
+            soonest = min(t.breaker.open_until for t in targets)
+            raise no_healthy_target(self.name, soonest - now)
+        return ready
+
+
+class Failover:
+    """One request's way through its targets: which one is being tried, and what comes after a failure."""
+
+    __slots__ = ("index", "route", "settings", "targets", "tries")
+
+    def __init__(self, targets: list[Target], settings: RoutingConfig, route: Route | None) -> None:
+        self.targets = targets
+        self.settings = settings
+        self.route = route  # None: a plain `<model>:<provider>` with retries
+        self.index = 0
+        self.tries = 0  # retries of the current target so far
+
+    @property
+    def target(self) -> Target:
+        return self.targets[self.index]
+
+    def after(self, error: RouterError, now: float) -> tuple[Target, float] | None:
+        """After the current target failed with `error` (before its first content): the target to try next and the
+        seconds to wait first; None when there is none. A retry of the same target waits its backoff (a 429's
+        `Retry-After` instead, both at most `max_backoff`); a 429 moves to the next target at once when there is
+        one; a retry needs the target's budget and a closed circuit."""
+        settings = self.settings
+        target = self.targets[self.index]
+        later = self._later(now)
+        if (
+            self.tries < settings.retries
+            and not (error.status == 429 and later is not None)
+            and not target.breaker.is_open
+            and target.budget.take(now)
+        ):
+            self.tries += 1
+            if error.retry_after is not None:
+                wait = error.retry_after
+            else:  # exponential, with jitter: half of it fixed, half random
+                wait = settings.backoff * 2 ** (self.tries - 1)
+                wait = wait / 2 + random.random() * wait / 2
+            return target, min(wait, settings.max_backoff)
+        if later is None:
+            return None
+        self.index = later
+        self.tries = 0
+        following = self.targets[later]
+        following.budget.request(now)
+        return following, 0.0
+
+    def _later(self, now: float) -> int | None:
+        """The index of the next target whose circuit lets an attempt through."""
+        for index in range(self.index + 1, len(self.targets)):
+            if self.targets[index].breaker.allows(now):
+                return index
+        return None
+
+
+class Router:
+    """The model string a client sends → where it goes: a route's name, `<upstream model>:<provider>`, or (neither)
+    the default provider with the model as given."""
+
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        default_provider: str | None,
+        routes: list[RouteConfig] | None = None,
+        settings: RoutingConfig | None = None,
+    ) -> None:
+        self.providers = providers
+        if default_provider is None and len(providers) == 1:
+            default_provider = next(iter(providers))
+        self.default = default_provider
+        self.settings = settings or RoutingConfig()
+        self.targets: dict[str, Target] = {}  # the routes' targets, by name
+        self.routes: dict[str, Route] = {}
+        for config in routes or []:
+            targets = [self._target(t.target) for t in config.targets]
+            weights = [t.weight for t in config.targets]
+            self.routes[config.name] = Route(config.name, config.strategy, targets, weights)
+        self.plain: dict[str, Target] = {}  # plain targets with retries (`[routing] retries`), bounded
+
+    def _target(self, name: str) -> Target:
+        target = self.targets.get(name)
+        if target is None:
+            upstream_model, _, provider = name.rpartition(":")
+            target = Target(name, self.providers[provider], upstream_model, self.settings)
+            self.targets[name] = target
+        return target
+
+    def resolve(self, model: str) -> tuple[Provider, str]:
+        """`<upstream model>:<provider>` (or the default provider): the provider and the model it is sent."""
+        upstream_model, sep, name = model.rpartition(":")
+        if sep and upstream_model and name in self.providers:
+            return self.providers[name], upstream_model
+        if self.default is not None:
+            return self.providers[self.default], model
+        raise RouterError(
+            404,
+            f"the model {model!r} does not name a route or a provider this router knows; use a route "
+            f"({sorted(self.routes)}) or '<model>:<provider>' with one of {sorted(self.providers)}",
+            type="not_found",
+            code="model_not_found",
+            param="model",
+        )
+
+    def pick(self, model: str, now: float) -> tuple[Provider, str, Failover | None]:
+        """Where a request for `model` goes first, and its `Failover` where another attempt is possible (None: the
+        one attempt there is, as for a plain `<model>:<provider>` without retries)."""
+        route = self.routes.get(model) if self.routes else None
+        if route is not None:
+            targets = route.order(now)
+            first = targets[0]
+            first.budget.request(now)
+            return first.provider, first.upstream_model, Failover(targets, self.settings, route)
+        provider, upstream_model = self.resolve(model)
+        if not self.settings.retries:
+            return provider, upstream_model, None
+        name = f"{upstream_model}:{provider.name}"
+        target = self.plain.get(name)
+        if target is None:
+            if len(self.plain) >= _MAX_PLAIN_TARGETS:
+                del self.plain[next(iter(self.plain))]
+            target = self.plain[name] = Target(name, provider, upstream_model, self.settings)
+        target.budget.request(now)
+        return provider, upstream_model, Failover([target], self.settings, None)
+
+    def models(self) -> Iterator[str]:
+        """The routes' names (for `GET /v1/models`)."""
+        return iter(self.routes)
+
+    def metrics(self) -> list[str]:
+        """The routes' targets in Prometheus text: circuit state (this worker's)."""
+        lines = [
+            "# HELP ferroute_upstream_circuit_open Whether a route target's circuit is open (1) or closed (0).",
+            "# TYPE ferroute_upstream_circuit_open gauge",
+        ]
+        for name, target in sorted(self.targets.items()):
+            state = int(target.breaker.is_open)
+            lines.append(f'ferroute_upstream_circuit_open{{target="{label_value(name)}"}} {state}')
+        return lines

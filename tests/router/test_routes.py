@@ -1,0 +1,319 @@
+"""Routes, retries, failover and circuit breakers, through a real `ferroute serve` in front of a mock upstream
+process that fails as told (HTTP statuses, a closed port, an in-band error as the first event, a first event that
+never comes). A failure before the upstream's first content never reaches the client: its stream is one valid
+response (checked with `check_stream`), with no `error` event."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support.servers import (
+    ROUTER_ENV,
+    Server,
+    create,
+    create_ok,
+    free_port,
+    mock_upstream,
+    requests_seen,
+    router,
+    stream,
+)
+
+
+def _config(upstream: str, routing: str = "") -> str:
+    return f"""
+[server]
+keepalive_interval = 0.3
+
+[routing]
+retries = 1
+backoff = 0.05
+max_backoff = 1.0
+breaker_failures = 2
+breaker_cooldown = 1.0
+retry_budget_min = 1000
+{routing}
+
+[[providers]]
+name = "up"
+kind = "chat_completions"
+base_url = "{upstream}/v1"
+api_key_env = "FERROUTE_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "anth"
+kind = "anthropic"
+base_url = "{upstream}/v1"
+api_key_env = "FERROUTE_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "oai"
+kind = "responses"
+base_url = "{upstream}/v1"
+api_key_env = "FERROUTE_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "slow"
+kind = "chat_completions"
+base_url = "{upstream}/v1"
+timeouts = {{ connect = 2, first_event = 0.6, idle = 1.0 }}
+
+[[providers]]
+name = "dead"
+kind = "chat_completions"
+base_url = "http://127.0.0.1:{free_port()}/v1"
+
+[[routes]]
+name = "closed-port"
+targets = ["gen:dead", "gen?tag=cp:up"]
+
+[[routes]]
+name = "five-hundred"
+targets = ["status:503:up", "gen?tag=5xx:anth"]
+
+[[routes]]
+name = "rate-limited"
+targets = ["gen?fail=1000&fail_status=429&retry_after=30&tag=rl:up", "gen?tag=rl:oai"]
+
+[[routes]]
+name = "late"
+targets = ["keepalives:slow", "gen?tag=late:up"]
+
+[[routes]]
+name = "in-band"
+targets = ["error_first:anth", "gen?tag=ib:up"]
+
+[[routes]]
+name = "in-band-chat"
+targets = ["error_first:up", "gen?tag=ibc:oai"]
+
+[[routes]]
+name = "retried"
+targets = ["gen?fail=1&tag=retried:up", "gen?tag=never:anth"]
+
+[[routes]]
+name = "all-fail"
+targets = ["status:500:up", "status:502:anth"]
+
+[[routes]]
+name = "weighted"
+strategy = "weighted"
+targets = [{{ target = "gen?tag=w3:up", weight = 3 }}, {{ target = "gen?tag=w1:up", weight = 1 }}]
+
+[[routes]]
+name = "busy"
+strategy = "least_busy"
+targets = ["gen?delay=1&tag=b1:up", "gen?delay=1&tag=b2:up"]
+
+[[routes]]
+name = "fast"
+strategy = "latency"
+targets = ["gen?delay=0.3&tag=l1:up", "gen?tag=l2:up"]
+
+[[routes]]
+name = "flaky"
+targets = ["gen?fail=3&tag=flaky:up", "gen?tag=flaky:oai"]
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Server]:
+    with mock_upstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(upstream: Server) -> Iterator[Server]:
+    with router(_config(upstream.url), env=ROUTER_ENV) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(upstream: Server) -> None:
+    httpx.delete(f"{upstream.url}/requests", timeout=5)  # (and the `fail=<n>` counts)
+
+
+def _seen(upstream: Server) -> list[tuple[str, str]]:
+    """(dialect path, model) of each request the upstream received, in order."""
+    return [(r["path"].rsplit("/", 1)[-1], r["body"]["model"]) for r in requests_seen(upstream)]
+
+
+def _text(response: dict[str, Any]) -> str:
+    return "".join(part["text"] for item in response["output"] if item["type"] == "message" for part in item["content"])
+
+
+def _both(server: Server, model: str) -> list[dict[str, Any]]:
+    """The same request streamed and not: each must succeed with the route's name echoed and no error event."""
+    body = {"model": model, "input": "hi"}
+    events, streamed = stream(server, body)
+    assert not [e for e in events if e["type"] in ("error", "response.failed")], events
+    assert streamed["status"] == "completed" and streamed["model"] == model
+    whole = create_ok(server, body)
+    assert whole["status"] == "completed" and whole["model"] == model
+    return [streamed, whole]
+
+
+def test_a_closed_port_fails_over_to_the_next_target(server: Server, upstream: Server) -> None:
+    for response in _both(server, "closed-port"):
+        assert _text(response) == "Hello from the mock upstream."
+    assert _seen(upstream) == [("completions", "gen?tag=cp")] * 2
+
+
+def test_a_5xx_is_retried_then_fails_over_to_another_dialect(server: Server, upstream: Server) -> None:
+    _both(server, "five-hundred")
+    # `retries = 1`: the 503 target twice, then the Anthropic target answers; those two failures in a row
+    # (`breaker_failures = 2`) opened the 503 target's circuit, so the second request goes to Anthropic at once.
+    assert _seen(upstream) == [("completions", "status:503")] * 2 + [("messages", "gen?tag=5xx")] * 2
+
+
+def test_a_429_moves_to_the_next_target_at_once(server: Server, upstream: Server) -> None:
+    began = time.monotonic()
+    _both(server, "rate-limited")
+    # Retry-After: 30 is not waited for (and no retry of the same target) when another target exists.
+    assert time.monotonic() - began < 10
+    model = "gen?fail=1000&fail_status=429&retry_after=30&tag=rl"
+    assert _seen(upstream) == [("completions", model), ("responses", "gen?tag=rl")] * 2
+
+
+def test_a_late_first_event_fails_over(server: Server, upstream: Server) -> None:
+    # The first target sends only keep-alive comments: its first-event timeout (0.6 s) moves the request on. The
+    # stream's start events went out before (they are the router's own); the next target's events go on from them.
+    events, response = stream(server, {"model": "late", "input": "hi"})
+    assert [e["type"] for e in events[:3]] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert response["status"] == "completed" and _text(response) == "Hello from the mock upstream."
+    whole = create_ok(server, {"model": "late", "input": "hi"})
+    assert whole["id"] != response["id"]
+    # Tried and retried on the first request (two failures: its circuit opens); skipped on the second.
+    assert [m for _, m in _seen(upstream)] == ["keepalives", "keepalives", "gen?tag=late", "gen?tag=late"]
+
+
+@pytest.mark.parametrize("route", ["in-band", "in-band-chat"])
+def test_an_in_band_error_as_the_first_event_fails_over(server: Server, upstream: Server, route: str) -> None:
+    _both(server, route)
+    # Tried and retried on the first request (its circuit opens), skipped on the second.
+    assert [m for _, m in _seen(upstream)].count("error_first") == 2
+
+
+def test_a_retry_of_the_same_target_succeeds(server: Server, upstream: Server) -> None:
+    _, response = stream(server, {"model": "retried", "input": "hi"})
+    assert response["status"] == "completed"
+    assert _seen(upstream) == [("completions", "gen?fail=1&tag=retried")] * 2
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert (
+        'ferroute_upstream_retries_total{target="gen?fail=1&tag=retried:up",'
+        'next_target="gen?fail=1&tag=retried:up",code="upstream_error"}'
+    ) in metrics
+
+
+def test_when_every_target_fails_the_last_failure_answers(server: Server, upstream: Server) -> None:
+    response = create(server, {"model": "all-fail", "input": "hi"})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert [m for _, m in _seen(upstream)] == ["status:500", "status:500", "status:502", "status:502"]
+    # Both circuits are open now: a 503 at once, saying when to come back, and nothing goes upstream.
+    with httpx.stream(
+        "POST", f"{server.url}/v1/responses", json={"model": "all-fail", "input": "hi", "stream": True}, timeout=30
+    ) as r:
+        r.read()
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "upstream_unavailable"
+        assert r.headers["retry-after"] == "1"
+    assert len(_seen(upstream)) == 4
+
+
+def test_weighted_split(server: Server, upstream: Server) -> None:
+    with httpx.Client(timeout=30) as client:
+        for _ in range(400):
+            assert client.post(f"{server.url}/v1/responses", json={"model": "weighted", "input": "x"}).is_success
+    models = [m for _, m in _seen(upstream)]
+    assert len(models) == 400
+    heavy = models.count("gen?tag=w3")
+    assert 300 * 0.85 <= heavy <= 300 * 1.15, heavy
+
+
+def test_least_busy_sends_to_the_idle_target(server: Server, upstream: Server) -> None:
+    for _ in range(3):
+        httpx.delete(f"{upstream.url}/requests", timeout=5)
+        first = threading.Thread(target=lambda: create_ok(server, {"model": "busy", "input": "hi"}))
+        first.start()
+        deadline = time.monotonic() + 5
+        while not requests_seen(upstream) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        create_ok(server, {"model": "busy", "input": "hi"})  # (while the first is in flight)
+        first.join()
+        models = [m for _, m in _seen(upstream)]
+        assert sorted(models) == ["gen?delay=1&tag=b1", "gen?delay=1&tag=b2"], models
+
+
+def test_latency_prefers_the_target_with_the_shorter_time_to_first_content(server: Server, upstream: Server) -> None:
+    for _ in range(7):
+        create_ok(server, {"model": "fast", "input": "hi"})
+    models = [m for _, m in _seen(upstream)]
+    # Each target is tried once (never measured: first), then the faster one is kept.
+    assert sorted(models[:2]) == ["gen?delay=0.3&tag=l1", "gen?tag=l2"]
+    assert models[2:] == ["gen?tag=l2"] * 5
+
+
+def _circuit(server: Server, target: str) -> str:
+    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f'ferroute_upstream_circuit_open{{target="{target}"}}'):
+            return line.rsplit(" ", 1)[1]
+    raise AssertionError(f"no circuit line for {target}")
+
+
+def test_breaker_opens_probes_and_closes(server: Server, upstream: Server) -> None:
+    flaky = "gen?fail=3&tag=flaky"
+    other = "gen?tag=flaky"
+    # Two failures in a row (the attempt and its retry) open the circuit; the request fails over.
+    create_ok(server, {"model": "flaky", "input": "hi"})
+    assert [m for _, m in _seen(upstream)] == [flaky, flaky, other]
+    assert _circuit(server, f"{flaky}:up") == "1"
+    # Open: the target is skipped.
+    create_ok(server, {"model": "flaky", "input": "hi"})
+    assert [m for _, m in _seen(upstream)][3:] == [other]
+    # After the cooldown one probe goes; it fails (the third failure): open again at once, no retry.
+    time.sleep(1.1)
+    create_ok(server, {"model": "flaky", "input": "hi"})
+    assert [m for _, m in _seen(upstream)][4:] == [flaky, other]
+    assert _circuit(server, f"{flaky}:up") == "1"
+    # The next probe succeeds: closed.
+    time.sleep(1.1)
+    create_ok(server, {"model": "flaky", "input": "hi"})
+    assert [m for _, m in _seen(upstream)][6:] == [flaky]
+    assert _circuit(server, f"{flaky}:up") == "0"
+    assert "circuit of target gen?fail=3&tag=flaky:up opened after 2 failures" in server.log()
+
+
+def test_models_lists_routes(server: Server) -> None:
+    ids = [m["id"] for m in httpx.get(f"{server.url}/v1/models", timeout=5).json()["data"]]
+    assert {"closed-port", "weighted", "busy", "fast", "flaky"} <= set(ids)
+
+
+def test_the_openai_sdk_sees_one_clean_stream(server: Server) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    with client.responses.stream(model="in-band", input="hi") as events:
+        types = [event.type for event in events]
+        final = events.get_final_response()
+    assert "error" not in types and final.status == "completed"
+    assert final.output_text == "Hello from the mock upstream."
+
+
+def test_the_retry_budget_bounds_retries() -> None:
+    with mock_upstream() as upstream:
+        routing = "retries = 3\nretry_budget = 0.0\nretry_budget_min = 2"
+        config = _config(upstream.url).replace("retries = 1\n", "").replace("retry_budget_min = 1000\n", "")
+        config = config.replace("[routing]\n", "[routing]\n" + routing + "\n")
+        with router(config, env=ROUTER_ENV) as server:
+            # A plain `<model>:<provider>` retries too: 1 attempt + at most 2 retries in the window, then none.
+            assert create(server, {"model": "status:503:up", "input": "hi"}).status_code == 502
+            assert len(requests_seen(upstream)) == 3
+            assert create(server, {"model": "status:503:up", "input": "hi"}).status_code == 502
+            assert len(requests_seen(upstream)) == 4
