@@ -158,8 +158,17 @@ def malformed_answer(provider: str) -> RouterError:
     )
 
 
-def upstream_status(provider: str, status: int, retry_after: str | None) -> RouterError:
-    """An upstream answered with an HTTP error before streaming anything. Only its status is passed on."""
+def upstream_status(provider: str, status: int, retry_after: str | None, body: bytes = b"") -> RouterError:
+    """An upstream answered with an HTTP error before streaming anything. Only its status is passed on (`body`, its
+    error body, is only looked at: a 400 about a reasoning blob it cannot verify gets its own code)."""
+    if status == 400 and _rejects_reasoning(body):
+        return RouterError(
+            400,
+            f"provider {provider!r} rejected the reasoning carried from an earlier turn (an encrypted_content or "
+            "signature it cannot verify)",
+            code="invalid_encrypted_content",
+            param="input",
+        )
     if status == 429:
         headers = [(b"retry-after", retry_after.encode("latin-1"))] if retry_after else []
         return RouterError(
@@ -180,6 +189,15 @@ def upstream_status(provider: str, status: int, retry_after: str | None) -> Rout
     else:
         message = f"provider {provider!r} failed (HTTP {status})"
     return RouterError(502, message, type="model_error", code="upstream_error", retryable=status >= 500)
+
+
+def _rejects_reasoning(body: bytes) -> bool:
+    """Whether a 400's body says a reasoning blob was refused: OpenAI's `invalid_encrypted_content` ("The encrypted
+    content for item rs_… could not be verified"), Anthropic's "Invalid `signature` in `thinking` block"."""
+    text = body.lower()
+    return (
+        b"encrypted_content" in text or b"encrypted content" in text or (b"signature" in text and b"thinking" in text)
+    )
 
 
 def _seconds(retry_after: str | None) -> float | None:

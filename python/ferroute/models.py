@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
 
 from ferroute import _core
 from ferroute.errors import RouterError, invalid_request
@@ -121,6 +121,9 @@ class ReasoningItem(_Model):
     content: list[ReasoningText] | None = None
     encrypted_content: str | None = None
     status: ItemStatus | None = None
+    # The provider whose own blob `encrypted_content` is (an Anthropic signature, an OpenAI blob), where the router
+    # knows it (a stored response's item, a blob it sealed): valid only there (`ferroute.routing.reasoning`).
+    _origin: str | None = PrivateAttr(default=None)
 
 
 class ItemReference(_Model):
@@ -362,6 +365,11 @@ class StreamOptions(_Model):
 
 
 class ResponsesRequest(_Model):
+    # Set by the router on the request its upstream gets (`app.continuation`): the providers whose blobs its
+    # reasoning items carry, and the target (`<model>:<provider>`) that made the previous response.
+    _origins: frozenset[str] = PrivateAttr(default=frozenset())
+    _previous_target: str | None = PrivateAttr(default=None)
+
     model: str = Field(min_length=1)
     input: str | list[InputItem] | None = None
     instructions: str | None = None

@@ -5,6 +5,7 @@ response (checked with `check_stream`), with no `error` event."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -116,6 +117,15 @@ targets = ["gen?delay=1&tag=b1:up", "gen?delay=1&tag=b2:up"]
 name = "fast"
 strategy = "latency"
 targets = ["gen?delay=0.3&tag=l1:up", "gen?tag=l2:up"]
+
+[[routes]]
+name = "sticky"
+strategy = "weighted"
+targets = ["gen?tag=s1:up", "gen?tag=s2:anth"]
+
+[[routes]]
+name = "cross"
+targets = ["status:503:oai", "gen?tag=cross:anth"]
 
 [[routes]]
 name = "flaky"
@@ -317,3 +327,81 @@ def test_the_retry_budget_bounds_retries() -> None:
             assert len(requests_seen(upstream)) == 3
             assert create(server, {"model": "status:503:up", "input": "hi"}).status_code == 502
             assert len(requests_seen(upstream)) == 4
+
+
+# --- reasoning across targets --------------------------------------------------------------------------------------
+
+REASONING = "fixture:openai-gpt-5-reasoning-summary-text"  # (an OpenAI reasoning item with its encrypted blob)
+
+
+def _bodies(upstream: Server) -> list[dict[str, Any]]:
+    return [r["body"] for r in requests_seen(upstream)]
+
+
+def test_a_continuation_stays_on_the_target_that_made_the_previous_response(server: Server, upstream: Server) -> None:
+    for _ in range(3):
+        httpx.delete(f"{upstream.url}/requests", timeout=5)
+        previous = create_ok(server, {"model": "sticky", "input": "hi"})
+        for _ in range(5):
+            previous = create_ok(server, {"model": "sticky", "input": "more", "previous_response_id": previous["id"]})
+            assert previous["model"] == "sticky"
+        models = {m for _, m in _seen(upstream)}
+        assert len(models) == 1, models  # (a 1:1 weighted route would have split six requests)
+
+
+def test_another_providers_reasoning_blob_is_left_out(server: Server, upstream: Server) -> None:
+    first = create_ok(server, {"model": f"{REASONING}:oai", "input": "hi"})
+    blob = next(item for item in first["output"] if item["type"] == "reasoning")
+    # To the same provider: its own blob goes back (with its own item id).
+    create_ok(
+        server, {"model": "fixture:openai-gpt-4o-text:oai", "input": "again", "previous_response_id": first["id"]}
+    )
+    same = _bodies(upstream)[-1]
+    assert [i for i in same["input"] if i.get("type") == "reasoning" and i.get("encrypted_content")]
+    # To Anthropic: OpenAI's blob would be an invalid thinking signature there; the turn goes without it.
+    create_ok(server, {"model": "gen:anth", "input": "again", "previous_response_id": first["id"]})
+    other = json.dumps(_bodies(upstream)[-1])
+    assert "signature" not in other and "redacted_thinking" not in other
+    assert blob["id"] not in other
+
+
+def test_a_failover_to_another_provider_leaves_the_blob_out(server: Server, upstream: Server) -> None:
+    first = create_ok(server, {"model": f"{REASONING}:oai", "input": "hi"})
+    httpx.delete(f"{upstream.url}/requests", timeout=5)
+    _, response = stream(server, {"model": "cross", "input": "again", "previous_response_id": first["id"]})
+    assert response["status"] == "completed"
+    bodies = _bodies(upstream)
+    assert [b["model"] for b in bodies][-1] == "gen?tag=cross"
+    assert any(i.get("encrypted_content") for i in bodies[0]["input"] if i.get("type") == "reasoning")  # (oai)
+    assert "signature" not in json.dumps(bodies[-1])
+
+
+def test_a_sealed_blob_knows_its_provider(server: Server, upstream: Server) -> None:
+    # A client that keeps no state gets the reasoning sealed by the router, and sends it back in the next request.
+    first = create_ok(
+        server,
+        {"model": f"{REASONING}:oai", "input": "hi", "store": False, "include": ["reasoning.encrypted_content"]},
+    )
+    sealed = next(item for item in first["output"] if item["type"] == "reasoning")
+    assert sealed["encrypted_content"].startswith("ferroute1.")
+    history = [{"role": "user", "content": "hi"}, sealed, {"role": "user", "content": "again"}]
+    create_ok(server, {"model": "gen:anth", "input": history, "store": False})
+    assert "signature" not in json.dumps(_bodies(upstream)[-1])
+    create_ok(server, {"model": "fixture:openai-gpt-4o-text:oai", "input": history, "store": False})
+    assert any(i.get("encrypted_content") for i in _bodies(upstream)[-1]["input"] if i.get("type") == "reasoning")
+
+
+def test_a_rejected_blob_is_retried_once_without_it(server: Server, upstream: Server) -> None:
+    first = create_ok(server, {"model": f"{REASONING}:oai", "input": "hi"})
+    httpx.delete(f"{upstream.url}/requests", timeout=5)
+    # The same provider, with a key that cannot open the blob any more (the mock refuses any blob).
+    second = create_ok(
+        server, {"model": "gen?reject_blobs=1:oai", "input": "again", "previous_response_id": first["id"]}
+    )
+    assert second["status"] == "completed"
+    bodies = _bodies(upstream)
+    assert len(bodies) == 2
+    assert any(i.get("encrypted_content") for i in bodies[0]["input"] if i.get("type") == "reasoning")
+    assert not any(i.get("encrypted_content") for i in bodies[1]["input"] if i.get("type") == "reasoning")
+    # Its reasoning summary still went along.
+    assert any(i.get("summary") for i in bodies[1]["input"] if i.get("type") == "reasoning")

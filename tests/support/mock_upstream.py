@@ -50,7 +50,10 @@ write), `drop=<n>` closes the connection after n body bytes (a broken chunked bo
 line ends (as sse-starlette servers do), `pings=<n>` sends n keep-alives first (`: ping` comments;
 Anthropic's `ping` events on `…/messages`), `fail=<n>` answers the first n requests for this exact model string
 with HTTP `fail_status` (default 503; a 429 carries `Retry-After: <retry_after>`, default 7) and the later ones
-as usual (counted per server process), `tag=<x>` does nothing but mark the request.
+as usual (counted per server process), `reject_blobs=1` answers 400 as OpenAI and Anthropic do to a reasoning
+blob they cannot verify (`invalid_encrypted_content`; "Invalid `signature` in `thinking` block") when the request
+carries one (an `encrypted_content`, a `signature`, a `redacted_thinking` block), `tag=<x>` does nothing but mark
+the request.
 
 `GET /requests` lists what the server received (`path`, `headers`, `body` as JSON, and `closed_early`
 once the client has hung up before the answer ended); `DELETE /requests` clears the list.
@@ -618,6 +621,16 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
             error = {"error": {"message": f"failure with {SECRET}", "type": "server_error", "code": SECRET}}
             extra = {"retry-after": f"{options.get('retry_after', 7):g}"} if status == 429 else {}
             await _send_json(writer, status, json.dumps(error).encode(), extra)
+            return True
+        if options.get("reject_blobs") and re.search(rb'"(encrypted_content|signature)":\s*"|redacted_thinking', body):
+            if path.endswith("/messages"):
+                message = "messages.1.content.0: Invalid `signature` in `thinking` block"
+                refusal = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+            else:
+                message = "The encrypted content for item rs_1 could not be verified."
+                refusal = {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                     "code": "invalid_encrypted_content"}}  # fmt: skip
+            await _send_json(writer, 400, json.dumps(refusal).encode())
             return True
         if name == "error_first":
             if path.endswith("/messages"):

@@ -46,6 +46,7 @@ from ferroute.logs import flush_all, log_line
 from ferroute.metrics import Metrics
 from ferroute.models import ResponsesRequest, echo_settings, parse_json_object, parse_request_and_settings
 from ferroute.providers import Provider, Translator, build_providers
+from ferroute.routing.reasoning import for_provider
 from ferroute.routing.routes import Router
 from ferroute.store import ANONYMOUS, Store, open_store, tenant_of
 from ferroute.store.crypto import ReasoningCipher
@@ -281,9 +282,12 @@ class App:
                 raise invalid_request("a background response is stored: it cannot have store false", "store")
             if request.stream:
                 raise not_implemented("streaming a background response", "stream")
-        provider, upstream_model, failover = self.router.pick(request.model, began)
-        log["provider"] = provider.name
         upstream_request, record, input_to_store = await self.continuation.prepare(request, tenant, store)
+        # (A continuation prefers the target that made the previous response: its reasoning blobs open there.)
+        provider, upstream_model, failover = self.router.pick(request.model, began, upstream_request._previous_target)
+        log["provider"] = provider.name
+        context = upstream_request
+        upstream_request = for_provider(upstream_request, provider.name)
         secrets = self.secrets
         plan = None
         if request.tools is not None or isinstance(upstream_request.input, list):
@@ -329,6 +333,7 @@ class App:
             secrets=secrets,
             framing=framing,
             failover=failover,
+            context=context,
         )
         if failover is not None:
             cipher, first_id = self.cipher, translator.response_id
@@ -480,7 +485,7 @@ def _translator(
             store=store,
             secrets=secrets,
             reasoning="seal",
-            seal=lambda payload: cipher.seal_payload(tenant, payload),
+            seal=lambda payload: cipher.seal_payload(tenant, payload, provider.name),
             framing=framing,
             **more,
         )

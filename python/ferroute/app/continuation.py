@@ -10,6 +10,7 @@ output is not known yet, and the upstream would get a conversation with a hole i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pydantic_core
@@ -19,6 +20,7 @@ from ferroute.app.records import Records
 from ferroute.config import LimitsConfig
 from ferroute.errors import RouterError, invalid_request, not_found
 from ferroute.models import CompactionItem, ItemReference, MessageItem, ReasoningItem, ResponsesRequest
+from ferroute.routing.reasoning import origins_of
 from ferroute.store import Record, StoreError
 from ferroute.store.crypto import ReasoningCipher, SealError
 from ferroute.store.items import find_in, record_items, response_of, to_models
@@ -55,11 +57,13 @@ class Continuation:
                 resolved.append(item)
         ancestors: list[str] = []
         upstream = request
+        previous_target = None
         if special:
             context: list[Any] = []
             if request.previous_response_id is not None:
                 chain = await self._chain(tenant, request.previous_response_id)
-                stored_items = [item for record in chain for item in record_items(record)]
+                per_record = [record_items(record) for record in chain]
+                stored_items = [item for items in per_record for item in items]
                 limit = self.limits.max_input_items
                 if len(stored_items) + len(resolved) > limit:
                     raise invalid_request(
@@ -70,7 +74,11 @@ class Continuation:
                     )
                 context = to_models(stored_items)  # (a compaction item was stored opened, as a message)
                 ancestors = [record.id for record in chain]
+                _tag_origins(chain, [len(items) for items in per_record], context)
+                previous_target = target_of(chain[-1])
             upstream = request.model_copy(update={"input": context + resolved})
+            upstream._origins = origins_of(upstream.items())
+            upstream._previous_target = previous_target
         if not store:
             return upstream, None, None
         record = Record(
@@ -139,7 +147,11 @@ class Continuation:
             data["encrypted_content"] = opened["upstream"]
         if item.id:
             data["id"] = item.id
-        return to_models([data])[0]
+        model = to_models([data])[0]
+        origin = opened.get("origin")  # (the provider that made it; absent in blobs sealed before it was kept)
+        if isinstance(origin, str) and model.encrypted_content:
+            model._origin = origin
+        return model
 
     def open_compaction(self, tenant: str, item: CompactionItem, param: str) -> MessageItem:
         """A compaction item (`POST /v1/responses/compact`) as what every upstream dialect reads: a user message
@@ -154,3 +166,26 @@ class Continuation:
 
 # What an upstream reads in place of a compaction item.
 SUMMARY_PREFIX = "Summary of the conversation so far:\n"
+
+
+def target_of(record: Record) -> str | None:
+    """The target (`<model>:<provider>`) that answered a stored response (None for records from before it was kept)."""
+    try:
+        target = json.loads(record.settings).get("target")
+    except (ValueError, AttributeError):
+        return None
+    return target if isinstance(target, str) else None
+
+
+def _tag_origins(chain: list[Record], counts: list[int], context: list[Any]) -> None:
+    """Mark each stored reasoning item that carries a blob with the provider whose blob it is (`counts`: how many of
+    `context`'s items each record gave)."""
+    position = 0
+    for record, count in zip(chain, counts, strict=True):
+        target = target_of(record)
+        if target is not None:
+            provider = target.rpartition(":")[2]
+            for item in context[position : position + count]:
+                if isinstance(item, ReasoningItem) and item.encrypted_content:
+                    item._origin = provider
+        position += count

@@ -36,6 +36,7 @@ from ferroute.errors import (
 from ferroute.metrics import Metrics
 from ferroute.models import ResponsesRequest
 from ferroute.providers import Provider, Translator, Upstream
+from ferroute.routing.reasoning import for_provider
 from ferroute.routing.routes import Failover
 from ferroute.store import ANONYMOUS, Record
 from ferroute.tools.hosted import Plan, Tools
@@ -101,6 +102,9 @@ class Exchange:
     # translator for another target (`remake(provider, started)`; `started`: the start events went out already).
     failover: Failover | None = None
     remake: Callable[[Provider, bool], Translator] | None = None
+    # The conversation as the continuation resolved it, before `request` left out what `provider` cannot take
+    # (another provider's reasoning blobs: `ferroute.routing.reasoning`); each attempt's request is made from it.
+    context: ResponsesRequest | None = None
     attempt_began: float = 0.0  # when the current upstream attempt began (the first-event timeout runs from it)
     preamble: bool = False  # (failover) the current response's `response.created`/`in_progress` went out
     # Stopping the work (the clock's timeouts, the client's disconnect): `cancel` cancels the task running it.
@@ -315,7 +319,7 @@ class Pump:
             await self._attempts(ex, ex.failover)
             return
         try:
-            ex.upstream = upstream = await ex.provider.open(ex.request, ex.upstream_model, self.transport())
+            ex.upstream = upstream = await self.open(ex)
         except RouterError as e:
             if ex.started:  # keep-alives already went out: the failure goes in-band
                 self.metrics.upstream_error(ex.provider.name, e.code or "error")
@@ -344,6 +348,21 @@ class Pump:
             await self._stream_messages(ex, upstream.chunks)
         else:
             await self._stream(ex, upstream.chunks)
+
+    async def open(self, ex: Exchange) -> Upstream:
+        """Open the exchange's upstream request. One whose reasoning blob the upstream rejects (it came from another
+        key of the same provider, one rotated since) goes once more without any blob: the reasoning's text stays."""
+        try:
+            return await ex.provider.open(ex.request, ex.upstream_model, self.transport())
+        except RouterError as e:
+            if e.code != "invalid_encrypted_content":
+                raise
+            stripped = for_provider(ex.request, ex.provider.name, everything=True)
+            if stripped is ex.request:
+                raise
+        ex.request = stripped
+        ex.log["reasoning_dropped"] = True
+        return await ex.provider.open(stripped, ex.upstream_model, self.transport())
 
     @staticmethod
     async def _collect(ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
@@ -503,6 +522,8 @@ class Pump:
             previous = ex.translator
             ex.provider = following_target.provider
             ex.upstream_model = following_target.upstream_model
+            if ex.context is not None:
+                ex.request = for_provider(ex.context, ex.provider.name)
             ex.translator = ex.remake(ex.provider, ex.preamble)
             spent = previous.usage  # (tokens an attempt that failed was charged are the response's too)
             if spent is not None:
@@ -518,7 +539,7 @@ class Pump:
         """One attempt at the failover's current target: None once it answered (its content went out, or its whole
         response is ready), or the `Failure` that lets the request go on."""
         try:
-            ex.upstream = upstream = await ex.provider.open(ex.request, ex.upstream_model, self.transport())
+            ex.upstream = upstream = await self.open(ex)
         except RouterError as e:
             if e.retryable:
                 return Failure(e)

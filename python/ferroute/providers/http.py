@@ -82,8 +82,8 @@ class HttpUpstream:
         stream = answer.body
         try:
             if answer.status >= 400:
-                await _drain(stream, _MAX_ERROR_BODY)
-                raise upstream_status(self.name, answer.status, _text(answer.header(b"retry-after")))
+                error_body = await _drain(stream, _MAX_ERROR_BODY)
+                raise upstream_status(self.name, answer.status, _text(answer.header(b"retry-after")), error_body)
             content_type = answer.header(b"content-type") or b""
             if content_type.startswith(b"application/json"):
                 body_bytes = await _drain(stream, _MAX_JSON_BODY)

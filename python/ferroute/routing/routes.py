@@ -284,12 +284,18 @@ class Router:
             param="model",
         )
 
-    def pick(self, model: str, now: float) -> tuple[Provider, str, Failover | None]:
+    def pick(self, model: str, now: float, prefer: str | None = None) -> tuple[Provider, str, Failover | None]:
         """Where a request for `model` goes first, and its `Failover` where another attempt is possible (None: the
-        one attempt there is, as for a plain `<model>:<provider>` without retries)."""
+        one attempt there is, as for a plain `<model>:<provider>` without retries). `prefer`: a route's target that
+        goes first while its circuit is closed (the one that made the previous response of a conversation)."""
         route = self.routes.get(model) if self.routes else None
         if route is not None:
             targets = route.order(now)
+            if prefer is not None and targets[0].name != prefer:
+                for i, target in enumerate(targets):
+                    if target.name == prefer and not target.breaker.is_open:
+                        targets.insert(0, targets.pop(i))
+                        break
             first = targets[0]
             first.budget.request(now)
             return first.provider, first.upstream_model, Failover(targets, self.settings, route)
@@ -297,13 +303,13 @@ class Router:
         if not self.settings.retries:
             return provider, upstream_model, None
         name = f"{upstream_model}:{provider.name}"
-        target = self.plain.get(name)
-        if target is None:
+        plain = self.plain.get(name)
+        if plain is None:
             if len(self.plain) >= _MAX_PLAIN_TARGETS:
                 del self.plain[next(iter(self.plain))]
-            target = self.plain[name] = Target(name, provider, upstream_model, self.settings)
-        target.budget.request(now)
-        return provider, upstream_model, Failover([target], self.settings, None)
+            plain = self.plain[name] = Target(name, provider, upstream_model, self.settings)
+        plain.budget.request(now)
+        return provider, upstream_model, Failover([plain], self.settings, None)
 
     def models(self) -> Iterator[str]:
         """The routes' names (for `GET /v1/models`)."""

@@ -63,9 +63,12 @@ class ReasoningCipher:
             sealed_item["upstream"] = upstream  # the upstream's own (Anthropic's signature): it needs it back
         return self.seal_payload(tenant, json.dumps(sealed_item, separators=(",", ":")).encode())
 
-    def seal_payload(self, tenant: str, payload: bytes) -> str:
+    def seal_payload(self, tenant: str, payload: bytes, origin: str | None = None) -> str:
         """`seal` of a payload already serialised: `{"content": [...], "summary": [...], "upstream": ...}` as JSON,
-        as the Rust writer builds it for a translator made with `reasoning="seal"` (its `seal=` callable)."""
+        as the Rust writer builds it for a translator made with `reasoning="seal"` (its `seal=` callable).
+        `origin`: the provider whose `upstream` blob it holds (where it opens: `ferroute.routing.reasoning`)."""
+        if origin is not None and b'"upstream":' in payload and payload.endswith(b"}"):
+            payload = payload[:-1] + b',"origin":' + json.dumps(origin).encode() + b"}"
         nonce = secrets.token_bytes(12)
         sealed = self.aead.encrypt(nonce, payload, _AAD + tenant.encode())
         return _MAGIC + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
