@@ -57,7 +57,6 @@ def _serve(args: argparse.Namespace) -> int:
     import importlib.util
     import os
     import shutil
-    import tempfile
 
     from granian import Granian
     from granian.constants import Interfaces, Loops, RuntimeModes, TaskImpl
@@ -66,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ferroute.config import ConfigError, StoreConfig, load_settings
     from ferroute.logs import fast_records
-    from ferroute.metrics import METRICS_DIR_ENV
+    from ferroute.metrics import METRICS_DIR_ENV, instance_directory
     from ferroute.providers import build_providers
     from ferroute.store.crypto import ReasoningCipher
 
@@ -130,10 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop = "asyncio"
     rsgi = server.interface == "rsgi"
     # The workers' metrics meet in this directory (ferroute.metrics): a scrape of any worker shows the instance.
-    shm = Path("/dev/shm")
-    metrics_dir = tempfile.mkdtemp(
-        prefix="ferroute-metrics-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    )
+    metrics_dir = instance_directory()
     os.environ[METRICS_DIR_ENV] = metrics_dir
     try:
         Granian(

@@ -24,16 +24,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
-import json
 import logging
 import os
 import secrets
+import tempfile
 import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import pydantic_core
 
 if TYPE_CHECKING:
     import asyncio
@@ -174,8 +176,10 @@ class _Price:
 
     def cost(self, input_tokens: int, output_tokens: int, cached: int, reasoning: int) -> float:
         # Responses API usage: cached tokens are part of input_tokens, reasoning tokens part of output_tokens.
-        cached = min(cached, input_tokens)
-        reasoning = min(reasoning, output_tokens)
+        if cached > input_tokens:
+            cached = input_tokens
+        if reasoning > output_tokens:
+            reasoning = output_tokens
         return (
             (input_tokens - cached) * self.input
             + cached * self.cached
@@ -413,7 +417,7 @@ class _Shared:
         self.handle = handle
 
     def write(self, snapshot: dict[str, Any]) -> None:
-        data = json.dumps(snapshot, separators=(",", ":")).encode()
+        data = pydantic_core.to_json(snapshot)  # (json.dumps: 1.7x the time)
         if data == self.last:
             return
         _write_atomically(self.directory / f"{self.name}.json", data)
@@ -444,7 +448,7 @@ class _Shared:
                 for _, snapshot in dead:
                     merged.add(snapshot, live=False)
                 folded = merged.snapshot()
-                _write_atomically(directory / _DEAD, json.dumps(folded, separators=(",", ":")).encode())
+                _write_atomically(directory / _DEAD, pydantic_core.to_json(folded))
                 for path, _ in dead:
                     with contextlib.suppress(OSError):
                         path.unlink()
@@ -456,6 +460,12 @@ class _Shared:
             os.close(handle)  # (the lock goes with it)
 
 
+def instance_directory() -> str:
+    """A new directory for an instance's workers to meet in: in memory (`/dev/shm`) where there is one."""
+    shm = Path("/dev/shm")
+    return tempfile.mkdtemp(prefix="ferroute-metrics-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(data)
@@ -464,7 +474,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        data: dict[str, Any] = json.loads(path.read_bytes())
+        data: dict[str, Any] = pydantic_core.from_json(path.read_bytes())
     except FileNotFoundError:
         return None
     except ValueError:
