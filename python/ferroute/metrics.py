@@ -326,8 +326,8 @@ class Metrics:
         shared.open()
 
         def tick() -> None:
+            shared.timer = loop.call_later(PUBLISH_EVERY, tick)  # (first: an error below does not end the chain)
             self.publish()
-            shared.timer = loop.call_later(PUBLISH_EVERY, tick)
 
         tick()
 

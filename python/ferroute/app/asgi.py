@@ -257,6 +257,8 @@ class App:
         if scope["method"] != "POST":
             raise method_not_allowed("POST /v1/responses/compact")
         tenant = self._authorize(scope)
+        if self.api_keys:
+            log["key"] = "default"
         if self.draining:
             raise shutting_down()
         body = await self._read(scope, receive, began)
