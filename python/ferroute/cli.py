@@ -56,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     import copy
     import importlib.util
     import os
+    import shutil
 
     from granian import Granian
     from granian.constants import Interfaces, Loops, RuntimeModes, TaskImpl
@@ -64,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ferroute.config import ConfigError, StoreConfig, load_settings
     from ferroute.logs import fast_records
+    from ferroute.metrics import METRICS_DIR_ENV, instance_directory
     from ferroute.providers import build_providers
     from ferroute.store.crypto import ReasoningCipher
 
@@ -126,25 +128,31 @@ def _serve(args: argparse.Namespace) -> int:
         print("ferroute serve: uvloop is not installed; using asyncio's event loop", file=sys.stderr)
         loop = "asyncio"
     rsgi = server.interface == "rsgi"
-    Granian(
-        "ferroute.rsgi:create_rsgi_app" if rsgi else "ferroute.app:create_app",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.RSGI if rsgi else Interfaces.ASGI,
-        workers=workers,
-        loop=Loops(loop),
-        runtime_threads=server.runtime_threads,
-        runtime_mode=RuntimeModes(server.runtime_mode),
-        task_impl=TaskImpl(server.task_impl),
-        backpressure=server.backpressure,
-        http1_settings=HTTP1Settings(
-            header_read_timeout=max(1, round(server.header_read_timeout * 1000)), keep_alive=server.keep_alive
-        ),
-        websockets=not rsgi,  # WebSocket mode is served by the ASGI app (ferroute.app.websocket); not over RSGI
-        log_dictconfig=logging_config,
-        workers_kill_timeout=int(server.shutdown_grace) + 5,
-    ).serve()
+    # The workers' metrics meet in this directory (ferroute.metrics): a scrape of any worker shows the instance.
+    metrics_dir = instance_directory()
+    os.environ[METRICS_DIR_ENV] = metrics_dir
+    try:
+        Granian(
+            "ferroute.rsgi:create_rsgi_app" if rsgi else "ferroute.app:create_app",
+            factory=True,
+            address=host,
+            port=port,
+            interface=Interfaces.RSGI if rsgi else Interfaces.ASGI,
+            workers=workers,
+            loop=Loops(loop),
+            runtime_threads=server.runtime_threads,
+            runtime_mode=RuntimeModes(server.runtime_mode),
+            task_impl=TaskImpl(server.task_impl),
+            backpressure=server.backpressure,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=max(1, round(server.header_read_timeout * 1000)), keep_alive=server.keep_alive
+            ),
+            websockets=not rsgi,  # WebSocket mode is served by the ASGI app (ferroute.app.websocket); not over RSGI
+            log_dictconfig=logging_config,
+            workers_kill_timeout=int(server.shutdown_grace) + 5,
+        ).serve()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -263,6 +263,22 @@ class RouteConfig(_Section):
         return targets
 
 
+class PriceConfig(_Section):
+    """`[[prices]]`: what a model's tokens cost, in US dollars per million tokens (`ferroute_usage_cost_usd_total`).
+
+    `model` is a glob (`fnmatch`, case-sensitive) matched against the model string the client sent (`"gpt-4o*"`,
+    a route's name) and against the `<model>:<provider>` that served the response (`"*:openai"`); the first entry
+    that matches either prices the response. Cached input tokens are part of the input tokens and reasoning tokens
+    part of the output tokens (as in the Responses API's usage): they are charged at their own rate instead, never
+    on top."""
+
+    model: str = Field(min_length=1)
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)  # default: input_per_mtok
+    reasoning_per_mtok: float | None = Field(default=None, ge=0)  # default: output_per_mtok
+
+
 class Settings(_Section):
     server: ServerConfig = ServerConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
@@ -274,6 +290,7 @@ class Settings(_Section):
     agents: AgentsConfig = AgentsConfig()
     routing: RoutingConfig = RoutingConfig()
     routes: list[RouteConfig] = []
+    prices: list[PriceConfig] = []
     # Where the settings came from (not a TOML key).
     source: str = Field(default=DEFAULTS_SOURCE, exclude=True)
 

@@ -43,7 +43,7 @@ from ferroute.errors import (
     shutting_down,
 )
 from ferroute.logs import flush_all, log_line
-from ferroute.metrics import Metrics
+from ferroute.metrics import METRICS_DIR_ENV, Metrics
 from ferroute.models import ResponsesRequest, echo_settings, parse_json_object, parse_request_and_settings
 from ferroute.providers import Provider, Translator, build_providers
 from ferroute.routing.reasoning import for_provider
@@ -77,7 +77,16 @@ class App:
         self.router = Router(providers, settings.server.default_provider, settings.routes, settings.routing)
         self.api_keys = [key.encode() for key in settings.server.api_keys]
         self.tenants = {key: tenant_of(key) for key in self.api_keys}
-        self.metrics = Metrics()
+        # Summed over the instance's workers through the directory `ferroute serve` makes (this process alone without).
+        self.metrics = Metrics(settings.prices, os.environ.get(METRICS_DIR_ENV))
+        if self.router.targets:
+            self.metrics.gauge(
+                "ferroute_upstream_circuit_open",
+                "Whether a route target's circuit is open (1: in any worker) or closed (0).",
+                ("target",),
+                collect=self.router.circuits,
+                aggregate="max",
+            )
         self.store_config = settings.store or StoreConfig()
         self.store = store
         self.cipher = cipher
@@ -107,6 +116,19 @@ class App:
         self.continuation = Continuation(self.records, cipher, settings.limits)
         self.background = Background(self.pump, self.clock, self.records, self.store_config)
         self.stored = StoredEndpoints(self.records, self.background)
+        errors = self.records.errors
+        self.metrics.counter(
+            "ferroute_store_errors_total",
+            "Response store failures by operation (read, write, heartbeat).",
+            ("op",),
+            collect=lambda: {(op,): n for op, n in errors.items()},
+        )
+        jobs = self.background.jobs
+        self.metrics.gauge(
+            "ferroute_background_responses_running",
+            "Background responses the instance's workers are running.",
+            collect=lambda: {(): len(jobs)},
+        )
         self.routes: dict[str, Handler] = {
             "/v1/responses": self._responses,
             "/v1/responses/compact": self._compact,
@@ -199,14 +221,7 @@ class App:
         return await send_json(send, 200, b'{"status":"ok"}')
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send, log: dict[str, Any], began: float) -> int:
-        lines = [
-            *self.records.metrics(),
-            *self.router.metrics(),
-            "# HELP ferroute_background_responses_running Background responses this process is running.",
-            "# TYPE ferroute_background_responses_running gauge",
-            f"ferroute_background_responses_running {len(self.background.jobs)}",
-        ]
-        body = (self.metrics.render() + "\n".join(lines) + "\n").encode()
+        body = self.metrics.render().encode()
         await send({"type": "http.response.start", "status": 200, "headers": METRICS_HEADERS})
         await send({"type": "http.response.body", "body": body})
         return 200
@@ -227,6 +242,8 @@ class App:
         if scope["method"] != "POST":
             raise method_not_allowed("POST /v1/responses")
         tenant = self._authorize(scope)
+        if self.api_keys:
+            log["key"] = "default"  # (the name of the key in metrics and the log: `[server] api_keys` have none)
         if self.draining:
             raise shutting_down()
         limits = self.settings.limits
@@ -251,6 +268,8 @@ class App:
         if scope["method"] != "POST":
             raise method_not_allowed("POST /v1/responses/compact")
         tenant = self._authorize(scope)
+        if self.api_keys:
+            log["key"] = "default"
         if self.draining:
             raise shutting_down()
         body = await self._read(scope, receive, began)
@@ -374,6 +393,14 @@ class App:
             if exchange.stream:
                 metrics.in_flight -= 1
                 metrics.stream_done(exchange.provider.name, exchange.began, exchange.first_event_at)
+            if depth == 0:  # (a sub-agent's tokens are in its parent's usage: `add_usage`)
+                metrics.usage(
+                    log.get("key", ""),
+                    request.model,
+                    exchange.translator.usage,
+                    exchange.upstream_model,
+                    exchange.provider.name,
+                )
             if task is not None:
                 self._streams.discard(task)
             if record is not None and exchange.stream and exchange.started and not exchange.saved:
@@ -417,7 +444,9 @@ class App:
     def startup(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Once per worker, on its event loop's thread, before the first request."""
         self._transport()
-        on_stop_signal(loop or asyncio.get_running_loop(), self.begin_drain)
+        loop = loop or asyncio.get_running_loop()
+        on_stop_signal(loop, self.begin_drain)
+        self.metrics.start(loop)
         tune_collector()
         self.tools.warm_up()
 
@@ -459,6 +488,7 @@ class App:
             await self.tools.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
+        self.metrics.stop()
         flush_all(access_log)  # (a forked worker exits without logging.shutdown)
 
 

@@ -59,6 +59,10 @@ class Background:
         def done(task: asyncio.Task[None]) -> None:
             self.tasks.discard(task)
             self.jobs.pop(record.id, None)
+            translator = ex.translator  # (its usage counted once, where it ends)
+            self.pump.metrics.usage(
+                ex.log.get("key", ""), ex.log.get("model", ""), translator.usage, ex.upstream_model, ex.provider.name
+            )
 
         job.add_done_callback(done)
         return await send_json(original_send, 200, queued)

@@ -143,7 +143,7 @@ async def compact(
         elif message["type"] == "http.response.body":
             body.extend(message.get("body", b""))
 
-    inner: dict[str, Any] = {}
+    inner: dict[str, Any] = {"key": log.get("key", "")}  # (its usage is counted for the caller's key)
     await app.respond(summary_request, echoed, tenant, capture, receive, inner, began)
     log["provider"] = inner.get("provider")
     if status != 200:  # the upstream's error, as `POST /v1/responses` would answer it

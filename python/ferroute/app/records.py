@@ -182,14 +182,6 @@ class Records:
         self.failed(op, error)
         return store_unavailable(self.store.name)
 
-    def metrics(self) -> list[str]:
-        lines = [
-            "# HELP ferroute_store_errors_total Response store failures by operation (read, write, heartbeat).",
-            "# TYPE ferroute_store_errors_total counter",
-        ]
-        lines += [f'ferroute_store_errors_total{{op="{op}"}} {n}' for op, n in sorted(self.errors.items())]
-        return lines
-
 
 def _in_progress(ex: Exchange, record: Record) -> Record:
     """The record's first write: its input items filled in, the response as it stands, a heartbeat time."""

@@ -21,7 +21,6 @@ from typing import Literal
 
 from ferroute.config import RouteConfig, RoutingConfig
 from ferroute.errors import RouterError, no_healthy_target
-from ferroute.metrics import label_value
 from ferroute.providers import Provider
 
 log = logging.getLogger("ferroute.routing")
@@ -315,13 +314,6 @@ class Router:
         """The routes' names (for `GET /v1/models`)."""
         return iter(self.routes)
 
-    def metrics(self) -> list[str]:
-        """The routes' targets in Prometheus text: circuit state (this worker's)."""
-        lines = [
-            "# HELP ferroute_upstream_circuit_open Whether a route target's circuit is open (1) or closed (0).",
-            "# TYPE ferroute_upstream_circuit_open gauge",
-        ]
-        for name, target in sorted(self.targets.items()):
-            state = int(target.breaker.is_open)
-            lines.append(f'ferroute_upstream_circuit_open{{target="{label_value(name)}"}} {state}')
-        return lines
+    def circuits(self) -> dict[tuple[str], float]:
+        """Each route target's circuit: 1 open, 0 closed (`ferroute_upstream_circuit_open{target}`)."""
+        return {(name,): float(target.breaker.is_open) for name, target in self.targets.items()}
