@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -65,13 +66,15 @@ def _serve(args: argparse.Namespace) -> int:
     from ferroute.config import ConfigError, StoreConfig, load_settings
     from ferroute.logs import fast_records
     from ferroute.providers import build_providers
+    from ferroute.routing.keys import FILE_ENV, KeyTable, make_file
     from ferroute.store.crypto import ReasoningCipher
 
     config = str(Path(args.config).resolve()) if args.config else None
     try:
         settings = load_settings(config)
         build_providers(settings)
-    except ConfigError as e:
+        keys = KeyTable(settings.server.api_keys, settings.keys)
+    except (ConfigError, ValueError) as e:
         print(f"ferroute serve: {e}", file=sys.stderr)
         return 2
     server = settings.server
@@ -126,25 +129,34 @@ def _serve(args: argparse.Namespace) -> int:
         print("ferroute serve: uvloop is not installed; using asyncio's event loop", file=sys.stderr)
         loop = "asyncio"
     rsgi = server.interface == "rsgi"
-    Granian(
-        "ferroute.rsgi:create_rsgi_app" if rsgi else "ferroute.app:create_app",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.RSGI if rsgi else Interfaces.ASGI,
-        workers=workers,
-        loop=Loops(loop),
-        runtime_threads=server.runtime_threads,
-        runtime_mode=RuntimeModes(server.runtime_mode),
-        task_impl=TaskImpl(server.task_impl),
-        backpressure=server.backpressure,
-        http1_settings=HTTP1Settings(
-            header_read_timeout=max(1, round(server.header_read_timeout * 1000)), keep_alive=server.keep_alive
-        ),
-        websockets=not rsgi,  # WebSocket mode is served by the ASGI app (ferroute.app.websocket); not over RSGI
-        log_dictconfig=logging_config,
-        workers_kill_timeout=int(server.shutdown_grace) + 5,
-    ).serve()
+    limits_file = None
+    if keys.limited and store.backend != "redis":
+        # Limited keys' counts, shared by this instance's workers (with Redis, they live there).
+        limits_file = os.environ[FILE_ENV] = make_file(keys.limited)
+    try:
+        Granian(
+            "ferroute.rsgi:create_rsgi_app" if rsgi else "ferroute.app:create_app",
+            factory=True,
+            address=host,
+            port=port,
+            interface=Interfaces.RSGI if rsgi else Interfaces.ASGI,
+            workers=workers,
+            loop=Loops(loop),
+            runtime_threads=server.runtime_threads,
+            runtime_mode=RuntimeModes(server.runtime_mode),
+            task_impl=TaskImpl(server.task_impl),
+            backpressure=server.backpressure,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=max(1, round(server.header_read_timeout * 1000)), keep_alive=server.keep_alive
+            ),
+            websockets=not rsgi,  # WebSocket mode is served by the ASGI app (ferroute.app.websocket); not over RSGI
+            log_dictconfig=logging_config,
+            workers_kill_timeout=int(server.shutdown_grace) + 5,
+        ).serve()
+    finally:
+        if limits_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(limits_file)
     return 0
 
 

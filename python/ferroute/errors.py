@@ -8,6 +8,7 @@ header, key or raw body ever reaches a client.
 from __future__ import annotations
 
 import json
+import math
 
 import httpx
 
@@ -70,6 +71,25 @@ def invalid_api_key() -> RouterError:
         "missing or invalid API key: send Authorization: Bearer <key>",
         type="authentication_error",
         code="invalid_api_key",
+    )
+
+
+def model_not_allowed(key: str, model: str) -> RouterError:
+    """A key whose `models` globs do not match the model asked for (nothing went upstream)."""
+    message = f"key {key!r} may not use model {model!r}"
+    return RouterError(403, message, type="permission_error", code="model_not_allowed", param="model")
+
+
+def rate_limited(key: str, what: str, retry_after: float, headers: list[tuple[bytes, bytes]]) -> RouterError:
+    """A key over one of its limits (`what`): a 429 with `Retry-After` (whole seconds, rounded up) and the key's
+    `x-ratelimit-*` headers. The type is the spec's for a 429."""
+    seconds = max(1, math.ceil(retry_after - 1e-6))
+    return RouterError(
+        429,
+        f"rate limit reached for key {key!r} ({what}); try again in {seconds} s",
+        type="too_many_requests",
+        code="rate_limit_exceeded",
+        headers=[(b"retry-after", b"%d" % seconds), *headers],
     )
 
 

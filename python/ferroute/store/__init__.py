@@ -25,10 +25,17 @@ ANONYMOUS = "anonymous"
 
 
 def tenant_of(api_key: bytes | None) -> str:
-    """The tenant of an API key: 32 hex chars of a SHA-256 of the key (the key itself is never stored)."""
+    """The tenant of an API key: 32 hex chars of a hash of the key's SHA-256 (the key itself is never stored). A
+    function of the digest alone, so that a key configured by its digest (`[[keys]] key_sha256`) has the same
+    tenant, and the same stored responses, as the same key given in the clear."""
     if api_key is None:
         return ANONYMOUS
-    return hashlib.sha256(b"ferroute-tenant\0" + api_key).hexdigest()[:32]
+    return tenant_of_digest(hashlib.sha256(api_key).digest())
+
+
+def tenant_of_digest(digest: bytes) -> str:
+    """The tenant of the key whose SHA-256 is `digest` (`tenant_of`)."""
+    return hashlib.sha256(b"ferroute-tenant\0" + digest).hexdigest()[:32]
 
 
 class StoreError(Exception):
@@ -114,4 +121,4 @@ def open_store(config: StoreConfig) -> Store:
     return RedisStore(config.url, ttl=config.ttl_seconds or None, prefix=config.key_prefix)
 
 
-__all__ = ["ANONYMOUS", "Record", "Store", "StoreError", "open_store", "tenant_of"]
+__all__ = ["ANONYMOUS", "Record", "Store", "StoreError", "open_store", "tenant_of", "tenant_of_digest"]
