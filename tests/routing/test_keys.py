@@ -203,6 +203,23 @@ def check_concurrency(server: Server) -> None:
     # A request that fails (before anything is streamed) frees its slot too.
     assert create(server, body("status:500:up"), headers=auth("sk-one-at-a-time")).status_code == 502
     assert create(server, body(), headers=auth("sk-one-at-a-time")).status_code == 200
+    # A background response holds its slot until it has finished, not until its `queued` answer.
+    slow = f"{FIXTURE.removesuffix(':up')}?delay=1:up"
+    queued = create(server, body(slow, store=True, background=True), headers=auth("sk-one-at-a-time"))
+    assert queued.status_code == 200, queued.text
+    assert create(server, body(), headers=auth("sk-one-at-a-time")).status_code == 429
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        got = httpx.get(f"{server.url}/v1/responses/{queued.json()['id']}", headers=auth("sk-one-at-a-time"))
+        if got.json()["status"] == "completed":
+            break
+        time.sleep(0.1)
+    assert got.json()["status"] == "completed"
+    status = 0
+    while status != 200 and time.monotonic() < deadline:  # (its slot is freed just after its record is final)
+        status = create(server, body(), headers=auth("sk-one-at-a-time")).status_code
+        time.sleep(0.05)
+    assert status == 200
 
 
 def check_requests(servers: list[Server]) -> None:
