@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -78,28 +79,36 @@ def main(argv: list[str] | None = None) -> int:
     folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
     results: dict[str, list[float]] = {}
 
-    local = LocalLimits(keys.limited, make_file(keys.limited, folder))
+    shared = make_file(keys.limited, folder)
+    local = LocalLimits(keys.limited, shared)
 
     def file_round() -> None:
         for _ in range(args.requests):
             now = time.time()
             local.end_now(local.admit_now(key, 100, now), 120, now)
 
-    lite = SQLiteLimits(tempfile.mktemp(prefix="ferroute-limits-bench-", suffix=".sqlite3", dir=folder))
+    database = tempfile.mktemp(prefix="ferroute-limits-bench-", suffix=".sqlite3", dir=folder)
+    lite = SQLiteLimits(database)
 
     def sqlite_round() -> None:
         for _ in range(args.requests // 10):
             now = time.time()
             lite.end(lite.admit(rpm, tpm, most, 100, now), tpm, 20, now)
 
-    for name, run, count in (("file", file_round, args.requests), ("sqlite", sqlite_round, args.requests // 10)):
-        run()  # (warm-up)
-        rounds = []
-        for _ in range(args.rounds):
-            began = time.perf_counter()
-            run()
-            rounds.append((time.perf_counter() - began) / count * 1e6)
-        results[name] = rounds
+    try:
+        for name, run, count in (("file", file_round, args.requests), ("sqlite", sqlite_round, args.requests // 10)):
+            run()  # (warm-up)
+            rounds = []
+            for _ in range(args.rounds):
+                began = time.perf_counter()
+                run()
+                rounds.append((time.perf_counter() - began) / count * 1e6)
+            results[name] = rounds
+    finally:
+        lite.db.close()
+        for path in (shared, database, database + "-wal", database + "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     if args.redis_url:
 
