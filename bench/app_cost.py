@@ -1,7 +1,7 @@
 """The app's own CPU per request, in-process (no server, no sockets): `POST /v1/responses` through the built-in mock
 provider, as an A/B between two checkouts of the Python code.
 
-    PYTHONPATH=<checkout>/python:. .venv/bin/python -m bench.app_cost --store sqlite [--stream]
+    PYTHONPATH=<checkout>/python:. .venv/bin/python -m bench.app_cost --store sqlite [--stream] [--auth api_key]
 
 Prints the best and median of `--rounds` rounds of `--requests` requests (after a warm-up) in µs per request. Run it
 for each checkout in turn, several times, on a quiet machine: it measures Python work only (the mock provider's
@@ -33,18 +33,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument(
+        "--auth",
+        choices=["none", "api_key", "limited"],
+        default="none",
+        help="no keys; one `[server] api_keys` key; or a `[[keys]]` key with limits (never reached) in this process",
+    )
     args = parser.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="ferroute-app-cost-")
     config = (
         f'[store]\nbackend = "{args.store}"\npath = "{folder}/s.sqlite3"\n[[providers]]\nname = "p"\nkind = "mock"\n'
     )
+    headers = []
+    if args.auth != "none":
+        headers = [(b"authorization", b"Bearer sk-bench-key")]
+        config = '[server]\napi_keys = ["sk-bench-key"]\n' + config
+    if args.auth == "limited":
+        config = config.replace('api_keys = ["sk-bench-key"]', "api_keys = []")
+        config += (
+            '[[keys]]\nname = "bench"\nkey = "sk-bench-key"\nrequests_per_minute = 1000000000\n'
+            "tokens_per_minute = 1000000000000\nmax_concurrent = 64\n"
+        )
     app = make_app(parse_settings(config))
     body = json.dumps({"model": "m", "input": "hello there", "stream": args.stream}).encode()
     scope = {
         "type": "http",
         "method": "POST",
         "path": "/v1/responses",
-        "headers": [(b"content-length", str(len(body)).encode())],
+        "headers": [(b"content-length", str(len(body)).encode()), *headers],
         "query_string": b"",
     }
 
@@ -76,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rounds = asyncio.run(run())
     kind = "stream" if args.stream else "whole"
-    print(f"{args.store} {kind}: µs per request best {min(rounds):.1f}, median {statistics.median(rounds):.1f}")
+    best, median = min(rounds), statistics.median(rounds)
+    print(f"{args.store} {kind} (auth {args.auth}): µs per request best {best:.1f}, median {median:.1f}")
     return 0
 
 

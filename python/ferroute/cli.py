@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -67,13 +68,15 @@ def _serve(args: argparse.Namespace) -> int:
     from ferroute.logs import fast_records
     from ferroute.metrics import METRICS_DIR_ENV, instance_directory
     from ferroute.providers import build_providers
+    from ferroute.routing.keys import FILE_ENV, KeyTable, make_file
     from ferroute.store.crypto import ReasoningCipher
 
     config = str(Path(args.config).resolve()) if args.config else None
     try:
         settings = load_settings(config)
         build_providers(settings)
-    except ConfigError as e:
+        keys = KeyTable(settings.server.api_keys, settings.keys)
+    except (ConfigError, ValueError) as e:
         print(f"ferroute serve: {e}", file=sys.stderr)
         return 2
     server = settings.server
@@ -131,6 +134,10 @@ def _serve(args: argparse.Namespace) -> int:
     # The workers' metrics meet in this directory (ferroute.metrics): a scrape of any worker shows the instance.
     metrics_dir = instance_directory()
     os.environ[METRICS_DIR_ENV] = metrics_dir
+    limits_file = None
+    if keys.limited and store.backend != "redis":
+        # Limited keys' counts, shared by this instance's workers (with Redis, they live there).
+        limits_file = os.environ[FILE_ENV] = make_file(keys.limited)
     try:
         Granian(
             "ferroute.rsgi:create_rsgi_app" if rsgi else "ferroute.app:create_app",
@@ -153,6 +160,9 @@ def _serve(args: argparse.Namespace) -> int:
         ).serve()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if limits_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(limits_file)
     return 0
 
 

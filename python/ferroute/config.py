@@ -6,6 +6,7 @@ of a syntax error itself; for a schema error the key is looked up in the file's 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -279,6 +280,55 @@ class PriceConfig(_Section):
     reasoning_per_mtok: float | None = Field(default=None, ge=0)  # default: output_per_mtok
 
 
+class KeyConfig(_Section):
+    """`[[keys]]`: a client key with a name and, optionally, limits (README "Keys and limits"). Exactly one of `key`,
+    `key_env` (read at startup) and `key_sha256` (the hex SHA-256 of the key) gives it; the router holds only its
+    digest."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")
+    key: str | None = None
+    key_env: str | None = None
+    key_sha256: str | None = None
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    # Input tokens are estimated before the call (body bytes / 4) and settled with the usage reported after it.
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1, le=4096)
+    # fnmatch globs of the model string a client sends (absent: any model).
+    models: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check_source(self) -> KeyConfig:
+        given = [name for name in ("key", "key_env", "key_sha256") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a key needs exactly one of key, key_env, key_sha256 (got {', '.join(given) or 'none'})")
+        if self.key is not None and not self.key.strip():
+            raise ValueError("the key is empty")
+        if self.key_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.key_sha256):
+            raise ValueError("key_sha256 must be 64 hex characters (the SHA-256 of the key)")
+        if self.key_env is not None and not os.environ.get(self.key_env, "").strip():
+            raise ValueError(f"the variable {self.key_env} (key_env) is not set")
+        return self
+
+    def secret(self) -> str | None:
+        """The plain key, where the config gives it (None for `key_sha256`)."""
+        if self.key_env is not None:
+            return os.environ.get(self.key_env, "").strip() or None
+        return self.key
+
+    def digest(self) -> bytes:
+        """The SHA-256 of the key: all the router keeps of it."""
+        if self.key_sha256 is not None:
+            return bytes.fromhex(self.key_sha256)
+        secret = self.secret()
+        if secret is None:
+            raise ValueError(f"key {self.name!r}: the variable {self.key_env} is not set")
+        return hashlib.sha256(secret.encode()).digest()
+
+    @property
+    def limited(self) -> bool:
+        return not (self.requests_per_minute is None and self.tokens_per_minute is None and self.max_concurrent is None)
+
+
 class Settings(_Section):
     server: ServerConfig = ServerConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
@@ -291,6 +341,7 @@ class Settings(_Section):
     routing: RoutingConfig = RoutingConfig()
     routes: list[RouteConfig] = []
     prices: list[PriceConfig] = []
+    keys: list[KeyConfig] = []
     # Where the settings came from (not a TOML key).
     source: str = Field(default=DEFAULTS_SOURCE, exclude=True)
 
@@ -314,6 +365,10 @@ class Settings(_Section):
         for label in labels:
             if labels.count(label) > 1:
                 raise ValueError(f"two mcp_servers are labelled {label!r}")
+        key_names = [k.name for k in self.keys]
+        for name in key_names:
+            if key_names.count(name) > 1:
+                raise ValueError(f"two keys are named {name!r}")
         return self
 
 

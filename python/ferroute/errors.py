@@ -82,6 +82,25 @@ def invalid_api_key() -> RouterError:
     )
 
 
+def model_not_allowed(key: str, model: str) -> RouterError:
+    """A key whose `models` globs do not match the model asked for (nothing went upstream)."""
+    message = f"key {key!r} may not use model {model!r}"
+    return RouterError(403, message, type="permission_error", code="model_not_allowed", param="model")
+
+
+def rate_limited(key: str, what: str, retry_after: float, headers: list[tuple[bytes, bytes]]) -> RouterError:
+    """A key over one of its limits (`what`): a 429 with `Retry-After` (whole seconds, rounded up) and the key's
+    `x-ratelimit-*` headers. The type is the spec's for a 429."""
+    seconds = max(1, math.ceil(retry_after - 1e-6))
+    return RouterError(
+        429,
+        f"rate limit reached for key {key!r} ({what}); try again in {seconds} s",
+        type="too_many_requests",
+        code="rate_limit_exceeded",
+        headers=[(b"retry-after", b"%d" % seconds), *headers],
+    )
+
+
 def request_too_large(limit: int) -> RouterError:
     return RouterError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from ferroute.errors import (
     invalid_api_key,
     invalid_request,
     method_not_allowed,
+    model_not_allowed,
     no_route,
     not_implemented,
     shutting_down,
@@ -46,9 +46,10 @@ from ferroute.logs import flush_all, log_line
 from ferroute.metrics import METRICS_DIR_ENV, Metrics
 from ferroute.models import ResponsesRequest, echo_settings, parse_json_object, parse_request_and_settings
 from ferroute.providers import Provider, Translator, build_providers
+from ferroute.routing.keys import ANONYMOUS_KEY, FILE_ENV, Key, KeyTable, Limiter, LocalLimits, RedisLimits, estimate
 from ferroute.routing.reasoning import for_provider
 from ferroute.routing.routes import Router
-from ferroute.store import ANONYMOUS, Store, open_store, tenant_of
+from ferroute.store import Store, open_store
 from ferroute.store.crypto import ReasoningCipher
 from ferroute.tools.hosted import OnEvent, Tools, has_hosted_items, lower
 
@@ -75,8 +76,7 @@ class App:
         self.settings = settings
         self.providers = providers
         self.router = Router(providers, settings.server.default_provider, settings.routes, settings.routing)
-        self.api_keys = [key.encode() for key in settings.server.api_keys]
-        self.tenants = {key: tenant_of(key) for key in self.api_keys}
+        self.keys = KeyTable(settings.server.api_keys, settings.keys)
         # Summed over the instance's workers through the directory `ferroute serve` makes (this process alone without).
         self.metrics = Metrics(settings.prices, os.environ.get(METRICS_DIR_ENV))
         if self.router.targets:
@@ -88,6 +88,7 @@ class App:
                 aggregate="max",
             )
         self.store_config = settings.store or StoreConfig()
+        self.limiter = limiter_for(self.keys, self.store_config)
         self.store = store
         self.cipher = cipher
         self.tools = Tools(
@@ -198,8 +199,12 @@ class App:
 
     def _authorize(self, scope: Scope) -> str:
         """The caller's tenant (a hash of its key; one anonymous tenant without auth), or a 401."""
-        if not self.api_keys:
-            return ANONYMOUS
+        return self._identify(scope).tenant
+
+    def _identify(self, scope: Scope) -> Key:
+        """The caller's key (`ANONYMOUS_KEY` when no key is configured), or a 401."""
+        if not self.keys.required:
+            return ANONYMOUS_KEY
         given = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -207,13 +212,10 @@ class App:
                 break
         scheme, _, token = given.partition(b" ")
         token = token.strip()
-        # Compare with every key (no early exit) so timing says nothing about which matched.
-        ok = False
-        for key in self.api_keys:
-            ok |= hmac.compare_digest(token, key)
-        if scheme.lower() != b"bearer" or not token or not ok:
+        key = self.keys.find(bytes(token)) if token else None
+        if scheme.lower() != b"bearer" or key is None:
             raise invalid_api_key()
-        return self.tenants[bytes(token)]
+        return key
 
     # --- small routes ----------------------------------------------------------------------------
 
@@ -241,9 +243,8 @@ class App:
     async def _responses(self, scope: Scope, receive: Receive, send: Send, log: dict[str, Any], began: float) -> int:
         if scope["method"] != "POST":
             raise method_not_allowed("POST /v1/responses")
-        tenant = self._authorize(scope)
-        if self.api_keys:
-            log["key"] = "default"  # (the name of the key in metrics and the log: `[server] api_keys` have none)
+        key = self._identify(scope)
+        log["key"] = key.name
         if self.draining:
             raise shutting_down()
         limits = self.settings.limits
@@ -251,7 +252,11 @@ class App:
         request, echoed = parse_request_and_settings(
             body, max_depth=limits.max_json_depth, max_input_items=limits.max_input_items
         )
-        return await self.respond(request, echoed, tenant, send, receive, log, began)
+        if key.models is not None and not key.allows(request.model):
+            raise model_not_allowed(key.name, request.model)
+        if key.limits is None:
+            return await self.respond(request, echoed, key.tenant, send, receive, log, began)
+        return await self.respond_limited(key, len(body), request, echoed, send, receive, log, began)
 
     async def _read(self, scope: Scope, receive: Receive, began: float) -> bytes:
         """A request's body, within `max_body_bytes` and `body_read_timeout`."""
@@ -267,14 +272,82 @@ class App:
         """`POST /v1/responses/compact` (`app.compaction`)."""
         if scope["method"] != "POST":
             raise method_not_allowed("POST /v1/responses/compact")
-        tenant = self._authorize(scope)
-        if self.api_keys:
-            log["key"] = "default"
+        key = self._identify(scope)
+        log["key"] = key.name
         if self.draining:
             raise shutting_down()
         body = await self._read(scope, receive, began)
         data = parse_json_object(body, max_depth=self.settings.limits.max_json_depth)
-        return await compaction.compact(self, data, tenant, send, receive, log, began)
+        model = data.get("model")
+        if key.models is not None and isinstance(model, str) and not key.allows(model):
+            raise model_not_allowed(key.name, model)
+        if key.limits is None:
+            return await compaction.compact(self, data, key.tenant, send, receive, log, began)
+        assert self.limiter is not None
+        grant = await self.limiter.admit(key, estimate(len(body)))
+        headers = grant.headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and headers:
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        try:
+            return await compaction.compact(self, data, key.tenant, send_with_headers, receive, log, began)
+        except RouterError as e:
+            e.headers = e.headers + headers
+            raise
+        finally:
+            await self.limiter.end(grant, None)  # (the summarising call's usage is not settled: the estimate stands)
+
+    async def respond_limited(
+        self,
+        key: Key,
+        size: int,
+        request: ResponsesRequest,
+        echoed: dict[str, Any],
+        send: Send,
+        receive: Receive,
+        log: dict[str, Any],
+        began: float,
+        *,
+        framing: Framing = SSE,
+        on_exchange: Callable[[Exchange], None] | None = None,
+    ) -> int:
+        """`respond` for a key with limits (`size`: the request body's bytes, whence its input tokens are guessed):
+        admitted first (a 429 otherwise), its answer carrying the key's `x-ratelimit-*` headers, and ended (its slot
+        freed, its tokens settled with the usage reported) when the response ends, before its last bytes go out;
+        a background response's when it finishes."""
+        limiter = self.limiter
+        assert limiter is not None
+        grant = await limiter.admit(key, estimate(size))
+        made: Exchange | None = None
+
+        async def ending() -> None:
+            usage = made.translator.usage if made is not None else None
+            await limiter.end(grant, None if usage is None else usage[0] + usage[1])
+
+        def on_made(ex: Exchange) -> None:
+            nonlocal made
+            made = ex
+            if grant.headers:
+                ex.headers = grant.headers
+            ex.ending = ending
+            if on_exchange is not None:
+                on_exchange(ex)
+
+        try:
+            return await self.respond(
+                request, echoed, key.tenant, send, receive, log, began, framing=framing, on_exchange=on_made
+            )
+        except RouterError as e:
+            e.headers = e.headers + grant.headers
+            raise
+        finally:
+            if made is None:
+                await limiter.end(grant, None)
+            elif made.ending is not None:  # (not yet ended; a background job took it over if it started)
+                await made.ended()
 
     async def respond(
         self,
@@ -489,6 +562,9 @@ class App:
         with contextlib.suppress(Exception):
             await self.store.close()
         self.metrics.stop()
+        if self.limiter is not None:
+            with contextlib.suppress(Exception):
+                await self.limiter.aclose()
         flush_all(access_log)  # (a forked worker exits without logging.shutdown)
 
 
@@ -526,9 +602,20 @@ def _translator(
     return provider.translator(echoed, model=model, store=store, secrets=secrets, framing=framing, **more)
 
 
+def limiter_for(keys: KeyTable, store: StoreConfig) -> Limiter | None:
+    """Where limited keys' counts live: Redis when the store is (every instance on it), else a file the workers of
+    this instance share (`FERROUTE_LIMITS_FILE`, made by `ferroute serve`; without it, this process's memory)."""
+    if not keys.limited:
+        return None
+    if store.backend == "redis" and store.url:
+        return RedisLimits(store.url, store.key_prefix)
+    return LocalLimits(keys.limited, os.environ.get(FILE_ENV) or None)
+
+
 def secrets_of(settings: Settings, providers: dict[str, Provider]) -> list[str]:
     """Every secret the router holds: its upstream keys, its clients' keys, the reasoning encryption key."""
     secrets = list(settings.server.api_keys)
+    secrets += [secret for key in settings.keys if (secret := key.secret())]
     secrets += [key for provider in providers.values() if (key := provider.config.api_key())]
     encryption = os.environ.get((settings.store or StoreConfig()).encryption_key_env)
     if encryption:

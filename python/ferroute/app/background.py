@@ -52,6 +52,8 @@ class Background:
 
         ex.send = nowhere
         ex.on_end = None
+        # The request ends with the job (a limited key's slot is held until then), not with this answer.
+        ending, ex.ending = ex.ending, None
         job = asyncio.create_task(self._run(ex))
         self.jobs[record.id] = ex
         self.tasks.add(job)
@@ -63,6 +65,9 @@ class Background:
             self.pump.metrics.usage(
                 ex.log.get("key", ""), ex.log.get("model", ""), translator.usage, ex.upstream_model, ex.provider.name
             )
+            if ending is not None:
+                self.tasks.add(settling := asyncio.ensure_future(ending()))
+                settling.add_done_callback(self.tasks.discard)
 
         job.add_done_callback(done)
         return await send_json(original_send, 200, queued)

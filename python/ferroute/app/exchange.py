@@ -119,6 +119,11 @@ class Exchange:
     written: int = -1  # `writes` when the current send was first seen pending
     sent_seen: int = -1  # `writes` at the last tick (the keep-alive interval runs from the client's last bytes)
     stuck_since: float = 0.0
+    # Headers every answer of this exchange carries besides its own (a limited key's `x-ratelimit-*`); None for most.
+    headers: list[tuple[bytes, bytes]] | None = None
+    # Run once when the response has ended, before its last bytes go out (a limited key's request ends: its slot
+    # freed and its tokens settled, so that the client's next request sees them); None for most.
+    ending: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         if not self.started:
@@ -127,7 +132,8 @@ class Exchange:
             if self.framing == MESSAGES:  # (a WebSocket: accepted when it connected, no head per response)
                 return
             try:
-                await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                headers = SSE_HEADERS if self.headers is None else SSE_HEADERS + self.headers
+                await self.send({"type": "http.response.start", "status": 200, "headers": headers})
             except Exception as e:
                 raise ClientGone from e
 
@@ -157,7 +163,15 @@ class Exchange:
                 if restated:
                     cut = out.rfind(b"event: response.") if sse else out.rfind(b"\n", 0, len(out) - 1) + 1
                     out = out[:cut] + restated
+        if self.ending is not None:
+            await self.ended()
         await self.body(out, more=False)
+
+    async def ended(self) -> None:
+        """Run `ending` (once)."""
+        ending, self.ending = self.ending, None
+        if ending is not None:
+            await ending()
 
     async def body(self, data: bytes, *, more: bool) -> None:
         if self.framing == MESSAGES:
@@ -297,7 +311,9 @@ class Pump:
                 body = ex.translator.response_json()
             if ex.client_view:
                 body = ex.translator.client_response_json()
-            return await send_json(ex.send, 200, body)
+            if ex.ending is not None:
+                await ex.ended()
+            return await send_json(ex.send, 200, body, ex.headers)
         return 200
 
     @staticmethod

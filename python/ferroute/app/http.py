@@ -110,10 +110,13 @@ class BodyRead:
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
-    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS + (headers or [])})
+    """A JSON answer; `headers`: more than its content type."""
+    all_headers = JSON_HEADERS + headers if headers else JSON_HEADERS
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": body})
     return status
 
 
-async def send_error(send: Send, error: RouterError) -> int:
-    return await send_json(send, error.status, error.body(), error.headers)
+async def send_error(send: Send, error: RouterError, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """`error`'s answer; `headers`: more than its own."""
+    return await send_json(send, error.status, error.body(), error.headers + headers if headers else error.headers)

@@ -40,9 +40,17 @@ import pydantic_core
 from ferroute._types import Message, Receive, Scope, Send
 from ferroute.app.exchange import MESSAGES, Exchange
 from ferroute.app.http import ClientGone
-from ferroute.errors import RouterError, internal_error, invalid_request, request_too_large, shutting_down
+from ferroute.errors import (
+    RouterError,
+    internal_error,
+    invalid_request,
+    model_not_allowed,
+    request_too_large,
+    shutting_down,
+)
 from ferroute.logs import log_line
 from ferroute.models import ResponsesRequest, parse_json_object, validate_request
+from ferroute.routing.keys import Key
 from ferroute.store import Record
 from ferroute.store.items import record_items, to_models
 
@@ -82,12 +90,12 @@ async def serve(app: App, scope: Scope, receive: Receive, send: Send) -> None:
     try:
         if scope["path"] != PATH:
             raise RouterError(404, f"no WebSocket route {scope['path']}", type="not_found", code="not_found")
-        tenant = app._authorize(scope)
+        key = app._identify(scope)
     except RouterError as e:
         await _refuse(scope, send, e)
         return
     await send({"type": "websocket.accept"})
-    await Connection(app, scope, receive, send, tenant).run()
+    await Connection(app, scope, receive, send, key).run()
 
 
 async def _refuse(scope: Scope, send: Send, error: RouterError) -> None:
@@ -105,12 +113,13 @@ class Connection:
     """An accepted connection: its messages read in turn, at most one response running (in a task of its own, so
     that messages, a disconnect above all, are read while it runs)."""
 
-    def __init__(self, app: App, scope: Scope, receive: Receive, send: Send, tenant: str) -> None:
+    def __init__(self, app: App, scope: Scope, receive: Receive, send: Send, key: Key) -> None:
         self.app = app
         self.scope = scope
         self.receive = receive
         self.send = send
-        self.tenant = tenant
+        self.key = key  # the caller's (its model globs and limits apply to each response)
+        self.tenant = key.tenant
         self.running: asyncio.Task[None] | None = None
         self.current: Exchange | None = None  # the running response's exchange, once made
         self.answered = False  # the running response's last message (terminal event or error) is being sent
@@ -178,11 +187,11 @@ class Connection:
             with contextlib.suppress(BaseException):
                 await running
         try:
-            request, echoed, cached = self._parse(message)
+            request, echoed, cached, size = self._parse(message)
         except RouterError as e:
             await self._error(e)
             return
-        self.running = asyncio.ensure_future(self._respond(request, echoed, cached))
+        self.running = asyncio.ensure_future(self._respond(request, echoed, cached, size))
         self.running.add_done_callback(self._ended)
 
     def _answered(self) -> bool:
@@ -193,9 +202,9 @@ class Connection:
         if self.running is task:
             self.running = None
 
-    def _parse(self, message: Message) -> tuple[ResponsesRequest, dict[str, Any], bool]:
-        """A `response.create` message → the validated request, its echoed settings, and whether it continues the
-        cached response; a `RouterError` for anything else."""
+    def _parse(self, message: Message) -> tuple[ResponsesRequest, dict[str, Any], bool, int]:
+        """A `response.create` message → the validated request, its echoed settings, whether it continues the
+        cached response, and the message's size; a `RouterError` for anything else."""
         limits = self.app.settings.limits
         text = message.get("text")
         raw = text.encode() if text is not None else (message.get("bytes") or b"")
@@ -226,9 +235,12 @@ class Connection:
             raise shutting_down()
         data["stream"] = True  # (a WebSocket response always streams; a `stream` sent is ignored)
         request, echoed = validate_request(data, max_input_items=limits.max_input_items)
+        key = self.key
+        if key.models is not None and not key.allows(request.model):
+            raise model_not_allowed(key.name, request.model)
         cache = self.cache
         if cache is None or request.previous_response_id != cache.id:
-            return request, echoed, False
+            return request, echoed, False, len(raw)
         # The cached response's context and output, then this turn's input (the store is not asked).
         items = to_models(cache.items) + request.items()
         if len(items) > limits.max_input_items:
@@ -238,28 +250,42 @@ class Connection:
                 "previous_response_id",
                 code="context_too_long",
             )
-        return request.model_copy(update={"input": items, "previous_response_id": None}), echoed, True
+        return request.model_copy(update={"input": items, "previous_response_id": None}), echoed, True, len(raw)
 
-    async def _respond(self, request: ResponsesRequest, echoed: dict[str, Any], cached: bool) -> None:
+    async def _respond(self, request: ResponsesRequest, echoed: dict[str, Any], cached: bool, size: int) -> None:
         """One response, run by the app's pipeline onto this connection; the cache kept up to date after it."""
         app = self.app
         made: list[Exchange] = []
         self.current, self.answered = None, False
         began = time.monotonic()
-        log: dict[str, Any] = {"method": "WEBSOCKET", "path": PATH}
+        log: dict[str, Any] = {"method": "WEBSOCKET", "path": PATH, "key": self.key.name}
         status = 500
         try:
-            status = await app.respond(
-                request,
-                echoed,
-                self.tenant,
-                self.send,
-                self._disconnect,
-                log,
-                began,
-                framing=MESSAGES,
-                on_exchange=self._made(made),
-            )
+            if self.key.limits is None:
+                status = await app.respond(
+                    request,
+                    echoed,
+                    self.tenant,
+                    self.send,
+                    self._disconnect,
+                    log,
+                    began,
+                    framing=MESSAGES,
+                    on_exchange=self._made(made),
+                )
+            else:  # (a 429 is an error message; WebSocket messages carry no headers)
+                status = await app.respond_limited(
+                    self.key,
+                    size,
+                    request,
+                    echoed,
+                    self.send,
+                    self._disconnect,
+                    log,
+                    began,
+                    framing=MESSAGES,
+                    on_exchange=self._made(made),
+                )
         except RouterError as e:
             if e.status == 404 and e.param == "previous_response_id":
                 e = RouterError(404, e.message, type=e.type, code="previous_response_not_found", param=e.param)
