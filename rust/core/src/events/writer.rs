@@ -1800,10 +1800,16 @@ mod tests {
             ..Usage::default()
         });
         next.finish(Outcome::Completed);
-        assert_eq!(next.total_usage().map(|u| (u.input_tokens, u.total_tokens)), Some((4, 5)));
+        assert_eq!(
+            next.total_usage().map(|u| (u.input_tokens, u.total_tokens)),
+            Some((4, 5))
+        );
         sent.extend_from_slice(next.output());
         let evs = events(&sent);
-        assert_eq!(types(&evs)[..3], ["response.created", "response.in_progress", "response.output_item.added"]);
+        assert_eq!(
+            types(&evs)[..3],
+            ["response.created", "response.in_progress", "response.output_item.added"]
+        );
         assert_eq!(types(&evs).iter().filter(|t| **t == "response.created").count(), 1);
         for (i, e) in evs.iter().enumerate() {
             assert_eq!(e["sequence_number"], i as u64, "one series across both writers");
