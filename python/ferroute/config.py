@@ -329,6 +329,27 @@ class KeyConfig(_Section):
         return not (self.requests_per_minute is None and self.tokens_per_minute is None and self.max_concurrent is None)
 
 
+class TelemetryConfig(_Section):
+    """`[telemetry]`: OpenTelemetry traces (README "Tracing"). Off unless `otlp_endpoint` or the standard
+    `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set."""
+
+    # The collector's OTLP/HTTP base URL (`http://host:4318`): spans go to `{otlp_endpoint}/v1/traces`.
+    otlp_endpoint: str | None = None
+    # `service.name` of the spans; unset: `$OTEL_SERVICE_NAME`, else "ferroute".
+    service_name: str | None = None
+    # Prompt and completion text (and hosted tools' arguments and results) in the spans, masked and cut to
+    # `max_content_chars` each; off by default.
+    capture_content: bool = False
+    max_content_chars: int = Field(default=16384, ge=256)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://", url):
+            raise ValueError("otlp_endpoint must start with http:// or https://")
+        return url
+
+
 class Settings(_Section):
     server: ServerConfig = ServerConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
@@ -342,6 +363,7 @@ class Settings(_Section):
     routes: list[RouteConfig] = []
     prices: list[PriceConfig] = []
     keys: list[KeyConfig] = []
+    telemetry: TelemetryConfig = TelemetryConfig()
     # Where the settings came from (not a TOML key).
     source: str = Field(default=DEFAULTS_SOURCE, exclude=True)
 

@@ -36,7 +36,17 @@ class Scripted:
     """A provider's source (`ferroute.providers.Source`) whose upstream answer is the test's `open`."""
 
     def __init__(self, open_: Open) -> None:
-        self.open = open_
+        self._open = open_
+
+    def open(
+        self,
+        request: ResponsesRequest,
+        upstream_model: str,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Awaitable[Upstream]:
+        return self._open(request, upstream_model, transport)
 
 
 def app_with(open_: Open, dialect: Callable[[ProviderConfig], Dialect] = ChatCompletionsDialect) -> App:

@@ -51,6 +51,7 @@ from ferroute.routing.reasoning import for_provider
 from ferroute.routing.routes import Router
 from ferroute.store import Store, open_store
 from ferroute.store.crypto import ReasoningCipher
+from ferroute.telemetry import Telemetry, enabled
 from ferroute.tools.hosted import OnEvent, Tools, has_hosted_items, lower
 
 access_log = logging.getLogger("ferroute.access")
@@ -98,6 +99,12 @@ class App:
         # Masked in whatever an upstream says back (its error messages), before a client, the store or a log sees it.
         self.secret_list = secrets_of(settings, providers) + self.tools.secrets()
         self.secrets = _core.Secrets(self.secret_list)
+        # Tracing (`[telemetry]`): None when off, and then nothing of OpenTelemetry is imported. On, `respond` is
+        # wrapped in the response's span (the tracer itself is made in each worker, at startup).
+        self.telemetry: Telemetry | None = None
+        if enabled(settings.telemetry):
+            self.telemetry = Telemetry(settings.telemetry, self.secrets)
+            self.respond = self.telemetry.traced(self.respond)  # type: ignore[method-assign]
         self.transport = transport  # (made at startup, on the worker's loop, when not given)
         self.draining = False
         self._streams: set[asyncio.Task[Any]] = set()
@@ -254,9 +261,12 @@ class App:
         )
         if key.models is not None and not key.allows(request.model):
             raise model_not_allowed(key.name, request.model)
+        headers = scope["headers"]
         if key.limits is None:
-            return await self.respond(request, echoed, key.tenant, send, receive, log, began)
-        return await self.respond_limited(key, len(body), request, echoed, send, receive, log, began)
+            return await self.respond(request, echoed, key.tenant, send, receive, log, began, trace_parent=headers)
+        return await self.respond_limited(
+            key, len(body), request, echoed, send, receive, log, began, trace_parent=headers
+        )
 
     async def _read(self, scope: Scope, receive: Receive, began: float) -> bytes:
         """A request's body, within `max_body_bytes` and `body_read_timeout`."""
@@ -313,6 +323,7 @@ class App:
         *,
         framing: Framing = SSE,
         on_exchange: Callable[[Exchange], None] | None = None,
+        trace_parent: Any = None,
     ) -> int:
         """`respond` for a key with limits (`size`: the request body's bytes, whence its input tokens are guessed):
         admitted first (a 429 otherwise), its answer carrying the key's `x-ratelimit-*` headers, and ended (its slot
@@ -338,7 +349,16 @@ class App:
 
         try:
             return await self.respond(
-                request, echoed, key.tenant, send, receive, log, began, framing=framing, on_exchange=on_made
+                request,
+                echoed,
+                key.tenant,
+                send,
+                receive,
+                log,
+                began,
+                framing=framing,
+                on_exchange=on_made,
+                trace_parent=trace_parent,
             )
         except RouterError as e:
             e.headers = e.headers + grant.headers
@@ -362,10 +382,13 @@ class App:
         depth: int = 0,
         framing: Framing = SSE,
         on_exchange: Callable[[Exchange], None] | None = None,
+        trace_parent: Any = None,
     ) -> int:
         """A validated request answered on `send`: routed, its stored state resolved, its exchange run (`depth`: how
         deep in sub-agents' nested responses it is; 0 for a client's). `framing`: SSE (an HTTP response) or
-        MESSAGES (a WebSocket's messages: `app.websocket`); `on_exchange` is given the exchange once it is made."""
+        MESSAGES (a WebSocket's messages: `app.websocket`); `on_exchange` is given the exchange once it is made.
+        `trace_parent`: the request's ASGI headers, whose W3C `traceparent` the response's span continues (read by
+        the tracing wrapper, `ferroute.telemetry`, when tracing is on)."""
         log["model"] = request.model
         log["stream"] = bool(request.stream)
         store = request.store if request.store is not None else self.store_config.default_store
@@ -522,6 +545,11 @@ class App:
         self.metrics.start(loop)
         tune_collector()
         self.tools.warm_up()
+        if self.telemetry is not None:
+            try:
+                self.telemetry.start()
+            except Exception:
+                error_log.exception("tracing could not be started: responses are served without spans")
 
     def _transport(self) -> StreamTransport:
         if self.transport is None:
@@ -565,6 +593,8 @@ class App:
         if self.limiter is not None:
             with contextlib.suppress(Exception):
                 await self.limiter.aclose()
+        if self.telemetry is not None:
+            await self.telemetry.shutdown()  # (the spans still queued are exported)
         flush_all(access_log)  # (a forked worker exits without logging.shutdown)
 
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import httpx
 
@@ -39,7 +39,11 @@ from ferroute.providers import Provider, Translator, Upstream
 from ferroute.routing.reasoning import for_provider
 from ferroute.routing.routes import Failover
 from ferroute.store import ANONYMOUS, Record
+from ferroute.telemetry import start_attempt
 from ferroute.tools.hosted import Plan, Tools
+
+if TYPE_CHECKING:
+    from ferroute.telemetry import ResponseTrace
 
 error_log = logging.getLogger("ferroute.error")
 
@@ -124,6 +128,7 @@ class Exchange:
     # Run once when the response has ended, before its last bytes go out (a limited key's request ends: its slot
     # freed and its tokens settled, so that the client's next request sees them); None for most.
     ending: Callable[[], Awaitable[None]] | None = None
+    trace: ResponseTrace | None = None  # the response's span when tracing is on (`ferroute.telemetry`)
 
     async def start(self) -> None:
         if not self.started:
@@ -334,9 +339,12 @@ class Pump:
         if ex.failover is not None:  # a route, or retries: attempts until one gets its first content out
             await self._attempts(ex, ex.failover)
             return
+        attempt = start_attempt(ex)  # (None when tracing is off)
         try:
-            ex.upstream = upstream = await self.open(ex)
+            ex.upstream = upstream = await self.open(ex, None if attempt is None else attempt.headers)
         except RouterError as e:
+            if attempt is not None:
+                attempt.end(e)
             if ex.started:  # keep-alives already went out: the failure goes in-band
                 self.metrics.upstream_error(ex.provider.name, e.code or "error")
                 await ex.fail(e)
@@ -365,11 +373,12 @@ class Pump:
         else:
             await self._stream(ex, upstream.chunks)
 
-    async def open(self, ex: Exchange) -> Upstream:
-        """Open the exchange's upstream request. One whose reasoning blob the upstream rejects (it came from another
-        key of the same provider, one rotated since) goes once more without any blob: the reasoning's text stays."""
+    async def open(self, ex: Exchange, headers: list[tuple[bytes, bytes]] | None = None) -> Upstream:
+        """Open the exchange's upstream request (`headers`: a trace's `traceparent`). One whose reasoning blob the
+        upstream rejects (it came from another key of the same provider, one rotated since) goes once more without
+        any blob: the reasoning's text stays."""
         try:
-            return await ex.provider.open(ex.request, ex.upstream_model, self.transport())
+            return await ex.provider.open(ex.request, ex.upstream_model, self.transport(), headers=headers)
         except RouterError as e:
             if e.code != "invalid_encrypted_content":
                 raise
@@ -378,7 +387,7 @@ class Pump:
                 raise
         ex.request = stripped
         ex.log["reasoning_dropped"] = True
-        return await ex.provider.open(stripped, ex.upstream_model, self.transport())
+        return await ex.provider.open(stripped, ex.upstream_model, self.transport(), headers=headers)
 
     @staticmethod
     async def _collect(ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
@@ -508,6 +517,8 @@ class Pump:
                     return
                 verdict = True
                 error = failure.error
+                if ex.trace is not None and ex.trace.attempt is not None:
+                    ex.trace.attempt.end(error)  # (its span says how it failed, not how the next one went)
                 now = time.monotonic()
                 if route is not None:
                     target.breaker.failed(now, error.code or "error")
@@ -554,9 +565,13 @@ class Pump:
     async def _attempt(self, ex: Exchange, failover: Failover) -> Failure | None:
         """One attempt at the failover's current target: None once it answered (its content went out, or its whole
         response is ready), or the `Failure` that lets the request go on."""
+        retry = failover.tries
+        attempt = start_attempt(ex, retry, failover.target.name)  # (None when tracing is off)
         try:
-            ex.upstream = upstream = await self.open(ex)
+            ex.upstream = upstream = await self.open(ex, None if attempt is None else attempt.headers)
         except RouterError as e:
+            if attempt is not None:
+                attempt.end(e)
             if e.retryable:
                 return Failure(e)
             if ex.started:

@@ -272,6 +272,7 @@ class Connection:
                     began,
                     framing=MESSAGES,
                     on_exchange=self._made(made),
+                    trace_parent=self.scope["headers"],
                 )
             else:  # (a 429 is an error message; WebSocket messages carry no headers)
                 status = await app.respond_limited(
@@ -285,6 +286,7 @@ class Connection:
                     began,
                     framing=MESSAGES,
                     on_exchange=self._made(made),
+                    trace_parent=self.scope["headers"],
                 )
         except RouterError as e:
             if e.status == 404 and e.param == "previous_response_id":

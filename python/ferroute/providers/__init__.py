@@ -95,16 +95,35 @@ class Dialect(Protocol):
 class Source(Protocol):
     """Where a provider's answers come from."""
 
-    async def open(
-        self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
-    ) -> Upstream:
-        """Start the upstream request; raises `RouterError` for anything that fails before it streams."""
+    def open(
+        self,
+        request: ResponsesRequest,
+        upstream_model: str,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Awaitable[Upstream]:
+        """Start the upstream request; raises `RouterError` for anything that fails before it streams. `headers`:
+        more to send (a trace's `traceparent`; None when tracing is off)."""
+
+
+class OpenUpstream(Protocol):
+    """`Source.open`'s signature."""
+
+    def __call__(
+        self,
+        request: ResponsesRequest,
+        upstream_model: str,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Awaitable[Upstream]: ...
 
 
 class Provider:
     """A configured provider: a dialect spoken to a source, under the config's name and timeouts."""
 
-    open: Callable[[ResponsesRequest, str, httpx.AsyncBaseTransport], Awaitable[Upstream]]
+    open: OpenUpstream
     """`Source.open` of this provider's source. (The source's own method, not a wrapper: a request costs the
     same frames and awaits as when each kind was a class with its own `open`.)"""
 

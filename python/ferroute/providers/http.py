@@ -59,8 +59,15 @@ class HttpUpstream:
         self.head += b"".join(name + b": " + value + b"\r\n" for name, value in self.headers)
 
     async def open(
-        self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
+        self,
+        request: ResponsesRequest,
+        upstream_model: str,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> Upstream:
+        """The upstream request (with `headers` besides the usual ones: a trace's `traceparent`), its answer's
+        status checked."""
         body = self.request_body(request, upstream_model)
         # pydantic-core's serializer: 1.2 µs for a small body where `json.dumps(...).encode()` took 7.4.
         content = pydantic_core.to_json(body)
@@ -74,9 +81,11 @@ class HttpUpstream:
                 if key:
                     name, value = self.auth_header(key)
                     head += b"\r\n" + name + b": " + value
+                if headers:
+                    head += b"".join(b"\r\n" + name + b": " + value for name, value in headers)
                 answer = await transport.open(self.origin, head + b"\r\n\r\n", content, self.timeout.connect)
             else:
-                answer = await self._open_httpx(transport, content, key)
+                answer = await self._open_httpx(transport, content, key, headers)
         except httpx.HTTPError as e:
             raise upstream_error_from(self.name, e) from None
         stream = answer.body
@@ -94,13 +103,21 @@ class HttpUpstream:
             raise
         return Upstream(chunks=stream.__aiter__(), response=stream)
 
-    async def _open_httpx(self, transport: httpx.AsyncBaseTransport, content: bytes, key: str | None) -> _Answer:
+    async def _open_httpx(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        content: bytes,
+        key: str | None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> _Answer:
         """Any other transport (https goes through httpx's own inside `StreamTransport`): a plain `httpx.Request`
         straight to it. (An AsyncClient's `build_request` + `send` cost ~45 µs more per request for what the
         router does not use: auth flows, redirects, cookies, hooks, default headers.)"""
         headers = [*self.headers, (b"content-length", str(len(content)).encode())]
         if key:
             headers.append(self.auth_header(key))
+        if extra:
+            headers += extra
         upstream_request = httpx.Request(
             "POST", self.url, headers=headers, stream=httpx.ByteStream(content), extensions=self.extensions
         )

@@ -60,7 +60,12 @@ class MockSource:
         self.request_body = dialect.request_body
 
     async def open(
-        self, request: ResponsesRequest, upstream_model: str, transport: httpx.AsyncBaseTransport
+        self,
+        request: ResponsesRequest,
+        upstream_model: str,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,  # (nothing is sent: a trace's headers are dropped)
     ) -> Upstream:
         # The same request validation as a real upstream gets (unsupported items are a 400 here too).
         self.request_body(request, upstream_model)

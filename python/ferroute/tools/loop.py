@@ -33,10 +33,12 @@ from ferroute.models import (
     ResponsesRequest,
 )
 from ferroute.store.items import to_models
+from ferroute.telemetry import start_attempt
 from ferroute.tools.hosted import Hosted, Plan, Server
 
 if TYPE_CHECKING:
     from ferroute.app.exchange import Exchange, Pump
+    from ferroute.telemetry import ToolSpan
     from ferroute.tools.mcp import CallResult
 
 error_log = logging.getLogger("ferroute.error")
@@ -91,9 +93,14 @@ class Loop:
     async def _turn(self, request: Any) -> bool:
         """One upstream call, its frames sent (streaming); False if the response ended or failed before its end."""
         ex, pump, translator = self.ex, self.pump, self.translator
+        attempt = start_attempt(ex)  # (None when tracing is off)
         try:
-            upstream = await ex.provider.open(request, ex.upstream_model, pump.transport())
+            upstream = await ex.provider.open(
+                request, ex.upstream_model, pump.transport(), headers=None if attempt is None else attempt.headers
+            )
         except RouterError as e:
+            if attempt is not None:
+                attempt.end(e)
             if ex.started:  # (else the pump counts it when it answers `ex.error`)
                 pump.metrics.upstream_error(ex.provider.name, e.code or "error")
                 await ex.fail(e)
@@ -120,6 +127,8 @@ class Loop:
                 await self._emit(translator.end_turn())
         finally:
             ex.upstream = None
+            if attempt is not None:
+                attempt.end()
             with contextlib.suppress(Exception):
                 await upstream.aclose()
         return True
@@ -259,7 +268,9 @@ class Loop:
                 )
             ran.add(item.approval_request_id)
             self.plan.calls += 1
-            calls.append(_Call(server, request.name, request.arguments, approval_request_id=request.id))
+            calls.append(
+                _Call(server, request.name, request.arguments, approval_request_id=request.id, call_id=request.id)
+            )
         return calls
 
     async def _run_calls(self, held: list[dict[str, Any]]) -> bool:
@@ -271,7 +282,7 @@ class Loop:
             name = call["name"]
             agent = plan.agents.get(name)
             if agent is not None:
-                entry = _Call(None, name, call["arguments"] or "{}", agent=agent)
+                entry = _Call(None, name, call["arguments"] or "{}", agent=agent, call_id=call["call_id"])
                 if not plan.nests:
                     entry.refuse(_NOT_ALLOWED, f"sub-agents nest at most {self.box.agents.max_depth} deep")
                 elif plan.choice is not None and name not in plan.choice:
@@ -285,7 +296,7 @@ class Loop:
             hosted: Hosted | None = plan.functions.get(name)
             assert hosted is not None  # (only hosted names are held)
             server, tool = hosted.server, hosted.tool.name
-            entry = _Call(server, tool, call["arguments"] or "{}")
+            entry = _Call(server, tool, call["arguments"] or "{}", call_id=call["call_id"])
             if not server.allows(tool):
                 entry.refuse(_NOT_ALLOWED, f"the tool {tool!r} of {server.label!r} is not allowed in this request")
             elif plan.choice is not None and name not in plan.choice:
@@ -340,6 +351,8 @@ class Loop:
             for call in calls:
                 if call.task is not None:
                     call.task.cancel()
+                if call.span is not None:  # (cancelled before its item was written)
+                    call.span.end(error="cancelled")
 
     def _start(self, call: _Call) -> None:
         if call.refused is not None:
@@ -356,13 +369,22 @@ class Loop:
             if not isinstance(task, str) or not task.strip():
                 call.refuse(_INVALID_PARAMS, 'a sub-agent takes {"task": string}')
                 return
+            self._trace(call)
             call.task = asyncio.ensure_future(self._nested(call, call.agent, task))
             return
         server = call.server
         assert server is not None
+        self._trace(call)
         call.task = asyncio.ensure_future(
             self.box.pool.call(server.url, server.headers, call.tool, arguments, guard=server.guard)
         )
+
+    def _trace(self, call: _Call) -> None:
+        """The call's span (`execute_tool`), when tracing is on."""
+        trace = self.ex.trace
+        if trace is not None:
+            label = call.server.label if call.server is not None else None
+            call.span = trace.tool(call.tool, call.call_id, label, call.arguments)
 
     async def _write_mcp_call(self, call: _Call) -> None:
         names, translator = self.names, self.translator
@@ -390,6 +412,8 @@ class Loop:
                 output = self._mask(result.output or "")
             else:
                 error = _error(result.kind, self._mask(result.error))
+            if call.span is not None:
+                call.span.end(result=output, error=None if result.error is None else result.kind, message=result.error)
         failed = error is not None
         done = {**item, "arguments": call.arguments, "output": output, "error": error}
         done["status"] = "failed" if failed else "completed"
@@ -420,6 +444,9 @@ class Loop:
             call.wake.set()
 
         assert self.box.run_agent is not None
+        if call.span is not None:
+            with call.span.current():  # (the nested response's span is the call's child)
+                return await self.box.run_agent(request, self.ex.tenant, self.plan.depth + 1, on_event)
         return await self.box.run_agent(request, self.ex.tenant, self.plan.depth + 1, on_event)
 
     async def _write_agent_call(self, call: _Call) -> None:
@@ -462,6 +489,8 @@ class Loop:
                 response = task.result()
             except RouterError as e:
                 error = {"type": "http_error", "code": e.status, "message": self._mask(e.message)}
+                if call.span is not None:
+                    call.span.end(error=e.code or str(e.status), message=e.message)
             else:
                 usage = response.get("usage") or {}
                 translator.add_usage(
@@ -470,6 +499,7 @@ class Loop:
                     cached_tokens=(usage.get("input_tokens_details") or {}).get("cached_tokens", 0),
                     reasoning_tokens=(usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0),
                 )
+                message = None
                 if response["status"] == "failed":
                     message = (response.get("error") or {}).get("message") or "the sub-agent's response failed"
                     error = {"type": "http_error", "code": 502, "message": message}
@@ -480,6 +510,8 @@ class Loop:
                         if out_item["type"] == "message"
                         for part in out_item["content"]
                     )
+                if call.span is not None:
+                    call.span.end(result=output, error=None if message is None else "failed", message=message)
         failed = error is not None
         done = {
             **item,
@@ -525,8 +557,8 @@ class _Call:
     """One hosted call of a turn: an MCP server's tool, or a sub-agent (`agent`)."""
 
     __slots__ = (
-        "agent", "approval_request_id", "arguments", "progress", "refused", "response_id", "server", "task", "tool",
-        "wake",
+        "agent", "approval_request_id", "arguments", "call_id", "progress", "refused", "response_id", "server", "span",
+        "task", "tool", "wake",
     )  # fmt: skip
 
     def __init__(
@@ -537,8 +569,11 @@ class _Call:
         *,
         approval_request_id: str | None = None,
         agent: AgentTool | None = None,
+        call_id: str | None = None,
     ) -> None:
         self.server = server
+        self.call_id = call_id  # the model's call id (an approved call: its approval request's id)
+        self.span: ToolSpan | None = None  # its `execute_tool` span, when tracing is on
         self.tool = tool
         self.arguments = arguments
         self.approval_request_id = approval_request_id

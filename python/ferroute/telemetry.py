@@ -1,0 +1,480 @@
+"""OpenTelemetry traces (README "Tracing"): a span per response, a child per upstream attempt and per hosted tool call,
+after the GenAI semantic conventions, exported over OTLP/HTTP (protobuf) by the SDK's batch processor.
+
+Off unless `[telemetry] otlp_endpoint` or the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; off, nothing of OpenTelemetry is imported and a request pays one `is
+None` test per hook. On, each worker makes its own tracer provider at startup (after Granian's fork: the batch
+processor's thread belongs to the worker), exports from that thread (never from the request path), and flushes at
+shutdown.
+
+The spans:
+- the response (`POST /v1/responses`, a WebSocket `response.create`, a sub-agent's nested response): named
+  `chat {model}` (the model the client sent), kind SERVER (INTERNAL for a nested response), the child of an incoming
+  W3C `traceparent` (or of the tool call that runs a nested response); `gen_ai.*` request, response and usage
+  attributes, `error.type` when it failed;
+- each upstream attempt, its child: `chat {upstream model}`, kind CLIENT, `server.address`/`server.port`,
+  `ferroute.target`, `ferroute.retry`, `ferroute.outcome`, `ferroute.time_to_first_event`; the upstream request
+  carries this span's `traceparent`;
+- each hosted tool call (an MCP tool, a sub-agent): `execute_tool {tool}`, kind INTERNAL.
+No prompt, completion, tool argument or result text unless `capture_content = true` (then masked and cut to
+`max_content_chars`); every error message is masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ferroute.errors import RouterError
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+    from ferroute import _core
+    from ferroute.app.exchange import Exchange
+    from ferroute.config import TelemetryConfig
+    from ferroute.models import ResponsesRequest
+    from ferroute.providers import Provider
+
+error_log = logging.getLogger("ferroute.error")
+
+# The standard variables that turn tracing on (the exporter reads them itself when the config names no endpoint).
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+OPERATION = "chat"  # the conventions' value for a chat-style inference (the Responses API's too)
+# `gen_ai.provider.name` by dialect: the wire format's owner (the conventions' "telemetry flavor" discriminator);
+# the configured provider name is `ferroute.provider`.
+_PROVIDER_NAMES = {"chat_completions": "openai", "responses": "openai", "anthropic": "anthropic", "mock": "ferroute"}
+# A response's status as the conventions' finish reason.
+_FINISH = {"completed": "stop", "incomplete": "length", "failed": "error", "cancelled": "cancelled"}
+_SHUTDOWN_TIMEOUT_MS = 5000
+Respond = TypeVar("Respond", bound=Callable[..., Awaitable[int]])
+
+
+def enabled(config: TelemetryConfig) -> bool:
+    """Whether tracing is on: an endpoint in the config or the environment (and `OTEL_SDK_DISABLED` not true)."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return bool(config.otlp_endpoint) or any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
+
+
+class Telemetry:
+    """A worker's tracing: its tracer (made by `start`) and what every span shares."""
+
+    def __init__(self, config: TelemetryConfig, secrets: _core.Secrets) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.capture = config.capture_content
+        self.limit = config.max_content_chars
+        self.provider: TracerProvider | None = None
+        self.tracer: Tracer | None = None
+        self._servers: dict[str, dict[str, Any]] = {}  # provider name -> its server.address / server.port
+
+    # --- the worker's life ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The tracer provider, its batch processor (a thread) and exporter: once per worker, at its startup."""
+        if self.provider is not None:
+            return
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from ferroute._core import __version__
+
+        config = self.config
+        name = config.service_name or os.environ.get("OTEL_SERVICE_NAME") or "ferroute"
+        # (Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; the service name given here wins.)
+        resource = Resource.create({"service.name": name, "service.version": __version__})
+        endpoint = config.otlp_endpoint
+        exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces") if endpoint else OTLPSpanExporter()
+        provider = TracerProvider(resource=resource)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.provider = provider
+        self.tracer = provider.get_tracer("ferroute", __version__)
+
+    async def shutdown(self) -> None:
+        """Export what is queued (the batch processor's flush) and stop its thread, off the event loop."""
+        provider, self.provider, self.tracer = self.provider, None, None
+        if provider is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(provider.force_flush, _SHUTDOWN_TIMEOUT_MS)
+                await asyncio.to_thread(provider.shutdown)
+
+    # --- responses -----------------------------------------------------------------------------------------------
+
+    def traced(self, respond: Respond) -> Respond:
+        """`App.respond` with a span around it (the app swaps it in when tracing is on: no cost when off)."""
+
+        async def traced_respond(*args: Any, trace_parent: Any = None, **kwargs: Any) -> int:
+            tracer = self.tracer
+            if tracer is None:  # (not started: an app used without its lifespan)
+                return int(await respond(*args, **kwargs))
+            request: ResponsesRequest = args[0]
+            log: dict[str, Any] = args[5]
+            trace = ResponseTrace(self, tracer, request, trace_parent, kwargs.get("depth", 0))
+            on_exchange = kwargs.get("on_exchange")
+
+            def made(ex: Exchange) -> None:
+                ex.trace = trace
+                trace.ex = ex
+                if on_exchange is not None:
+                    on_exchange(ex)
+
+            kwargs["on_exchange"] = made
+            log["trace_id"] = trace.trace_id
+            try:
+                status = int(await respond(*args, **kwargs))
+            except BaseException as e:
+                trace.end(None, e)
+                raise
+            trace.end(status, None)
+            return status
+
+        return cast("Respond", traced_respond)
+
+    def server(self, provider: Provider) -> dict[str, Any]:
+        """The upstream's `server.address`/`server.port` (none for the built-in mock), worked out once."""
+        attributes = self._servers.get(provider.name)
+        if attributes is None:
+            attributes = {}
+            url = getattr(provider.source, "url", None)
+            if url is not None:
+                attributes["server.address"] = url.host
+                attributes["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+            self._servers[provider.name] = attributes
+        return attributes
+
+    def mask(self, text: str) -> str:
+        """Masked (the router's secrets) and cut to the content limit."""
+        if len(text) > self.limit:
+            text = text[: self.limit] + "…"
+        return self.secrets.mask(text)
+
+    def content(self, value: Any) -> str:
+        """`value` as JSON, masked and cut (captured content only)."""
+        return self.mask(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+class ResponseTrace:
+    """One response's span, and the attempt under way."""
+
+    __slots__ = ("attempt", "ex", "span", "telemetry", "trace_id", "tracer")
+
+    def __init__(
+        self, telemetry: Telemetry, tracer: Tracer, request: ResponsesRequest, parent: Any, depth: int
+    ) -> None:
+        from opentelemetry.trace import SpanKind
+
+        self.telemetry = telemetry
+        self.tracer = tracer
+        self.ex: Exchange | None = None
+        self.attempt: Attempt | None = None
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": OPERATION,
+            "gen_ai.request.model": request.model,
+        }
+        if request.max_output_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_output_tokens
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.top_p is not None:
+            attributes["gen_ai.request.top_p"] = request.top_p
+        if request.previous_response_id is not None:
+            attributes["ferroute.previous_response_id"] = request.previous_response_id
+        if telemetry.capture:
+            attributes.update(_input_content(telemetry, request))
+        self.span: Span = tracer.start_span(
+            f"{OPERATION} {request.model}",
+            context=_context(parent),
+            kind=SpanKind.SERVER if depth == 0 else SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+        self.trace_id = format(self.span.get_span_context().trace_id, "032x")
+
+    def start_attempt(self, ex: Exchange, target: str, retry: int) -> Attempt:
+        if self.attempt is not None:
+            self.attempt.end()
+        self.attempt = attempt = Attempt(self, ex, target, retry)
+        return attempt
+
+    def tool(self, name: str, call_id: str | None, server: str | None, arguments: str) -> ToolSpan:
+        return ToolSpan(self, name, call_id, server, arguments)
+
+    def end(self, status: int | None, exc: BaseException | None) -> None:
+        """End the span: what the response became (the exchange's translator) or the error it was answered with."""
+        from opentelemetry.trace import StatusCode
+
+        span = self.span
+        telemetry = self.telemetry
+        ex = self.ex
+        attributes: dict[str, Any] = {}
+        error: str | None = None
+        message: str | None = None
+        if ex is not None:
+            provider = ex.provider
+            translator = ex.translator
+            attributes["gen_ai.provider.name"] = _PROVIDER_NAMES.get(provider.config.kind, provider.config.kind)
+            attributes["ferroute.provider"] = provider.name
+            attributes.update(telemetry.server(provider))
+            attributes["gen_ai.response.id"] = translator.response_id
+            attributes["gen_ai.response.model"] = ex.upstream_model  # (the model asked of the upstream that answered)
+            translator_status = translator.status
+            attributes["ferroute.response.status"] = translator_status
+            if translator_status in _FINISH:
+                attributes["gen_ai.response.finish_reasons"] = (_FINISH[translator_status],)
+            usage = translator.usage
+            if usage is not None:
+                input_tokens, output_tokens, cached, reasoning = usage
+                attributes["gen_ai.usage.input_tokens"] = input_tokens
+                attributes["gen_ai.usage.output_tokens"] = output_tokens
+                if cached:
+                    attributes["gen_ai.usage.cache_read.input_tokens"] = cached
+                if reasoning:
+                    attributes["gen_ai.usage.reasoning.output_tokens"] = reasoning
+            if translator_status == "failed":
+                error = ex.log.get("error_code") or "failed"
+            if telemetry.capture and translator_status != "in_progress":
+                attributes.update(_output_content(telemetry, translator.response_json()))
+            if self.attempt is not None:
+                self.attempt.end()
+        if exc is not None:
+            error, message = _error_of(exc)
+            if isinstance(exc, RouterError):  # (answered with its status)
+                status = exc.status
+        if status is not None:
+            attributes["http.response.status_code"] = status
+        if error is not None:
+            attributes["error.type"] = error
+            span.set_status(StatusCode.ERROR, telemetry.mask(message) if message else None)
+        span.set_attributes(attributes)
+        span.end()
+
+
+class Attempt:
+    """One upstream attempt: its span (a child of the response's) and the `traceparent` the upstream request carries.
+    Ended by `end` (a failure before the first byte: the error), else when the next attempt starts or the response
+    ends (its outcome then read from the exchange)."""
+
+    __slots__ = ("began", "ex", "first_event_at", "headers", "span", "trace")
+
+    def __init__(self, trace: ResponseTrace, ex: Exchange, target: str, retry: int) -> None:
+        from opentelemetry.trace import SpanKind, set_span_in_context
+
+        self.trace = trace
+        self.ex = ex
+        self.began = time.monotonic()
+        self.first_event_at: float | None = None
+        provider = ex.provider
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": OPERATION,
+            "gen_ai.request.model": ex.upstream_model,
+            "gen_ai.provider.name": _PROVIDER_NAMES.get(provider.config.kind, provider.config.kind),
+            "ferroute.provider": provider.name,
+            "ferroute.target": target,
+            "ferroute.retry": retry,
+            **trace.telemetry.server(provider),
+        }
+        self.span: Span | None = trace.tracer.start_span(
+            f"{OPERATION} {ex.upstream_model}",
+            context=set_span_in_context(trace.span),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        context = self.span.get_span_context()
+        traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        self.headers: list[tuple[bytes, bytes]] = [(b"traceparent", traceparent.encode())]
+        state = context.trace_state.to_header()
+        if state:
+            self.headers.append((b"tracestate", state.encode()))
+
+    def first_event(self) -> None:
+        """The upstream's first content event reached the client now (otherwise the exchange's first send is used)."""
+        if self.first_event_at is None:
+            self.first_event_at = time.monotonic()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the attempt: with `error` (it failed before streaming), else as its exchange went."""
+        from opentelemetry.trace import StatusCode
+
+        span, self.span = self.span, None
+        if span is None:
+            return
+        if self.trace.attempt is self:
+            self.trace.attempt = None
+        ex = self.ex
+        attributes: dict[str, Any] = {}
+        first = self.first_event_at
+        if first is None and ex.first_event_at is not None and ex.first_event_at >= self.began:
+            first = ex.first_event_at
+        if first is not None:
+            attributes["ferroute.time_to_first_event"] = round(first - self.began, 6)
+        message = None
+        if error is not None:
+            outcome, message = _error_of(error)
+        elif ex.stop == "client_gone":
+            outcome = "client_disconnected"
+        elif ex.timeout is not None:
+            outcome = f"{ex.timeout}_timeout"
+        elif ex.translator.status == "failed":
+            outcome = ex.log.get("error_code") or "failed"
+        else:
+            outcome = "ok"
+        attributes["ferroute.outcome"] = outcome
+        if outcome != "ok":
+            attributes["error.type"] = outcome
+            span.set_status(StatusCode.ERROR, self.trace.telemetry.mask(message) if message else None)
+        span.set_attributes(attributes)
+        span.end()
+
+
+class ToolSpan:
+    """A hosted tool call's span (an MCP tool or a sub-agent), a child of the response's."""
+
+    __slots__ = ("span", "telemetry")
+
+    def __init__(
+        self, trace: ResponseTrace, name: str, call_id: str | None, server: str | None, arguments: str
+    ) -> None:
+        from opentelemetry.trace import SpanKind, set_span_in_context
+
+        self.telemetry = telemetry = trace.telemetry
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.type": "extension",  # (run by the router, not by the client)
+        }
+        if call_id is not None:
+            attributes["gen_ai.tool.call.id"] = call_id
+        if server is not None:
+            attributes["ferroute.mcp.server"] = server
+        if telemetry.capture:
+            attributes["gen_ai.tool.call.arguments"] = telemetry.mask(arguments)
+        self.span: Span | None = trace.tracer.start_span(
+            f"execute_tool {name}",
+            context=set_span_in_context(trace.span),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """This span as the current context (a sub-agent's nested response, run inside, is its child)."""
+        from opentelemetry import context
+        from opentelemetry.trace import set_span_in_context
+
+        assert self.span is not None
+        token = context.attach(set_span_in_context(self.span))
+        try:
+            yield
+        finally:
+            context.detach(token)
+
+    def end(self, *, result: str | None = None, error: str | None = None, message: str | None = None) -> None:
+        from opentelemetry.trace import StatusCode
+
+        span, self.span = self.span, None
+        if span is None:  # (ended already)
+            return
+        if error is not None:
+            span.set_attribute("error.type", error)
+            span.set_status(StatusCode.ERROR, self.telemetry.mask(message) if message else None)
+        elif result is not None and self.telemetry.capture:
+            span.set_attribute("gen_ai.tool.call.result", self.telemetry.mask(result))
+        span.end()
+
+
+def start_attempt(ex: Exchange, retry: int = 0, target: str | None = None) -> Attempt | None:
+    """An upstream attempt's span, before its `provider.open` (pass `attempt.headers` to it); None when tracing is
+    off. `target`: "<upstream model>:<provider>" (the exchange's by default); `retry`: 0 for the first try."""
+    trace = ex.trace
+    if trace is None:
+        return None
+    return trace.start_attempt(ex, target or f"{ex.upstream_model}:{ex.provider.name}", retry)
+
+
+def _context(parent: Any) -> Context | None:
+    """The parent of a response's span: the W3C trace context in an ASGI header list, or (None) the current one."""
+    if parent is None:
+        return None  # (a nested response: the tool call's span is current)
+    from opentelemetry.context import Context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {}
+    for name, value in parent:
+        if name == b"traceparent" or name == b"tracestate":
+            carrier[name.decode()] = value.decode("latin-1")
+    if not carrier:
+        return Context()  # (a root span)
+    return TraceContextTextMapPropagator().extract(carrier, context=Context())
+
+
+def _error_of(exc: BaseException) -> tuple[str, str | None]:
+    """`error.type` (and a message) for how a response or an attempt failed."""
+    from ferroute.app.http import ClientGone
+
+    if isinstance(exc, RouterError):
+        return exc.code or str(exc.status), exc.message
+    if isinstance(exc, ClientGone):
+        return "client_disconnected", None
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled", None
+    return type(exc).__qualname__, None
+
+
+# --- captured content (`capture_content = true`): the conventions' message shapes -------------------------------------
+
+
+def _input_content(telemetry: Telemetry, request: ResponsesRequest) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if request.instructions:
+        attributes["gen_ai.system_instructions"] = telemetry.content(
+            [{"type": "text", "content": request.instructions}]
+        )
+    if isinstance(request.input, str):
+        messages: list[Any] = [{"role": "user", "parts": [{"type": "text", "content": request.input}]}]
+    else:
+        items = [item.model_dump(mode="json", exclude_none=True) for item in request.items()]
+        messages = [_message(item) for item in items]
+    attributes["gen_ai.input.messages"] = telemetry.content(messages)
+    return attributes
+
+
+def _output_content(telemetry: Telemetry, response: bytes) -> dict[str, Any]:
+    try:
+        output = json.loads(response).get("output") or []
+    except ValueError:
+        return {}
+    return {"gen_ai.output.messages": telemetry.content([_message(item) for item in output])}
+
+
+def _message(item: dict[str, Any]) -> dict[str, Any]:
+    """An Open Responses item as the conventions' message: `{role, parts: [{type, …}]}`."""
+    kind = item.get("type", "message")
+    if kind == "message":
+        content = item.get("content")
+        if isinstance(content, str):
+            parts = [{"type": "text", "content": content}]
+        else:
+            parts = [{"type": "text", "content": part.get("text", "")} for part in content or [] if "text" in part]
+        return {"role": item.get("role", "user"), "parts": parts}
+    if kind == "function_call":
+        call = {"type": "tool_call", "id": item.get("call_id"), "name": item.get("name")}
+        return {"role": "assistant", "parts": [{**call, "arguments": item.get("arguments")}]}
+    if kind == "function_call_output":
+        return {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": item.get("call_id"), "result": item.get("output")}],
+        }
+    if kind == "reasoning":
+        text = " ".join(part.get("text", "") for part in (item.get("summary") or []) + (item.get("content") or []))
+        return {"role": "assistant", "parts": [{"type": "reasoning", "content": text}]}
+    return {"role": "assistant", "parts": [{"type": kind}]}
