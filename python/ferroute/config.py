@@ -255,6 +255,9 @@ class RouteConfig(_Section):
     name: str = Field(pattern=r"^[^\s]{1,256}$")
     strategy: Literal["fallback", "weighted", "least_busy", "latency"] = "fallback"
     targets: list[WeightedTarget] = Field(min_length=1)
+    # Seconds after which an attempt that has sent no content yet gets a second one beside it, at the next target
+    # (a hedge): the first to send content answers, the other is cancelled. None: no hedging.
+    hedge_after: float | None = Field(default=None, gt=0)
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -262,6 +265,12 @@ class RouteConfig(_Section):
         if isinstance(targets, list):  # "<model>:<provider>" is `{ target = "<model>:<provider>" }`
             return [{"target": t} if isinstance(t, str) else t for t in targets]
         return targets
+
+    @model_validator(mode="after")
+    def _hedged(self) -> RouteConfig:
+        if self.hedge_after is not None and len(self.targets) < 2:
+            raise ValueError(f"route {self.name!r}: hedge_after needs a second target to start")
+        return self
 
 
 class PriceConfig(_Section):

@@ -212,6 +212,14 @@ class Metrics:
             ("target", "next_target", "code"),
         )
         self.retries = retries.counts
+        hedges = self.counter(
+            "ferroute_upstream_hedges_total",
+            "Hedges: a second target started beside an attempt that sent no content for the route's hedge_after, by "
+            "route, the hedge's target and outcome (won: it sent content first; lost: the first attempt did, and the "
+            "hedge was cancelled; failed: it failed before its content; abandoned: the request ended first).",
+            ("route", "target", "outcome"),
+        )
+        self.hedges = hedges.counts
         self.gauge(
             "ferroute_streams_in_flight", "Streaming responses being sent now.", collect=lambda: {(): self.in_flight}
         )
@@ -282,6 +290,9 @@ class Metrics:
         """An attempt at `target` failed with `code` before its first content; the request went on to `following`
         (the same target: a retry; another: a failover)."""
         self.retries[(target, following, code)] += 1
+
+    def hedge(self, route: str, target: str, outcome: str) -> None:
+        self.hedges[(route, target, outcome)] += 1
 
     def stream_done(self, provider: str, began: float, first_event_at: float | None) -> None:
         now = time.monotonic()

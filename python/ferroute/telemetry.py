@@ -200,10 +200,14 @@ class ResponseTrace:
         )
         self.trace_id = format(self.span.get_span_context().trace_id, "032x")
 
-    def start_attempt(self, ex: Exchange, target: str, retry: int) -> Attempt:
-        if self.attempt is not None:
-            self.attempt.end()
-        self.attempt = attempt = Attempt(self, ex, target, retry)
+    def start_attempt(
+        self, ex: Exchange, target: str, retry: int, provider: Provider, upstream_model: str, beside: bool
+    ) -> Attempt:
+        attempt = Attempt(self, ex, target, retry, provider, upstream_model)
+        if not beside:
+            if self.attempt is not None:
+                self.attempt.end()
+            self.attempt = attempt
         return attempt
 
     def tool(self, name: str, call_id: str | None, server: str | None, arguments: str) -> ToolSpan:
@@ -266,17 +270,18 @@ class Attempt:
 
     __slots__ = ("began", "ex", "first_event_at", "headers", "span", "trace")
 
-    def __init__(self, trace: ResponseTrace, ex: Exchange, target: str, retry: int) -> None:
+    def __init__(
+        self, trace: ResponseTrace, ex: Exchange, target: str, retry: int, provider: Provider, upstream_model: str
+    ) -> None:
         from opentelemetry.trace import SpanKind, set_span_in_context
 
         self.trace = trace
         self.ex = ex
         self.began = time.monotonic()
         self.first_event_at: float | None = None
-        provider = ex.provider
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": OPERATION,
-            "gen_ai.request.model": ex.upstream_model,
+            "gen_ai.request.model": upstream_model,
             "gen_ai.provider.name": _PROVIDER_NAMES.get(provider.config.kind, provider.config.kind),
             "ferroute.provider": provider.name,
             "ferroute.target": target,
@@ -284,7 +289,7 @@ class Attempt:
             **trace.telemetry.server(provider),
         }
         self.span: Span | None = trace.tracer.start_span(
-            f"{OPERATION} {ex.upstream_model}",
+            f"{OPERATION} {upstream_model}",
             context=set_span_in_context(trace.span),
             kind=SpanKind.CLIENT,
             attributes=attributes,
@@ -392,13 +397,27 @@ class ToolSpan:
         span.end()
 
 
-def start_attempt(ex: Exchange, retry: int = 0, target: str | None = None) -> Attempt | None:
+def start_attempt(
+    ex: Exchange,
+    retry: int = 0,
+    target: str | None = None,
+    *,
+    provider: Provider | None = None,
+    upstream_model: str | None = None,
+    beside: bool = False,
+) -> Attempt | None:
     """An upstream attempt's span, before its `provider.open` (pass `attempt.headers` to it); None when tracing is
-    off. `target`: "<upstream model>:<provider>" (the exchange's by default); `retry`: 0 for the first try."""
+    off. `target`: "<upstream model>:<provider>" (the exchange's by default); `retry`: 0 for the first try;
+    `provider`, `upstream_model`: where it goes (the exchange's by default); `beside`: a hedge, under way beside the
+    exchange's attempt (it does not end that one, and is ended by its caller or made the trace's attempt)."""
     trace = ex.trace
     if trace is None:
         return None
-    return trace.start_attempt(ex, target or f"{ex.upstream_model}:{ex.provider.name}", retry)
+    provider = provider or ex.provider
+    upstream_model = upstream_model or ex.upstream_model
+    return trace.start_attempt(
+        ex, target or f"{upstream_model}:{provider.name}", retry, provider, upstream_model, beside
+    )
 
 
 def _context(parent: Any) -> Context | None:

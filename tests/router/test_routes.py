@@ -130,6 +130,31 @@ targets = ["status:503:oai", "gen?tag=cross:anth"]
 [[routes]]
 name = "flaky"
 targets = ["gen?fail=3&tag=flaky:up", "gen?tag=flaky:oai"]
+
+[[routes]]
+name = "hedged"
+hedge_after = 0.3
+targets = ["gen?delay=3&tag=h1:up", "gen?tag=h2:anth"]
+
+[[routes]]
+name = "hedged-charged"
+hedge_after = 0.3
+targets = ["gen?drip=1.5&tag=hc1:anth", "gen?tag=hc2:up"]
+
+[[routes]]
+name = "hedge-lost"
+hedge_after = 0.2
+targets = ["gen?delay=0.5&tag=hl1:up", "gen?delay=3&tag=hl2:anth"]
+
+[[routes]]
+name = "hedge-failed"
+hedge_after = 0.2
+targets = ["gen?delay=0.5&tag=hf1:up", "status:503:anth"]
+
+[[routes]]
+name = "hedge-unneeded"
+hedge_after = 0.5
+targets = ["gen?tag=hu1:up", "gen?tag=hu2:anth"]
 """
 
 
@@ -405,3 +430,88 @@ def test_a_rejected_blob_is_retried_once_without_it(server: Server, upstream: Se
     assert not any(i.get("encrypted_content") for i in bodies[1]["input"] if i.get("type") == "reasoning")
     # Its reasoning summary still went along.
     assert any(i.get("summary") for i in bodies[1]["input"] if i.get("type") == "reasoning")
+
+
+# --- hedging ----------------------------------------------------------------------------------------------------------
+
+
+def _records(upstream: Server) -> dict[str, dict[str, Any]]:
+    return {r["body"]["model"]: r for r in requests_seen(upstream)}
+
+
+def _hedges(server: Server, route: str) -> dict[tuple[str, str], float]:
+    """`ferroute_upstream_hedges_total` of `route`: (target, outcome) -> count."""
+    counts = {}
+    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f'ferroute_upstream_hedges_total{{route="{route}"'):
+            labels, value = line.rsplit(" ", 1)
+            target = labels.split('target="', 1)[1].split('"', 1)[0]
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[(target, outcome)] = float(value)
+    return counts
+
+
+def _cancelled(upstream: Server, model: str) -> bool:
+    """Whether the router hung up on the request for `model` (polled: the mock notices within 0.02 s)."""
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if _records(upstream)[model]["closed_early"]:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_hedge_answers_when_the_first_target_is_slow(server: Server, upstream: Server) -> None:
+    # The first target would answer after 3 s: at 0.3 s the second starts, answers at once, and the first is
+    # cancelled. The client gets one response, the winner's, from events that never mention the race.
+    for streamed in (True, False):
+        httpx.delete(f"{upstream.url}/requests", timeout=5)
+        began = time.monotonic()
+        if streamed:
+            events, response = stream(server, {"model": "hedged", "input": "hi"})
+            assert [e["sequence_number"] for e in events] == list(range(len(events)))
+            assert not [e for e in events if e["type"] in ("error", "response.failed")]
+            assert [e["type"] for e in events].count("response.created") == 1
+        else:
+            response = create_ok(server, {"model": "hedged", "input": "hi"})
+        assert time.monotonic() - began < 2.0
+        assert response["status"] == "completed" and response["model"] == "hedged"
+        assert [item["type"] for item in response["output"]] == ["message"]
+        assert _text(response) == "Hello from the mock upstream."
+        assert [m for _, m in _seen(upstream)] == ["gen?delay=3&tag=h1", "gen?tag=h2"]
+        assert _cancelled(upstream, "gen?delay=3&tag=h1")
+    assert _hedges(server, "hedged") == {("gen?tag=h2:anth", "won"): 2.0}
+
+
+def test_a_cancelled_legs_tokens_are_counted(server: Server, upstream: Server) -> None:
+    # The first target (Anthropic) has sent `message_start` (5 input tokens, 1 output) and then nothing for 1.5 s;
+    # the hedge (Chat Completions: 5 and 5) wins. The response's usage is both calls'.
+    response = create_ok(server, {"model": "hedged-charged", "input": "hi"})
+    assert _text(response) == "Hello from the mock upstream."
+    assert _cancelled(upstream, "gen?drip=1.5&tag=hc1")
+    usage = response["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (10, 6), usage
+
+
+def test_when_the_first_target_answers_first_the_hedge_is_cancelled(server: Server, upstream: Server) -> None:
+    _, response = stream(server, {"model": "hedge-lost", "input": "hi"})
+    assert response["status"] == "completed"
+    assert [m for _, m in _seen(upstream)] == ["gen?delay=0.5&tag=hl1", "gen?delay=3&tag=hl2"]
+    assert _cancelled(upstream, "gen?delay=3&tag=hl2")
+    assert not _records(upstream)["gen?delay=0.5&tag=hl1"]["closed_early"]
+    assert _hedges(server, "hedge-lost") == {("gen?delay=3&tag=hl2:anth", "lost"): 1.0}
+
+
+def test_a_failed_hedge_leaves_the_first_target_running(server: Server, upstream: Server) -> None:
+    events, response = stream(server, {"model": "hedge-failed", "input": "hi"})
+    assert not [e for e in events if e["type"] in ("error", "response.failed")]
+    assert response["status"] == "completed" and _text(response) == "Hello from the mock upstream."
+    assert [m for _, m in _seen(upstream)] == ["gen?delay=0.5&tag=hf1", "status:503"]
+    assert _hedges(server, "hedge-failed") == {("status:503:anth", "failed"): 1.0}
+
+
+def test_no_hedge_when_the_first_content_comes_in_time(server: Server, upstream: Server) -> None:
+    for _ in range(3):
+        _both(server, "hedge-unneeded")
+    assert [m for _, m in _seen(upstream)] == ["gen?tag=hu1"] * 6
+    assert _hedges(server, "hedge-unneeded") == {}

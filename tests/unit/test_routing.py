@@ -154,3 +154,24 @@ def test_config_checks_routes() -> None:
             '[[providers]]\nname = "a"\nkind = "mock"\n'
             '[[routes]]\nname = "r"\ntargets = ["m:a"]\n[[routes]]\nname = "r"\ntargets = ["m:a"]\n'
         )
+    with pytest.raises(ConfigError, match="hedge_after needs a second target"):
+        parse_settings(
+            '[[providers]]\nname = "a"\nkind = "mock"\n[[routes]]\nname = "r"\nhedge_after = 0.5\ntargets = ["m:a"]\n'
+        )
+
+
+def test_a_hedge_is_the_next_healthy_target_within_the_budget() -> None:
+    router = _router(routing=RoutingConfig(retries=1, retry_budget=0.0, retry_budget_min=1))
+    _, _, failover = router.pick("r", 0)
+    assert failover is not None
+    assert failover.hedge(0) is router.targets["m:b"]
+    assert failover.target.name == "m:b" and failover.hedge(0) is None  # (no third target)
+    # The first target's budget (one retry or hedge per window here) is spent: the next request gets no hedge.
+    _, _, failover = router.pick("r", 0)
+    assert failover is not None and failover.hedge(0) is None
+    # An open circuit is not hedged to.
+    router = _router()
+    for _ in range(5):
+        router.targets["m:b"].breaker.failed(0, "x")
+    _, _, failover = router.pick("r", 0)
+    assert failover is not None and failover.hedge(0) is None

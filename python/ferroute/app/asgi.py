@@ -415,7 +415,9 @@ class App:
                 if credentials:
                     secrets = _core.Secrets(self.secret_list + credentials)
             elif has_hosted_items(items):
-                upstream_request = upstream_request.model_copy(update={"input": lower(items, None)})
+                # (Every attempt's request is made from `context`: the items are lowered there.)
+                context = context.model_copy(update={"input": lower(context.items(), None)})
+                upstream_request = for_provider(context, provider.name)
         # What a client sees of reasoning items' `encrypted_content` is the writer's (`reasoning=`): sealed by the
         # router when asked for; an upstream's own (Anthropic's signatures, OpenAI's blobs) stays in the stored
         # response for later turns but is shown only when asked.

@@ -37,13 +37,13 @@ from ferroute.metrics import Metrics
 from ferroute.models import ResponsesRequest
 from ferroute.providers import Provider, Translator, Upstream
 from ferroute.routing.reasoning import for_provider
-from ferroute.routing.routes import Failover
+from ferroute.routing.routes import Failover, Target
 from ferroute.store import ANONYMOUS, Record
 from ferroute.telemetry import start_attempt
 from ferroute.tools.hosted import Plan, Tools
 
 if TYPE_CHECKING:
-    from ferroute.telemetry import ResponseTrace
+    from ferroute.telemetry import Attempt, ResponseTrace
 
 error_log = logging.getLogger("ferroute.error")
 
@@ -377,17 +377,29 @@ class Pump:
         """Open the exchange's upstream request (`headers`: a trace's `traceparent`). One whose reasoning blob the
         upstream rejects (it came from another key of the same provider, one rotated since) goes once more without
         any blob: the reasoning's text stays."""
+        upstream, ex.request = await self._open(ex, ex.provider, ex.request, ex.upstream_model, headers)
+        return upstream
+
+    async def _open(
+        self,
+        ex: Exchange,
+        provider: Provider,
+        request: ResponsesRequest,
+        upstream_model: str,
+        headers: list[tuple[bytes, bytes]] | None,
+    ) -> tuple[Upstream, ResponsesRequest]:
+        """`open` for `request` at `provider`: the upstream, and the request it was sent (without blobs, if the
+        first try's were rejected)."""
         try:
-            return await ex.provider.open(ex.request, ex.upstream_model, self.transport(), headers=headers)
+            return await provider.open(request, upstream_model, self.transport(), headers=headers), request
         except RouterError as e:
             if e.code != "invalid_encrypted_content":
                 raise
-            stripped = for_provider(ex.request, ex.provider.name, everything=True)
-            if stripped is ex.request:
+            stripped = for_provider(request, provider.name, everything=True)
+            if stripped is request:
                 raise
-        ex.request = stripped
         ex.log["reasoning_dropped"] = True
-        return await ex.provider.open(stripped, ex.upstream_model, self.transport(), headers=headers)
+        return await provider.open(stripped, upstream_model, self.transport(), headers=headers), stripped
 
     @staticmethod
     async def _collect(ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
@@ -490,54 +502,25 @@ class Pump:
         an attempt that fails before that (an error before the first byte, a late first event, an in-band error as
         the upstream's first event, a stream that ends with nothing) is retried or moved to the next target, and
         the client sees nothing of it (at most the start events, which the next attempt's translator goes on from).
-        Once content is out, a failure ends the response as on the plain path."""
+        Once content is out, a failure ends the response as on the plain path. A route with `hedge_after` races a
+        second target beside an attempt that is slow to its first content (`_race`)."""
         route = failover.route
-        task = asyncio.current_task()
+        hedging = route is not None and route.hedge_after is not None
         log = ex.log
         while True:
-            target = failover.target
-            now = time.monotonic()
-            probe = target.breaker.enter(now) if route is not None else False
-            target.in_flight += 1
-            verdict = False
-            try:
-                try:
-                    failure = await self._attempt(ex, failover)
-                except asyncio.CancelledError:
-                    # The clock's first-event timeout, before any content: this attempt failed, the request goes on.
-                    if not (ex.stop == "timeout" and ex.timeout == "first_event") or ex.translator.output_items:
-                        raise
-                    failure = Failure(ex.timeout_error(), timeout=True)
-                    if task is not None:
-                        uncancel(task)
-                    ex.stop = ex.timeout = None
-                    self.clock.resume(ex)
-                if failure is None:
-                    verdict = True
-                    return
-                verdict = True
-                error = failure.error
-                if ex.trace is not None and ex.trace.attempt is not None:
-                    ex.trace.attempt.end(error)  # (its span says how it failed, not how the next one went)
-                now = time.monotonic()
-                if route is not None:
-                    target.breaker.failed(now, error.code or "error")
-                if ex.upstream is not None:
-                    upstream, ex.upstream = ex.upstream, None
-                    with contextlib.suppress(Exception):
-                        await upstream.aclose()
-                following = failover.after(error, now)
-                if following is None:
-                    await self._give_up(ex, failure)
-                    return
-            finally:
-                target.in_flight -= 1
-                if not verdict and route is not None:
-                    target.breaker.abandon(probe)
+            failure = await (self._race(ex, failover) if hedging else self._tracked(ex, failover))
+            if failure is None:
+                return
+            error = failure.error
+            following = failover.after(error, time.monotonic())
+            if following is None:
+                await self._give_up(ex, failure)
+                return
             following_target, wait = following
             self.metrics.upstream_error(ex.provider.name, error.code or "error")
             log["attempts"] = log.get("attempts", 1) + 1
-            self.metrics.retry(target.name, following_target.name, error.code or "error")
+            failed = f"{ex.upstream_model}:{ex.provider.name}"  # (the target whose failure goes on)
+            self.metrics.retry(failed, following_target.name, error.code or "error")
             if wait > 0:
                 ex.tooling = True  # (the upstream timeouts wait meanwhile; keep-alives go on)
                 try:
@@ -552,15 +535,290 @@ class Pump:
             if ex.context is not None:
                 ex.request = for_provider(ex.context, ex.provider.name)
             ex.translator = ex.remake(ex.provider, ex.preamble)
-            spent = previous.usage  # (tokens an attempt that failed was charged are the response's too)
-            if spent is not None:
-                ex.translator.add_usage(
-                    input_tokens=spent[0], output_tokens=spent[1], cached_tokens=spent[2], reasoning_tokens=spent[3]
-                )
+            _carry_usage(previous, ex.translator)  # (tokens an attempt that failed was charged are the response's too)
             log["provider"] = ex.provider.name
             log["target"] = following_target.name
             ex.reads = 0
             ex.attempt_began = time.monotonic()
+
+    async def _tracked(self, ex: Exchange, failover: Failover) -> Failure | None:
+        """One attempt at the failover's current target (`_attempt`) with the target's bookkeeping: its circuit, its
+        requests in flight, the clock's first-event timeout as a failure. None once it answered."""
+        route = failover.route
+        target = failover.target
+        probe = target.breaker.enter(time.monotonic()) if route is not None else False
+        target.in_flight += 1
+        verdict = False
+        try:
+            try:
+                failure = await self._attempt(ex, failover)
+            except asyncio.CancelledError:
+                timeout = self._timed_out(ex)
+                if timeout is None:
+                    raise
+                failure = Failure(timeout, timeout=True)
+            verdict = True
+            if failure is not None:
+                if ex.trace is not None and ex.trace.attempt is not None:
+                    ex.trace.attempt.end(failure.error)  # (its span says how it failed, not how the next one went)
+                if route is not None:
+                    target.breaker.failed(time.monotonic(), failure.error.code or "error")
+                if ex.upstream is not None:
+                    upstream, ex.upstream = ex.upstream, None
+                    with contextlib.suppress(Exception):
+                        await upstream.aclose()
+            return failure
+        finally:
+            target.in_flight -= 1
+            if not verdict and route is not None:
+                target.breaker.abandon(probe)
+
+    def _timed_out(self, ex: Exchange) -> RouterError | None:
+        """The work was cancelled: when by the clock's first-event timeout, before any content, the timeout's error
+        (the attempt failed, the request goes on: the task is uncancelled and timed again); else None."""
+        if ex.stop != "timeout" or ex.timeout != "first_event" or ex.translator.output_items:
+            return None
+        error = ex.timeout_error()
+        task = asyncio.current_task()
+        if task is not None:
+            uncancel(task)
+        ex.stop = ex.timeout = None
+        self.clock.resume(ex)
+        return error
+
+    # --- hedging: a second target raced beside a slow first one ----------------------------------------------------
+
+    async def _race(self, ex: Exchange, failover: Failover) -> Failure | None:
+        """`_tracked` for a route with `hedge_after`: the attempt reads its upstream until its first content (sending
+        nothing); if none has come after `hedge_after` seconds, the next target (`Failover.hedge`) starts beside it.
+        The first leg to get content answers: its output goes out and its stream goes on; the other is cancelled
+        at once (its connection closed), and the tokens it was charged are the response's too. A leg that fails
+        leaves the other running; when every leg failed, the last failure goes on as one attempt's would."""
+        route = failover.route
+        assert route is not None and route.hedge_after is not None
+        lead = self._leg(ex, failover.target, ex.provider, ex.upstream_model, ex.request, ex.translator, failover.tries)
+        legs = [lead]
+        running: dict[asyncio.Future[Failure | None], Leg] = {}
+        running[asyncio.ensure_future(self._until_content(ex, lead))] = lead
+        winner: Leg | None = None
+        failed: Leg | None = None  # the last leg that failed
+        hedge_at: float | None = ex.attempt_began + route.hedge_after
+        try:
+            try:
+                while running and winner is None:
+                    wait = None if hedge_at is None else max(0.0, hedge_at - time.monotonic())
+                    done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        hedge_at = None
+                        hedge = self._hedge(ex, failover)
+                        if hedge is not None:
+                            legs.append(hedge)
+                            running[asyncio.ensure_future(self._until_content(ex, hedge))] = hedge
+                        continue
+                    for task in done:
+                        leg = running.pop(task)
+                        leg.failure = task.result()
+                        if leg.failure is None:
+                            if winner is None:
+                                winner = leg
+                        else:
+                            failed = leg
+                            await self._leg_failed(leg)
+            except asyncio.CancelledError:
+                timeout = self._timed_out(ex)
+                if timeout is None:
+                    raise
+                for task, leg in running.items():  # every leg still waiting failed by it
+                    task.cancel()
+                    await asyncio.wait((task,))
+                    leg.failure = Failure(timeout, timeout=True)
+                    failed = leg
+                    await self._leg_failed(leg)
+                running.clear()
+        finally:
+            if running:  # (cancelled and awaited: a leg's upstream is known before it is closed)
+                for task in running:
+                    task.cancel()
+                await asyncio.wait(running)
+            for leg in legs:
+                if leg is not winner and leg.failure is None:  # lost (or the request ended first): cancelled
+                    await self._leg_lost(ex, route.name, leg, abandoned=winner is None)
+        # The leg that goes on: the winner, or the last to fail. Each other leg's tokens are added to its own.
+        chosen = winner or failed
+        assert chosen is not None
+        for leg in legs:
+            if leg is not chosen:
+                _carry_usage(leg.translator, chosen.translator)
+            if leg.hedge:
+                won = leg is winner
+                self.metrics.hedge(route.name, leg.target.name, "won" if won else "failed" if leg.failure else "lost")
+        self._adopt(ex, chosen)
+        if winner is None:
+            return chosen.failure
+        winner.target.breaker.succeeded()
+        winner.target.observe(time.monotonic() - winner.began)
+        if ex.trace is not None and winner.attempt is not None:
+            ex.trace.attempt = winner.attempt  # (ended with the response, as the plain path's)
+        return await self._won(ex, winner)
+
+    def _leg(
+        self,
+        ex: Exchange,
+        target: Target,
+        provider: Provider,
+        upstream_model: str,
+        request: ResponsesRequest,
+        translator: Translator,
+        retry: int,
+        *,
+        hedge: bool = False,
+    ) -> Leg:
+        now = time.monotonic()
+        probe = target.breaker.enter(now)
+        target.in_flight += 1
+        attempt = start_attempt(
+            ex, retry, target.name, provider=provider, upstream_model=upstream_model, beside=True
+        )  # (None when tracing is off)
+        return Leg(target, provider, upstream_model, request, translator, ex.client_view, now, probe, hedge, attempt)
+
+    def _hedge(self, ex: Exchange, failover: Failover) -> Leg | None:
+        """The hedge: the next target's leg, or None when there is none (or no budget)."""
+        now = time.monotonic()
+        target = failover.hedge(now)
+        if target is None:
+            return None
+        provider = target.provider
+        request = for_provider(ex.context, provider.name) if ex.context is not None else ex.request
+        assert ex.remake is not None
+        client_view = ex.client_view
+        translator = ex.remake(provider, ex.preamble)  # (it sets `client_view` for its provider: kept by the leg)
+        leg = self._leg(ex, target, provider, target.upstream_model, request, translator, 0, hedge=True)
+        ex.client_view = client_view
+        ex.attempt_began = now  # (the first-event timeout runs from the newest leg's start)
+        ex.log["hedged"] = target.name
+        return leg
+
+    async def _until_content(self, ex: Exchange, leg: Leg) -> Failure | None:
+        """A leg's upstream opened and read until its first content (or its end), its output kept in `leg.out`;
+        None when content came, else the `Failure`."""
+        translator = leg.translator
+        try:
+            leg.upstream, leg.request = upstream, _ = await self._open(
+                ex, leg.provider, leg.request, leg.upstream_model, None if leg.attempt is None else leg.attempt.headers
+            )
+        except RouterError as e:
+            return Failure(e)
+        if upstream.body is not None:  # a whole JSON body where a stream was asked for
+            try:
+                leg.out = translator.feed_whole(upstream.body)
+            except _core.UpstreamError:
+                return Failure(malformed_answer(leg.provider.name))
+            if translator.status == "failed" and (not ex.stream or not translator.output_items):
+                return Failure(_failed(translator), leg.out)
+            return None
+        assert upstream.chunks is not None
+        feed = translator.feed
+        out: list[bytes] = []
+        try:
+            async for chunk in upstream.chunks:
+                ex.reads += 1
+                out.append(feed(chunk))
+                if translator.output_items or translator.status != "in_progress":
+                    break
+            else:
+                out.append(translator.finish())
+        except httpx.HTTPError as e:
+            return Failure(upstream_error_from(leg.provider.name, e))
+        leg.out = b"".join(out)
+        if translator.status == "failed" and not translator.output_items:
+            return Failure(_failed(translator), leg.out)
+        return None
+
+    @staticmethod
+    async def _leg_failed(leg: Leg) -> None:
+        failure = leg.failure
+        assert failure is not None
+        leg.target.in_flight -= 1
+        leg.target.breaker.failed(time.monotonic(), failure.error.code or "error")
+        if leg.attempt is not None:
+            leg.attempt.end(failure.error)
+        if leg.upstream is not None:
+            upstream, leg.upstream = leg.upstream, None
+            with contextlib.suppress(Exception):
+                await upstream.aclose()
+
+    async def _leg_lost(self, ex: Exchange, route: str, leg: Leg, *, abandoned: bool) -> None:
+        """A leg cancelled: another delivered first (or the request ended first: `abandoned`)."""
+        leg.target.in_flight -= 1
+        leg.target.breaker.abandon(leg.probe)
+        if leg.attempt is not None:
+            leg.attempt.end(asyncio.CancelledError())
+        if leg.upstream is not None:
+            upstream, leg.upstream = leg.upstream, None
+            with contextlib.suppress(Exception):
+                await upstream.aclose()
+        if abandoned and leg.hedge:
+            self.metrics.hedge(route, leg.target.name, "abandoned")
+        elif not abandoned:
+            ex.log["hedge_cancelled"] = leg.target.name
+
+    @staticmethod
+    def _adopt(ex: Exchange, leg: Leg) -> None:
+        """The exchange goes on with `leg`: its provider, request, translator and upstream."""
+        ex.provider = leg.provider
+        ex.upstream_model = leg.upstream_model
+        ex.request = leg.request
+        ex.translator = leg.translator
+        ex.client_view = leg.client_view
+        ex.upstream = leg.upstream
+        ex.log["provider"] = leg.provider.name
+        ex.log["target"] = leg.target.name
+
+    async def _won(self, ex: Exchange, winner: Leg) -> Failure | None:
+        """The winner's output goes out and its upstream's answer is read on, as `_attempt` goes on after content
+        (not streaming: a response that fails after all still goes on to another attempt, nothing was sent)."""
+        try:
+            translator = winner.translator
+            upstream = winner.upstream
+            assert upstream is not None
+            if upstream.body is not None:
+                if ex.stream:
+                    await ex.end(winner.out)
+                else:
+                    ex.result = translator.response_json()
+                return None
+            assert upstream.chunks is not None
+            chunks = upstream.chunks
+            if not ex.stream:
+                if translator.status == "in_progress":
+                    try:
+                        async for chunk in chunks:
+                            ex.reads += 1
+                            translator.feed(chunk)
+                    except httpx.HTTPError:
+                        pass  # the translator's `finish` says whether the stream was cut
+                    translator.finish()
+                if translator.status == "failed":
+                    ex.upstream = None
+                    with contextlib.suppress(Exception):
+                        await upstream.aclose()
+                    return Failure(_failed(translator))
+                ex.result = translator.response_json()
+                return None
+            if translator.status != "in_progress":  # (the whole answer came in the first reads)
+                await ex.end(winner.out)
+                await finish_body(chunks)
+                return None
+            if winner.out:
+                await self._relay(ex, winner.out)
+                ex.preamble = True
+            if ex.framing == MESSAGES:
+                await self._stream_messages(ex, chunks)
+            else:
+                await self._stream(ex, chunks)
+            return None
+        finally:
+            winner.target.in_flight -= 1
 
     async def _attempt(self, ex: Exchange, failover: Failover) -> Failure | None:
         """One attempt at the failover's current target: None once it answered (its content went out, or its whole
@@ -674,6 +932,32 @@ class Pump:
             await ex.fail(error)
         else:
             ex.error = error
+
+
+@dataclass(slots=True, eq=False)
+class Leg:
+    """One of a hedged attempt's legs (`Pump._race`): a target's upstream call, read until its first content."""
+
+    target: Target
+    provider: Provider
+    upstream_model: str
+    request: ResponsesRequest
+    translator: Translator
+    client_view: bool  # the exchange's `client_view` with this leg's provider
+    began: float
+    probe: bool  # the probe of the target's open circuit
+    hedge: bool  # started beside the first (counted in `ferroute_upstream_hedges_total`)
+    attempt: Attempt | None = None  # its span when tracing is on
+    upstream: Upstream | None = None
+    out: bytes = b""  # what its translator wrote until its first content (sent if it wins)
+    failure: Failure | None = None  # how it failed (None: it has not, or it got content)
+
+
+def _carry_usage(spent: Translator, into: Translator) -> None:
+    """Tokens an upstream call charged (`spent`'s, a failed or cancelled attempt) counted in `into`'s response."""
+    usage = spent.usage
+    if usage is not None:
+        into.add_usage(input_tokens=usage[0], output_tokens=usage[1], cached_tokens=usage[2], reasoning_tokens=usage[3])
 
 
 @dataclass(slots=True)

@@ -151,13 +151,21 @@ class Target:
 class Route:
     """`[[routes]]`: a name clients send, its targets (with their weights) and the strategy that orders them."""
 
-    __slots__ = ("name", "strategy", "targets", "weights")
+    __slots__ = ("hedge_after", "name", "strategy", "targets", "weights")
 
-    def __init__(self, name: str, strategy: Strategy, targets: list[Target], weights: list[float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        strategy: Strategy,
+        targets: list[Target],
+        weights: list[float],
+        hedge_after: float | None = None,
+    ) -> None:
         self.name = name
         self.strategy = strategy
         self.targets = targets
         self.weights = weights
+        self.hedge_after = hedge_after  # seconds without content before a second target starts (None: never)
 
     def order(self, now: float) -> list[Target]:
         """The targets to try, in order, those whose circuit is open left out (a 503 if that leaves none)."""
@@ -227,6 +235,20 @@ class Failover:
         following.budget.request(now)
         return following, 0.0
 
+    def hedge(self, now: float) -> Target | None:
+        """A second target to start beside the current one, which has sent no content for the route's `hedge_after`:
+        the next whose circuit lets an attempt through. A hedge is an extra request caused by the current target's
+        slowness, so it spends the current target's retry budget (hedges and retries together stay within it). The
+        hedge becomes the current target: a failure of both goes on after it. None when there is none."""
+        later = self._later(now)
+        if later is None or not self.targets[self.index].budget.take(now):
+            return None
+        self.index = later
+        self.tries = 0
+        following = self.targets[later]
+        following.budget.request(now)
+        return following
+
     def _later(self, now: float) -> int | None:
         """The index of the next target whose circuit lets an attempt through."""
         for index in range(self.index + 1, len(self.targets)):
@@ -256,7 +278,7 @@ class Router:
         for config in routes or []:
             targets = [self._target(t.target) for t in config.targets]
             weights = [t.weight for t in config.targets]
-            self.routes[config.name] = Route(config.name, config.strategy, targets, weights)
+            self.routes[config.name] = Route(config.name, config.strategy, targets, weights, config.hedge_after)
         self.plain: dict[str, Target] = {}  # plain targets with retries (`[routing] retries`), bounded
 
     def _target(self, name: str) -> Target:
