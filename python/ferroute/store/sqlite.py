@@ -128,6 +128,21 @@ def _record(row: _Row) -> Record:
                   alive=row[5])  # fmt: skip
 
 
+def _wal(conn: sqlite3.Connection) -> None:
+    """`journal_mode=WAL`. Turning a file made in another mode to WAL needs it to itself, and SQLite answers "database
+    is locked" at once, without its busy timeout, while another connection (another worker opening it) holds it:
+    asked again for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
+
+
 class SQLiteStore(Store):
     name = "sqlite"
 
@@ -158,7 +173,7 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection | None = getattr(self.local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
             # The writer turns this off (the checkpointer does its checkpoints); for the other writes
