@@ -26,6 +26,7 @@ __all__ = [
     "UpstreamError",
     "__version__",
     "_panic",
+    "encode_spans",
     "encode_sse",
     "item_id",
     "new_id",
@@ -441,6 +442,11 @@ def item_id(prefix: str, response_id: str, index: int) -> str:
     """The id of output item `index` of response `response_id`: `prefix_` + the response id's 48 hex
     characters + `index` in 4 more. A response id of another shape, or an index from `OUTPUT_ITEMS` on,
     gets a `new_id`."""
+
+def encode_spans(spans: Iterable[Any]) -> bytes:
+    """An OpenTelemetry SDK span batch (`ReadableSpan`s) as an OTLP `ExportTraceServiceRequest` in protobuf, the
+    message the SDK's `encode_spans(spans)` builds, grouped by resource and instrumentation scope. Attribute values
+    as the SDK encodes them (str, bool, int, float, bytes, sequences, mappings); another type is a `TypeError`."""
 
 # --- load testing ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -34,9 +35,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ferroute.errors import RouterError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from ferroute import _core
     from ferroute.app.exchange import Exchange
@@ -95,7 +100,8 @@ class Telemetry:
         # (Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; the service name given here wins.)
         resource = Resource.create({"service.name": name, "service.version": __version__})
         endpoint = config.otlp_endpoint
-        exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces") if endpoint else OTLPSpanExporter()
+        exporter_class = _exporter_class(OTLPSpanExporter)
+        exporter = exporter_class(endpoint=endpoint.rstrip("/") + "/v1/traces") if endpoint else exporter_class()
         provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(exporter))
         self.provider = provider
@@ -167,7 +173,7 @@ class Telemetry:
 class ResponseTrace:
     """One response's span, and the attempt under way."""
 
-    __slots__ = ("attempt", "ex", "span", "telemetry", "trace_id", "tracer")
+    __slots__ = ("attempt", "ex", "recording", "span", "telemetry", "trace_id", "tracer")
 
     def __init__(
         self, telemetry: Telemetry, tracer: Tracer, request: ResponsesRequest, parent: Any, depth: int
@@ -190,14 +196,17 @@ class ResponseTrace:
             attributes["gen_ai.request.top_p"] = request.top_p
         if request.previous_response_id is not None:
             attributes["ferroute.previous_response_id"] = request.previous_response_id
-        if telemetry.capture:
-            attributes.update(_input_content(telemetry, request))
         self.span: Span = tracer.start_span(
             f"{OPERATION} {request.model}",
             context=_context(parent),
             kind=SpanKind.SERVER if depth == 0 else SpanKind.INTERNAL,
             attributes=attributes,
         )
+        # Not sampled (`OTEL_TRACES_SAMPLER`, or a parent's flags): the span records nothing, and nothing more is
+        # worked out for it or its attempts (their `traceparent` still goes upstream, saying "not sampled").
+        self.recording = self.span.is_recording()
+        if telemetry.capture and self.recording:
+            self.span.set_attributes(_input_content(telemetry, request))
         self.trace_id = format(self.span.get_span_context().trace_id, "032x")
 
     def start_attempt(
@@ -220,6 +229,11 @@ class ResponseTrace:
         span = self.span
         telemetry = self.telemetry
         ex = self.ex
+        if not self.recording:
+            if self.attempt is not None:
+                self.attempt.end()
+            span.end()
+            return
         attributes: dict[str, Any] = {}
         error: str | None = None
         message: str | None = None
@@ -279,15 +293,17 @@ class Attempt:
         self.ex = ex
         self.began = time.monotonic()
         self.first_event_at: float | None = None
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": OPERATION,
-            "gen_ai.request.model": upstream_model,
-            "gen_ai.provider.name": _PROVIDER_NAMES.get(provider.config.kind, provider.config.kind),
-            "ferroute.provider": provider.name,
-            "ferroute.target": target,
-            "ferroute.retry": retry,
-            **trace.telemetry.server(provider),
-        }
+        attributes: dict[str, Any] | None = None
+        if trace.recording:  # (a response not sampled has attempts not sampled: their attributes would be dropped)
+            attributes = {
+                "gen_ai.operation.name": OPERATION,
+                "gen_ai.request.model": upstream_model,
+                "gen_ai.provider.name": _PROVIDER_NAMES.get(provider.config.kind, provider.config.kind),
+                "ferroute.provider": provider.name,
+                "ferroute.target": target,
+                "ferroute.retry": retry,
+                **trace.telemetry.server(provider),
+            }
         self.span: Span | None = trace.tracer.start_span(
             f"{OPERATION} {upstream_model}",
             context=set_span_in_context(trace.span),
@@ -315,6 +331,9 @@ class Attempt:
             return
         if self.trace.attempt is self:
             self.trace.attempt = None
+        if not self.trace.recording:
+            span.end()
+            return
         ex = self.ex
         attributes: dict[str, Any] = {}
         first = self.first_event_at
@@ -397,6 +416,30 @@ class ToolSpan:
         span.end()
 
 
+def _exporter_class(base: type[OTLPSpanExporter]) -> type[OTLPSpanExporter]:
+    """The SDK's OTLP/HTTP protobuf exporter, its batches encoded in Rust (`_core.encode_spans`: the same message as
+    the SDK's encoder, which builds a protobuf object per span, attribute and value and was half of tracing's CPU
+    cost). Its HTTP client, retries and compression are the SDK's own; where those internals are not there (another
+    SDK version) or a value cannot be encoded, the SDK's export runs as it is."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from ferroute._core import encode_spans
+
+    class Exporter(base):  # type: ignore[valid-type,misc]
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            client = getattr(self, "_client", None)
+            if client is None or getattr(self, "_shutdown", True):
+                return cast("SpanExportResult", super().export(spans))
+            try:
+                data = encode_spans(spans)
+            except Exception:
+                return cast("SpanExportResult", super().export(spans))
+            result = client.export(data)
+            return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+    return Exporter
+
+
 def start_attempt(
     ex: Exchange,
     retry: int = 0,
@@ -425,7 +468,6 @@ def _context(parent: Any) -> Context | None:
     if parent is None:
         return None  # (a nested response: the tool call's span is current)
     from opentelemetry.context import Context
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     carrier = {}
     for name, value in parent:
@@ -433,7 +475,14 @@ def _context(parent: Any) -> Context | None:
             carrier[name.decode()] = value.decode("latin-1")
     if not carrier:
         return Context()  # (a root span)
-    return TraceContextTextMapPropagator().extract(carrier, context=Context())
+    return _propagator().extract(carrier, context=Context())
+
+
+@functools.cache
+def _propagator() -> TraceContextTextMapPropagator:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
 
 
 def _error_of(exc: BaseException) -> tuple[str, str | None]:

@@ -261,3 +261,26 @@ def test_off_no_opentelemetry_is_imported() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_caller_that_does_not_sample_gets_no_spans_but_its_context_goes_upstream(
+    server: Server, receiver: Receiver
+) -> None:
+    # The default sampler follows the parent: a `traceparent` with flags 00 says "not sampled". Nothing is recorded,
+    # and the upstream still gets the trace (not sampled either), as W3C Trace Context asks.
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    tag = secrets.token_hex(4)
+    for _ in range(2):  # (both workers, most likely)
+        create_ok(
+            server,
+            {"model": f"{FIXTURE}?tag={tag}:up", "input": "hi"},
+            headers={"traceparent": f"00-{trace_id}-{span_id}-00"},
+        )
+    [first, *_] = [r for r in requests_seen(shared_upstream()) if tag in r["body"]["model"]]
+    version, upstream_trace, _, flags = first["headers"]["traceparent"].split("-")
+    assert (version, upstream_trace, flags) == ("00", trace_id, "00")
+    # A sampled request after them is exported; theirs never are.
+    header, sampled, _ = traceparent()
+    create_ok(server, {"model": f"{FIXTURE}?tag={tag}:up", "input": "hi"}, headers={"traceparent": header})
+    of_trace(receiver, sampled, 2)
+    assert not [s for s in receiver.spans if s.trace_id == trace_id]

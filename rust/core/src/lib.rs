@@ -5,5 +5,6 @@
 pub mod chunked;
 pub mod events;
 pub mod json;
+pub mod otlp;
 pub mod sse;
 pub mod translate;

@@ -6,6 +6,7 @@ mod chunked;
 mod events;
 mod json;
 mod loadtest;
+mod otlp;
 mod pyjson;
 mod sse;
 mod translate;
@@ -20,6 +21,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     events::register(m)?;
     translate::register(m)?;
     loadtest::register(m)?;
+    otlp::register(m)?;
     m.add_function(wrap_pyfunction!(_panic, m)?)?;
     Ok(())
 }
