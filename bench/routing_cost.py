@@ -235,6 +235,15 @@ def _failing_mock(core: int | None, extra: list[str]) -> Iterator[int]:
 
 
 def report(results: dict[str, Any]) -> str:
+    lines = []
+    if "features" in results:
+        lines += _features_report(results)
+    if "failover" in results:
+        lines += _failover_report(results)
+    return "\n".join(lines)
+
+
+def _features_report(results: dict[str, Any]) -> list[str]:
     s = results["features"]["summary"]
     lines = [
         "cost per feature (concurrency 1, streamed, 20-token answers; median of rounds)",
@@ -249,7 +258,12 @@ def report(results: dict[str, Any]) -> str:
             else f"{'':9}  {'':9}  {row['cpu_us_per_request']:9.0f} µs {'':7}"
         )
         lines.append(f"  {v:8} {row['ttfe_p50_ms']:8.3f}ms {row['ttfe_p99_ms']:7.3f}ms {added}")
+    return lines
+
+
+def _failover_report(results: dict[str, Any]) -> list[str]:
     f = results["failover"]["summary"]
+    lines = []
     lines.append(
         f"failover under load ({results['failover']['rate']:g} requests/s started on schedule, "
         f"{100 * results['failover']['error_rate']:g}% of the first target's requests failing with 503)"
@@ -264,7 +278,7 @@ def report(results: dict[str, Any]) -> str:
     lines.append(
         f"  added by failover: TTFE p50 {f['added_ttfe_p50_ms']:+.3f} ms, p99 {f['added_ttfe_p99_ms']:+.3f} ms"
     )
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per window (part 2)")
     parser.add_argument("--failover-rounds", type=int, default=4, help="windows each way (part 2)")
     parser.add_argument("--error-rate", type=float, default=0.3, help="share of the bad target's failures (part 2)")
+    parser.add_argument("--only", choices=("features", "failover"), help="run one part only")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -290,9 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.routing_cost" + (" --quick" if args.quick else ""),
         "machine": machine_info(),
         "native": native_build(None),
-        "features": features(args, mock_core, router_core),
-        "failover": failover(args, mock_core, router_core),
     }
+    if args.only != "failover":
+        results["features"] = features(args, mock_core, router_core)
+    if args.only != "features":
+        results["failover"] = failover(args, mock_core, router_core)
     text = report(results)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
