@@ -44,6 +44,7 @@ from typing import Any
 
 from ferroute.config import KeyConfig
 from ferroute.errors import RouterError, rate_limited
+from ferroute.routing.resp import client_for
 from ferroute.store import ANONYMOUS, tenant_of
 
 error_log = logging.getLogger("ferroute.error")
@@ -502,9 +503,8 @@ class RedisLimits(Limiter):
     """Every worker and instance on one Redis. Fails open (admits, and logs) while Redis cannot be reached."""
 
     def __init__(self, url: str, prefix: str = "ferroute:", client: Any = None) -> None:
-        import redis.asyncio as aioredis
-
-        self.client = client or aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        # (`ferroute.routing.resp`: a pipelined RESP client, a fifth of redis-py's CPU per script call.)
+        self.client = client or client_for(url, timeout=2.0)
         self.owned = client is None
         self.prefix = prefix
         self.admit_script = self.client.register_script(ADMIT)
