@@ -151,6 +151,7 @@ def start_router(
     store: str | None = None,
     serve_args: Sequence[str] = (),
     extra_config: str = "",
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """`ferroute serve` (pinned to `core`) with a Chat Completions provider per `upstreams` entry (name: port), and
     `extra_config` (TOML sections, e.g. `[mcp]`) after them."""
@@ -164,6 +165,7 @@ def start_router(
         config.write_text("[server]\nshutdown_grace = 1\n" + providers + store_config(store) + extra_config)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        env.update(extra_env or {})
         if core_so is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(overlay(core_so, tmp)), env.get("PYTHONPATH")]))
         args = [sys.executable, "-m", "ferroute", "serve", "--config", str(config), "--host", "127.0.0.1", *serve_args]

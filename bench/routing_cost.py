@@ -4,15 +4,16 @@ Rust mock upstream, measured side by side in one run.
     .venv/bin/python -m bench.routing_cost            # ~3 minutes; writes bench/results/routing_cost.{json,txt}
     .venv/bin/python -m bench.routing_cost --quick    # < 1 minute: fewer requests, shorter windows
 
-1. **Cost per feature.** Four routers (1 Granian worker each, pinned to the first core), each in front of the same
+1. **Cost per feature.** Five routers (1 Granian worker each, pinned to the first core), each in front of the same
    mock upstream (20 tokens, the whole answer at once), streamed requests with `store: false`:
    - `plain`: the model `bench:up` (a plain `<model>:<provider>`), no keys, tracing off: today's path;
    - `route`: the model `smart`, a `fallback` route of two targets (`bench:up`, `bench:up2`, both healthy);
    - `limits`: `bench:up` with a `[[keys]]` key limited per minute (requests, tokens) and in concurrency, on a
      private `redis-server` (`[store] backend = "redis"`): an admission and an end per request, on Redis;
    - `tracing`: `bench:up` with `[telemetry] otlp_endpoint` set: a span per response and per attempt, exported
-     over OTLP/HTTP (protobuf, batch processor) to a sink process that drops them.
-   Rounds alternate the four; each round runs `--requests` requests at concurrency 1 (time to first event, TTFE,
+     over OTLP/HTTP (protobuf, batch processor) to a sink process that drops them;
+   - `sampled`: `tracing` with `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`.
+   Rounds alternate the variants; each round runs `--requests` requests at concurrency 1 (time to first event, TTFE,
    p50/p99 from the load generator, and the router's CPU per request) on each. Reported: each figure's median over
    the rounds, and each variant minus `plain`.
 2. **Failover under load** (`ferroute bench load`'s generator): two mock upstreams, `bad` failing `--error-rate`
@@ -59,7 +60,7 @@ from ferroute.loadtest.load import run_load
 
 RESULTS = REPO / "bench" / "results" / "routing_cost.json"
 KEY = "sk-bench-routing-cost-key-0123456789"
-VARIANTS = ("plain", "route", "limits", "tracing")
+VARIANTS = ("plain", "route", "limits", "tracing", "sampled")
 
 
 @contextlib.contextmanager
@@ -128,9 +129,16 @@ def features(args: argparse.Namespace, mock_core: int | None, router_core: int |
                 "tokens_per_minute = 1000000000000\nmax_concurrent = 4096\n"
             ),
             "tracing": store_off + f'\n[telemetry]\notlp_endpoint = "{otlp}"\n',
+            "sampled": store_off + f'\n[telemetry]\notlp_endpoint = "{otlp}"\n',
         }
-        routers = {v: stack.enter_context(start_router(ups, router_core, extra_config=extra[v])) for v in VARIANTS}
-        models = {"plain": "bench:up", "route": "smart", "limits": "bench:up", "tracing": "bench:up"}
+        sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+        routers = {
+            v: stack.enter_context(
+                start_router(ups, router_core, extra_config=extra[v], extra_env=sampled if v == "sampled" else None)
+            )
+            for v in VARIANTS
+        }
+        models = {v: "smart" if v == "route" else "bench:up" for v in VARIANTS}
         headers = {v: [f"authorization: Bearer {KEY}"] if v == "limits" else [] for v in VARIANTS}
         rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
         for v in VARIANTS:  # warm-up (connections, imports, the first spans' exporter)
