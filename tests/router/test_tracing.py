@@ -284,3 +284,26 @@ def test_a_caller_that_does_not_sample_gets_no_spans_but_its_context_goes_upstre
     create_ok(server, {"model": f"{FIXTURE}?tag={tag}:up", "input": "hi"}, headers={"traceparent": header})
     of_trace(receiver, sampled, 2)
     assert not [s for s in receiver.spans if s.trace_id == trace_id]
+
+
+def test_a_hedged_response_has_both_attempts_and_the_loser_is_cancelled(receiver: Receiver) -> None:
+    tag = secrets.token_hex(4)
+    slow, fast = f"gen?delay=3&tag={tag}", f"gen?tag={tag}"
+    route = f'\n[[routes]]\nname = "hedged"\nhedge_after = 0.3\ntargets = ["{slow}:up", "{fast}:anth"]\n'
+    config = upstream_config(shared_upstream().url) + route + telemetry(receiver)
+    with router(config, env={**ROUTER_ENV, **FAST_EXPORT}) as server:
+        header, trace_id, _ = traceparent()
+        _, response = stream(server, {"model": "hedged", "input": "hi"}, headers={"traceparent": header})
+        spans = of_trace(receiver, trace_id, 3)
+    assert response["status"] == "completed"
+    [top] = [s for s in spans if s.kind == SERVER]
+    attempts = {s.attributes["ferroute.target"]: s for s in spans if s.kind == CLIENT}
+    assert set(attempts) == {f"{slow}:up", f"{fast}:anth"}
+    assert all(s.parent_id == top.span_id for s in attempts.values())
+    assert attempts[f"{fast}:anth"].attributes["ferroute.outcome"] == "ok"
+    assert attempts[f"{slow}:up"].attributes["ferroute.outcome"] == "cancelled"
+    assert top.attributes["gen_ai.provider.name"] == "anthropic" and top.attributes["ferroute.provider"] == "anth"
+    # Each upstream request carried its own attempt's context.
+    seen = {r["body"]["model"]: r["headers"]["traceparent"] for r in requests_seen(shared_upstream())
+            if tag in r["body"]["model"]}  # fmt: skip
+    assert seen == {m: f"00-{trace_id}-{attempts[f'{m}:{p}'].span_id}-01" for m, p in ((slow, "up"), (fast, "anth"))}
