@@ -33,21 +33,19 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.support.servers import redis_server
+
 from bench.harness import (
     REPO,
     cpu_seconds,
-    free_port,
     machine_info,
     native_build,
     pinned,
@@ -61,32 +59,6 @@ from ferroute.loadtest.load import run_load
 RESULTS = REPO / "bench" / "results" / "routing_cost.json"
 KEY = "sk-bench-routing-cost-key-0123456789"
 VARIANTS = ("plain", "route", "limits", "tracing", "sampled")
-
-
-@contextlib.contextmanager
-def redis(core: int | None) -> Iterator[str]:
-    """A private `redis-server` on a free port (no persistence): its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        pinned(args, core), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(process)
 
 
 def _body(model: str) -> bytes:
@@ -116,7 +88,7 @@ def _median(rounds: list[dict[str, Any]], key: str) -> float:
 def features(args: argparse.Namespace, mock_core: int | None, router_core: int | None) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(start_mock(mock_core, tokens=20))
-        redis_url = stack.enter_context(redis(mock_core))
+        redis_url = stack.enter_context(redis_server()).url
         otlp = stack.enter_context(sink())
         ups = {"up": mock.port, "up2": mock.port}
         store_off = '\n[store]\nbackend = "memory"\ndefault_store = false\n'

@@ -129,6 +129,9 @@ class Exchange:
     # freed and its tokens settled, so that the client's next request sees them); None for most.
     ending: Callable[[], Awaitable[None]] | None = None
     trace: ResponseTrace | None = None  # the response's span when tracing is on (`ferroute.telemetry`)
+    # The stream's last bytes went out (`end`): a client that hangs up after them (while the upstream's body end is
+    # read) had the whole response.
+    delivered: bool = False
 
     async def start(self) -> None:
         if not self.started:
@@ -171,6 +174,7 @@ class Exchange:
         if self.ending is not None:
             await self.ended()
         await self.body(out, more=False)
+        self.delivered = True
 
     async def ended(self) -> None:
         """Run `ending` (once)."""
@@ -287,7 +291,7 @@ class Pump:
     async def _answer(self, ex: Exchange, exc: BaseException | None) -> int:
         """How the exchange's work ended becomes what the client gets: an error status before the stream started,
         the stream's in-band ending after, or the whole response."""
-        if ex.stop == "client_gone":
+        if ex.stop == "client_gone" and not ex.delivered:
             # The client went away (a keep-alive that cannot be sent says so too).
             ex.log["error_code"] = "client_disconnected"
             raise ClientGone
@@ -791,13 +795,7 @@ class Pump:
             chunks = upstream.chunks
             if not ex.stream:
                 if translator.status == "in_progress":
-                    try:
-                        async for chunk in chunks:
-                            ex.reads += 1
-                            translator.feed(chunk)
-                    except httpx.HTTPError:
-                        pass  # the translator's `finish` says whether the stream was cut
-                    translator.finish()
+                    await _feed_all(ex, chunks)
                 if translator.status == "failed":
                     ex.upstream = None
                     with contextlib.suppress(Exception):
@@ -855,13 +853,7 @@ class Pump:
         assert upstream.chunks is not None
         chunks = upstream.chunks
         if not ex.stream:
-            try:
-                async for chunk in chunks:
-                    ex.reads += 1
-                    translator.feed(chunk)
-            except httpx.HTTPError:
-                pass  # the translator's `finish` says whether the stream was cut
-            translator.finish()
+            await _feed_all(ex, chunks)
             if translator.status == "failed":  # (nothing went to the client: any failure may go on)
                 return Failure(_failed(translator))
             self._content(ex, failover)
@@ -951,6 +943,19 @@ class Leg:
     upstream: Upstream | None = None
     out: bytes = b""  # what its translator wrote until its first content (sent if it wins)
     failure: Failure | None = None  # how it failed (None: it has not, or it got content)
+
+
+async def _feed_all(ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
+    """The rest of a whole (not streamed) answer fed to the exchange's translator, then its end (which says whether
+    the answer was cut)."""
+    translator = ex.translator
+    try:
+        async for chunk in chunks:
+            ex.reads += 1
+            translator.feed(chunk)
+    except httpx.HTTPError:
+        pass
+    translator.finish()
 
 
 def _carry_usage(spent: Translator, into: Translator) -> None:
