@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.grammar import validate_response
+from tests.support.grammar import check_stream, split_sse, validate_response
 from tests.support.servers import (
     ROUTER_ENV,
     Server,
@@ -291,3 +291,26 @@ def test_a_stream_the_client_leaves_is_stored_as_cancelled(server: Server) -> No
             break
         time.sleep(0.05)
     assert status == "cancelled"
+
+
+def test_a_streamed_background_response_is_kept_and_replayed(server: Server) -> None:
+    body = {"model": "gen?drip=0.1:up", "input": "hi", "background": True, "stream": True}
+    raw = b""
+    with httpx.stream("POST", f"{server.url}/v1/responses", json=body, headers=A, timeout=30) as r:
+        for chunk in r.iter_raw():
+            raw += chunk
+            if raw.count(b"\n\nevent: ") >= 3:
+                break  # (hung up: the response runs on)
+    first, _ = split_sse(raw)
+    rid = first[0]["response"]["id"]
+    # Followed while it runs (from this worker's log), then after (from the store): the same events.
+    with httpx.stream("GET", f"{server.url}/v1/responses/{rid}?stream=true", headers=A, timeout=30) as r:
+        live = r.read()
+    events, response = check_stream(live)
+    assert response["status"] == "completed" and events[: len(first)] == first
+    after = get(server, f"{rid}?stream=true&starting_after={first[-1]['sequence_number']}")
+    assert after.status_code == 200 and split_sse(after.content)[0] == events[len(first) :]
+    assert get(server, f"{rid}?stream=true").content == live
+    assert get(server, f"{rid}?stream=true", B).status_code == 404  # (another tenant)
+    assert httpx.delete(f"{server.url}/v1/responses/{rid}", headers=A, timeout=10).status_code == 200
+    assert get(server, f"{rid}?stream=true").status_code == 404

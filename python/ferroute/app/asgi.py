@@ -39,7 +39,6 @@ from ferroute.errors import (
     method_not_allowed,
     model_not_allowed,
     no_route,
-    not_implemented,
     shutting_down,
 )
 from ferroute.logs import flush_all, log_line
@@ -122,7 +121,7 @@ class App:
         self.records = Records(store, self.store_config)
         self.pump = Pump(self.clock, self.metrics, self._transport, self.records.save)
         self.continuation = Continuation(self.records, cipher, settings.limits)
-        self.background = Background(self.pump, self.clock, self.records, self.store_config)
+        self.background = Background(self.pump, self.clock, self.records, self.store_config, server.keepalive_interval)
         self.stored = StoredEndpoints(self.records, self.background)
         errors = self.records.errors
         self.metrics.counter(
@@ -392,11 +391,8 @@ class App:
         log["model"] = request.model
         log["stream"] = bool(request.stream)
         store = request.store if request.store is not None else self.store_config.default_store
-        if request.background:
-            if not store:
-                raise invalid_request("a background response is stored: it cannot have store false", "store")
-            if request.stream:
-                raise not_implemented("streaming a background response", "stream")
+        if request.background and not store:
+            raise invalid_request("a background response is stored: it cannot have store false", "store")
         upstream_request, record, input_to_store = await self.continuation.prepare(request, tenant, store)
         # (A continuation prefers the target that made the previous response: its reasoning blobs open there.)
         provider, upstream_model, failover = self.router.pick(request.model, began, upstream_request._previous_target)

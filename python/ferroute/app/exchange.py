@@ -132,6 +132,7 @@ class Exchange:
     # The stream's last bytes went out (`end`): a client that hangs up after them (while the upstream's body end is
     # read) had the whole response.
     delivered: bool = False
+    events: bool = False  # a streamed background response: its events are kept (`app.background.EventLog`)
 
     async def start(self) -> None:
         if not self.started:

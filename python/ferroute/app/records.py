@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import replace
+from typing import Any
 
 import pydantic_core
 
@@ -117,9 +118,10 @@ class Records:
         fill_input(ex)
         record.response = ex.translator.response_json() if response is None else response
         # The target that answered: a continuation prefers it, and its reasoning blobs open only at its provider.
-        record.settings = pydantic_core.to_json(
-            {"model": ex.request.model, "target": ex.upstream_model + ":" + ex.provider.name}
-        )
+        settings: dict[str, Any] = {"model": ex.request.model, "target": ex.upstream_model + ":" + ex.provider.name}
+        if ex.events:
+            settings["events"] = True  # (its stream can be followed: `GET …?stream=true`)
+        record.settings = pydantic_core.to_json(settings)
         record.alive = None
         if not derives_items(record.id):  # (else the output items' ids are all made from it: nothing to index)
             record.item_ids = record.item_ids + to_index(output_ids(record.response), record.id)

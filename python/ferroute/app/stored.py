@@ -34,12 +34,39 @@ class StoredEndpoints:
         if action == "" and method == "DELETE":
             return await self._delete(send, tenant, response_id)
         record = await self.records.get(tenant, response_id)
+        if action == "" and b"stream=" in scope.get("query_string", b""):
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if query.get("stream", [""])[-1].lower() == "true":
+                return await self._stream(send, tenant, record, query)
         if action == "input_items":
             return await send_json(send, 200, input_items_page(record, scope.get("query_string", b"")))
         body = record.response if action == "" else await self.background.cancel(tenant, record)
         if b'"encrypted_content":"' in body:  # (an upstream's own, e.g. Anthropic's signatures: kept, not shown)
             body = response_body(body, strip_encrypted)
         return await send_json(send, 200, body)
+
+    async def _stream(self, send: Send, tenant: str, record: Record, query: dict[str, list[str]]) -> int:
+        """`GET /v1/responses/{id}?stream=true[&starting_after=N]`: a streamed background response's events after
+        sequence number N (all of them without it), then live until it ends: from the log of the worker that runs
+        it, or from the store."""
+        raw = query.get("starting_after", [None])[-1]
+        try:
+            after = int(raw) if raw is not None else -1
+        except ValueError:
+            after = -2
+        if after < -1:
+            raise invalid_request("starting_after must be a sequence_number (an integer, 0 or more)", "starting_after")
+        if not json.loads(record.settings or b"{}").get("events"):
+            raise invalid_request(
+                f"response {record.id!r} has no events to stream: only a response created with background and "
+                "stream true keeps them",
+                "stream",
+            )
+        log = self.background.logs.get(record.id)
+        job = self.background.jobs.get(record.id)
+        if log is not None and job is not None and job.tenant == tenant:
+            return await self.background.follow_log(send, log, after)
+        return await self.background.follow_store(send, tenant, record, after)
 
     async def _delete(self, send: Send, tenant: str, response_id: str) -> int:
         try:

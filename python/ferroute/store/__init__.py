@@ -94,6 +94,16 @@ class Store(ABC):
     @abstractmethod
     async def cancel_requested(self, tenant: str, id: str) -> bool: ...
 
+    @abstractmethod
+    async def append_events(self, tenant: str, id: str, first: int, frames: bytes) -> None:
+        """Add a piece of a streamed background response's event log: SSE frames whose first event has sequence
+        number `first` (`data: [DONE]` included at the end). Deleting the response deletes its log."""
+
+    @abstractmethod
+    async def read_events(self, tenant: str, id: str, after: int) -> list[tuple[int, bytes]]:
+        """The pieces of the event log holding events after sequence number `after` (each with its first
+        event's number, in order; the first may start before `after`: the caller cuts it)."""
+
     async def close(self) -> None:
         return None
 

@@ -25,6 +25,7 @@ class MemoryStore(Store):
         self.records: dict[Key, Record] = {}
         self.items: dict[Key, str] = {}
         self.cancels: set[Key] = set()
+        self.events: dict[Key, list[tuple[int, bytes]]] = {}  # streamed background responses' event logs
         self.created: dict[Key, float] = {}  # the time of each stored response's first put
         self.order: deque[tuple[float, Key]] = deque()  # (first put, key), oldest first; stale after a delete
 
@@ -41,6 +42,7 @@ class MemoryStore(Store):
     def _drop(self, key: Key) -> bool:
         self.created.pop(key, None)
         self.cancels.discard(key)
+        self.events.pop(key, None)
         record = self.records.pop(key, None)
         if record is None:
             return False
@@ -93,3 +95,10 @@ class MemoryStore(Store):
 
     async def cancel_requested(self, tenant: str, id: str) -> bool:
         return (tenant, id) in self.cancels
+
+    async def append_events(self, tenant: str, id: str, first: int, frames: bytes) -> None:
+        self.events.setdefault((tenant, id), []).append((first, frames))
+
+    async def read_events(self, tenant: str, id: str, after: int) -> list[tuple[int, bytes]]:
+        pieces = self.events.get((tenant, id), [])
+        return [piece for n, piece in enumerate(pieces) if n + 1 == len(pieces) or pieces[n + 1][0] > after + 1]

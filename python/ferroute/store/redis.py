@@ -78,6 +78,9 @@ class RedisStore(Store):
     def _cancel(self, tenant: str, id: str) -> str:
         return f"{self.prefix}c:{tenant}:{id}"
 
+    def _events(self, tenant: str, id: str) -> str:
+        return f"{self.prefix}e:{tenant}:{id}"
+
     async def _exec(self, pipe: Any) -> list[Any]:
         try:
             result: list[Any] = await pipe.execute()
@@ -142,7 +145,8 @@ class RedisStore(Store):
     async def delete(self, tenant: str, id: str) -> bool:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(*self._keys(tenant, id), self._cancel(tenant, id), self._alive(tenant, id))
-        [deleted] = await self._exec(pipe)
+        pipe.delete(self._events(tenant, id))
+        deleted, _ = await self._exec(pipe)
         return bool(deleted)
 
     async def find_item(self, tenant: str, item_id: str) -> str | None:
@@ -161,6 +165,20 @@ class RedisStore(Store):
         pipe.exists(self._cancel(tenant, id))
         [flag] = await self._exec(pipe)
         return bool(flag)
+
+    async def append_events(self, tenant: str, id: str, first: int, frames: bytes) -> None:
+        key = self._events(tenant, id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, _LENGTH.pack(first) + frames)  # (a list per response: its pieces in order)
+        pipe.expire(key, self.ttl or 24 * 3600)
+        await self._exec(pipe)
+
+    async def read_events(self, tenant: str, id: str, after: int) -> list[tuple[int, bytes]]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(self._events(tenant, id), 0, -1)
+        [raw] = await self._exec(pipe)
+        pieces = [(_LENGTH.unpack_from(piece)[0], piece[4:]) for piece in raw]
+        return [piece for n, piece in enumerate(pieces) if n + 1 == len(pieces) or pieces[n + 1][0] > after + 1]
 
     async def close(self) -> None:
         await self.client.aclose()

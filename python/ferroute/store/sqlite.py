@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (tenant, item_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS items_response ON items (tenant, response_id);
+CREATE TABLE IF NOT EXISTS events (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    frames BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_of ON events (tenant, id, first);
 """
 # No index on `responses (created)`: rows are appended as they are written, so `created` grows with the rowid
 # and the prune finds its cut by a binary search over rowids (`_cutoff_rowid`). The index cost a page of WAL
@@ -340,6 +347,10 @@ class SQLiteStore(Store):
                     f" (SELECT tenant, id FROM responses WHERE {expired})",
                     (bound,),
                 )
+                conn.execute(
+                    f"DELETE FROM events WHERE (tenant, id) IN (SELECT tenant, id FROM responses WHERE {expired})",
+                    (bound,),
+                )
                 conn.execute(f"DELETE FROM responses WHERE {expired}", (bound,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -447,10 +458,32 @@ class SQLiteStore(Store):
         return [rows.get(id) for id in wanted]
 
     async def delete(self, tenant: str, id: str) -> bool:
-        cursor = await self._run(
-            lambda conn: conn.execute("DELETE FROM responses WHERE tenant = ? AND id = ?", (tenant, id))
+        def delete(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM events WHERE tenant = ? AND id = ?", (tenant, id))
+            return conn.execute("DELETE FROM responses WHERE tenant = ? AND id = ?", (tenant, id)).rowcount
+
+        return await self._run(delete) > 0
+
+    async def append_events(self, tenant: str, id: str, first: int, frames: bytes) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO events (tenant, id, first, frames) VALUES (?, ?, ?, ?)", (tenant, id, first, frames)
+            )
         )
-        return cursor.rowcount > 0
+
+    async def read_events(self, tenant: str, id: str, after: int) -> list[tuple[int, bytes]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            # (From the last piece that begins at or before the first event wanted.)
+            start = conn.execute(
+                "SELECT max(first) FROM events WHERE tenant = ? AND id = ? AND first <= ?", (tenant, id, after + 1)
+            ).fetchone()[0]
+            rows = conn.execute(
+                "SELECT first, frames FROM events WHERE tenant = ? AND id = ? AND first >= ? ORDER BY first, rowid",
+                (tenant, id, start if start is not None else 0),
+            ).fetchall()
+            return [(int(first), bytes(frames)) for first, frames in rows]
+
+        return await self._run(read)
 
     async def find_item(self, tenant: str, item_id: str) -> str | None:
         row = await self._run(
