@@ -209,3 +209,36 @@ def test_openai_sdk_compact(server: Server) -> None:
         assert answer.status == "completed"
     finally:
         client.close()
+
+
+def test_compaction_from_the_websocket_flow(server: Server) -> None:
+    """A WebSocket session builds a chain, compacts it (`POST /v1/responses/compact` with its last response), and
+    starts a new chain on the same connection from the compacted output: the upstream reads the summary."""
+    from websockets.sync.client import connect
+
+    from tests.support.grammar import check_events
+
+    url = server.url.replace("http://", "ws://", 1) + "/v1/responses"
+
+    def turn(ws: Any, body: dict[str, Any]) -> dict[str, Any]:
+        ws.send(json.dumps({"type": "response.create", **body}))
+        events = []
+        while True:
+            event = json.loads(ws.recv(timeout=30))
+            events.append(event)
+            if event["type"] in ("response.completed", "response.failed", "response.incomplete", "error"):
+                break
+        check_events(events)
+        assert events[-1]["type"] == "response.completed", events[-1]
+        response: dict[str, Any] = events[-1]["response"]
+        return response
+
+    with connect(url, additional_headers=A) as ws:
+        first = turn(ws, {"model": "m:mock", "input": "Plan a trip to Porto in June."})
+        second = turn(ws, {"model": "m:mock", "input": "Three days.", "previous_response_id": first["id"]})
+        data = _compact_ok(server, {"model": "m:mock", "previous_response_id": second["id"], "input": "Book it."})
+        assert _texts(data["output"][:-1]) == ["Book it."]
+        tag = _tag()
+        turn(ws, {"model": f"x?tag={tag}:up", "input": data["output"]})  # (a new chain: no previous_response_id)
+    text = json.dumps(_seen(tag))
+    assert SUMMARY_PREFIX in text and "Plan a trip to Porto" in text
