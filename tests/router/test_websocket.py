@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -304,3 +305,21 @@ def test_a_hosted_tool_loop(tooled: Server) -> None:
         }
         _, second = respond(ws, body)
     assert [item["type"] for item in second["output"]] == ["mcp_call", "message"]
+
+
+def test_responses_back_to_back_on_busy_connections_never_meet_the_last_one(server: Server) -> None:
+    """A `response.create` sent the moment the last response's terminal event arrives is the next response, never
+    a `response_in_progress` error: the last one's task may have ended without its done callback having run yet
+    (several connections at once make that turn of the loop likely; it was seen as a client waiting forever)."""
+
+    def session(_: int) -> list[str]:
+        outcomes = []
+        with connect(ws_url(server)) as ws:
+            for _ in range(60):
+                events = create(ws, {"model": FIXTURE, "input": "hi", "store": False})
+                outcomes.append(events[-1]["type"] if events[0]["type"] != "error" else events[0]["error"]["code"])
+        return outcomes
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = [o for session_outcomes in pool.map(session, range(4)) for o in session_outcomes]
+    assert outcomes == ["response.completed"] * 240, sorted(set(outcomes))

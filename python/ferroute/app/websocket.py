@@ -181,11 +181,14 @@ class Connection:
     async def _on_message(self, message: Message) -> None:
         """A client message: a response started, or an error message answered."""
         running = self.running
-        if running is not None and self._answered():
+        if running is not None and (running.done() or self._answered()):
             # The client has (or is about to have) the last response's end: it is only being tidied up (its record
-            # written, the cache updated), which the next response waits for.
+            # written, the cache updated), which the next response waits for. (A task that has just ended is still
+            # `running` until its done callback has run, a turn of the loop later.)
             with contextlib.suppress(BaseException):
                 await running
+            if self.running is running:
+                self.running = None
         try:
             request, echoed, cached, size = self._parse(message)
         except RouterError as e:
