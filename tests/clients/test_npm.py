@@ -279,9 +279,12 @@ CODEX_TOOL_PROMPT = "Please exec something"  # "exec": the mock calls Codex's `e
 # not offered to a Chat Completions upstream (or the mock), which can only call function tools.
 
 
-def codex_config(base_url: str, model: str = MOCK) -> str:
+def codex_config(base_url: str, model: str = MOCK, websocket: bool = False) -> str:
     """A provider with an env key (no login, no auth.json); nothing that reaches past 127.0.0.1 (checked
-    with strace: with this config, Codex 0.169.0 connects only to `base_url`)."""
+    with strace: with this config, Codex 0.169.0 connects only to `base_url`). `websocket`: Codex's Responses
+    WebSocket transport (`supports_websockets` on the provider, and the features that gate it in 0.169.0)."""
+    features = "responses_websockets = true\nresponses_websockets_v2 = true\n" if websocket else ""
+    transport = "supports_websockets = true\n" if websocket else ""
     return f"""
 model = "{model}"
 model_provider = "ferroute"
@@ -291,7 +294,7 @@ check_for_update_on_startup = false
 
 [features]
 plugins = false  # else Codex syncs a plugin marketplace from github.com at startup
-
+{features}
 [model_providers.ferroute]
 name = "ferroute"
 base_url = "{base_url}/v1"
@@ -299,20 +302,20 @@ env_key = "{CODEX_KEY_ENV}"
 wire_api = "responses"
 request_max_retries = 0
 stream_max_retries = 0
-
+{transport}
 [analytics]
 enabled = false
 """
 
 
-def run_codex(tmp_path: Path, base_url: str, prompt: str) -> Completed:
+def run_codex(tmp_path: Path, base_url: str, prompt: str, *, websocket: bool = False) -> Completed:
     """`codex exec` with a fresh CODEX_HOME (no login: the provider's key comes from an env variable)."""
     home = tmp_path / "home"
     codex_home = home / ".codex"
     workdir = tmp_path / "work"
     codex_home.mkdir(parents=True)
     workdir.mkdir()
-    (codex_home / "config.toml").write_text(codex_config(base_url))
+    (codex_home / "config.toml").write_text(codex_config(base_url, websocket=websocket))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -398,6 +401,20 @@ def test_codex_exec(node: str, tmp_path: Path) -> None:
     done = run_codex(tmp_path, shared_router().url, CODEX_PROMPT)
     assert done.returncode == 0, _codex_failure(done)
     assert MOCK_HELLO + CODEX_PROMPT in done.stdout
+
+
+def test_codex_exec_over_websocket(node: str, tmp_path: Path) -> None:
+    """Codex's Responses WebSocket transport: its turn goes over `GET /v1/responses` upgraded (the router's access
+    log says `"method":"WEBSOCKET"` for it), and Codex gets the same answer as over HTTP."""
+    server = shared_router()
+    before = server.log().count('"method":"WEBSOCKET"')
+    done = run_codex(tmp_path, server.url, CODEX_PROMPT, websocket=True)
+    assert done.returncode == 0, _codex_failure(done)
+    assert MOCK_HELLO + CODEX_PROMPT in done.stdout
+    deadline = time.monotonic() + 5  # (the access log line is flushed in the background)
+    while server.log().count('"method":"WEBSOCKET"') == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.log().count('"method":"WEBSOCKET"') > before, "Codex did not use the WebSocket transport"
 
 
 def test_codex_exec_tool_round_trip(node: str, tmp_path: Path) -> None:
