@@ -59,15 +59,18 @@ class EventLog:
 
     async def save(self, records: Records, tenant: str, response_id: str) -> None:
         """What the store does not have yet, as one piece."""
-        pending = self.pieces[self.saved :]
+        start = self.saved
+        pending = self.pieces[start:]
         if not pending:
             return
+        # (Counted as saved before the write: a save cancelled mid-write at shutdown, whose write may still land,
+        # is not written again by the final one.)
+        self.saved = start + len(pending)
         try:
             await records.store.append_events(tenant, response_id, pending[0][0], b"".join(p for _, p in pending))
         except StoreError as e:
             records.failed("write", e, response_id)
-            return
-        self.saved += len(pending)
+            self.saved = start  # (the next save tries these again)
 
 
 def events_in(frames: bytes) -> int:

@@ -183,10 +183,11 @@ class RespClient:
         return await self._send(connection, encode_command(parts))
 
     async def _send(self, connection: _Connection, command: bytes) -> Any:
+        if connection.closed or connection.transport is None:  # (closed while this call waited for it)
+            raise RespError("redis connection closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         connection.waiting.append(future)
-        assert connection.transport is not None
         connection.transport.write(command)
         timer = loop.call_later(self.timeout, _expire, connection, future, self.timeout)
         try:
