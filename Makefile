@@ -73,6 +73,14 @@ bench-compare: develop ## the same load against the mock upstream, ferroute and 
 bench-router: develop ## router overhead vs the upstream direct, concurrency 1 and 256 (bench/results/router_overhead.*)
 	$(BIN)/python -m bench.router_overhead $(ARGS)
 
+.PHONY: bench-routing
+bench-routing: develop ## a route, limits on Redis, tracing vs the plain path, and failover under load (bench/results/routing_cost.*)
+	$(BIN)/python -m bench.routing_cost $(ARGS)
+
+.PHONY: bench-websocket
+bench-websocket: develop ## WebSocket mode vs SSE: time to first event and router CPU per event (bench/results/websocket.*)
+	$(BIN)/python -m bench.websocket $(ARGS)
+
 .PHONY: bench-tuning
 bench-tuning: develop ## each Granian knob measured by the router overhead bench (bench/results/granian_tuning.*)
 	$(BIN)/python -m bench.granian_tuning $(ARGS)
