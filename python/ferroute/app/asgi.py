@@ -260,11 +260,8 @@ class App:
         )
         if key.models is not None and not key.allows(request.model):
             raise model_not_allowed(key.name, request.model)
-        headers = scope["headers"]
-        if key.limits is None:
-            return await self.respond(request, echoed, key.tenant, send, receive, log, began, trace_parent=headers)
-        return await self.respond_limited(
-            key, len(body), request, echoed, send, receive, log, began, trace_parent=headers
+        return await self.respond_for(
+            key, len(body), request, echoed, send, receive, log, began, trace_parent=scope["headers"]
         )
 
     async def _read(self, scope: Scope, receive: Receive, began: float) -> bytes:
@@ -309,7 +306,7 @@ class App:
         finally:
             await self.limiter.end(grant, None)  # (the summarising call's usage is not settled: the estimate stands)
 
-    async def respond_limited(
+    async def respond_for(
         self,
         key: Key,
         size: int,
@@ -324,10 +321,15 @@ class App:
         on_exchange: Callable[[Exchange], None] | None = None,
         trace_parent: Any = None,
     ) -> int:
-        """`respond` for a key with limits (`size`: the request body's bytes, whence its input tokens are guessed):
-        admitted first (a 429 otherwise), its answer carrying the key's `x-ratelimit-*` headers, and ended (its slot
-        freed, its tokens settled with the usage reported) when the response ends, before its last bytes go out;
-        a background response's when it finishes."""
+        """`respond` for a client's key: under its tenant and, for a key with limits (`size`: the request body's
+        bytes, whence its input tokens are guessed), admitted first (a 429 otherwise), its answer carrying the key's
+        `x-ratelimit-*` headers, and ended (its slot freed, its tokens settled with the usage reported) when the
+        response ends, before its last bytes go out; a background response's when it finishes."""
+        if key.limits is None:
+            return await self.respond(
+                request, echoed, key.tenant, send, receive, log, began,
+                framing=framing, on_exchange=on_exchange, trace_parent=trace_parent,
+            )  # fmt: skip
         limiter = self.limiter
         assert limiter is not None
         grant = await limiter.admit(key, estimate(size))

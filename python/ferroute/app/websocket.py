@@ -264,33 +264,20 @@ class Connection:
         log: dict[str, Any] = {"method": "WEBSOCKET", "path": PATH, "key": self.key.name}
         status = 500
         try:
-            if self.key.limits is None:
-                status = await app.respond(
-                    request,
-                    echoed,
-                    self.tenant,
-                    self.send,
-                    self._disconnect,
-                    log,
-                    began,
-                    framing=MESSAGES,
-                    on_exchange=self._made(made),
-                    trace_parent=self.scope["headers"],
-                )
-            else:  # (a 429 is an error message; WebSocket messages carry no headers)
-                status = await app.respond_limited(
-                    self.key,
-                    size,
-                    request,
-                    echoed,
-                    self.send,
-                    self._disconnect,
-                    log,
-                    began,
-                    framing=MESSAGES,
-                    on_exchange=self._made(made),
-                    trace_parent=self.scope["headers"],
-                )
+            # (A 429 is an error message: WebSocket messages carry no headers.)
+            status = await app.respond_for(
+                self.key,
+                size,
+                request,
+                echoed,
+                self.send,
+                self._disconnect,
+                log,
+                began,
+                framing=MESSAGES,
+                on_exchange=self._made(made),
+                trace_parent=self.scope["headers"],
+            )
         except RouterError as e:
             if e.status == 404 and e.param == "previous_response_id":
                 e = RouterError(404, e.message, type=e.type, code="previous_response_not_found", param=e.param)
