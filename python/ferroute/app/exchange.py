@@ -568,10 +568,8 @@ class Pump:
                     ex.trace.attempt.end(failure.error)  # (its span says how it failed, not how the next one went)
                 if route is not None:
                     target.breaker.failed(time.monotonic(), failure.error.code or "error")
-                if ex.upstream is not None:
-                    upstream, ex.upstream = ex.upstream, None
-                    with contextlib.suppress(Exception):
-                        await upstream.aclose()
+                upstream, ex.upstream = ex.upstream, None
+                await _close(upstream)
             return failure
         finally:
             target.in_flight -= 1
@@ -747,10 +745,8 @@ class Pump:
         leg.target.breaker.failed(time.monotonic(), failure.error.code or "error")
         if leg.attempt is not None:
             leg.attempt.end(failure.error)
-        if leg.upstream is not None:
-            upstream, leg.upstream = leg.upstream, None
-            with contextlib.suppress(Exception):
-                await upstream.aclose()
+        upstream, leg.upstream = leg.upstream, None
+        await _close(upstream)
 
     async def _leg_lost(self, ex: Exchange, route: str, leg: Leg, *, abandoned: bool) -> None:
         """A leg cancelled: another delivered first (or the request ended first: `abandoned`)."""
@@ -758,10 +754,8 @@ class Pump:
         leg.target.breaker.abandon(leg.probe)
         if leg.attempt is not None:
             leg.attempt.end(asyncio.CancelledError())
-        if leg.upstream is not None:
-            upstream, leg.upstream = leg.upstream, None
-            with contextlib.suppress(Exception):
-                await upstream.aclose()
+        upstream, leg.upstream = leg.upstream, None
+        await _close(upstream)
         if abandoned and leg.hedge:
             self.metrics.hedge(route, leg.target.name, "abandoned")
         elif not abandoned:
@@ -799,22 +793,11 @@ class Pump:
                     await _feed_all(ex, chunks)
                 if translator.status == "failed":
                     ex.upstream = None
-                    with contextlib.suppress(Exception):
-                        await upstream.aclose()
+                    await _close(upstream)
                     return Failure(_failed(translator))
                 ex.result = translator.response_json()
                 return None
-            if translator.status != "in_progress":  # (the whole answer came in the first reads)
-                await ex.end(winner.out)
-                await finish_body(chunks)
-                return None
-            if winner.out:
-                await self._relay(ex, winner.out)
-                ex.preamble = True
-            if ex.framing == MESSAGES:
-                await self._stream_messages(ex, chunks)
-            else:
-                await self._stream(ex, chunks)
+            await self._stream_on(ex, winner.out, chunks)
             return None
         finally:
             winner.target.in_flight -= 1
@@ -861,7 +844,6 @@ class Pump:
             ex.result = translator.response_json()
             return None
         # Streaming: until the first content, the start events go out and a failure goes on.
-        messages = ex.framing == MESSAGES
         feed = translator.feed
         out = b""
         try:
@@ -881,17 +863,22 @@ class Pump:
         if translator.status == "failed" and not translator.output_items:
             return Failure(_failed(translator), out)
         self._content(ex, failover)
-        if translator.status != "in_progress":  # (the whole answer came in the first reads)
+        await self._stream_on(ex, out, chunks)
+        return None
+
+    async def _stream_on(self, ex: Exchange, out: bytes, chunks: AsyncIterator[bytes]) -> None:
+        """A streamed attempt has its first content in `out`: it goes out, and the rest of the upstream's answer
+        after it (as on the plain path)."""
+        if ex.translator.status != "in_progress":  # (the whole answer came in the first reads)
             await ex.end(out)
             await finish_body(chunks)
-            return None
+            return
         if out:
             await self._relay(ex, out)
-        if messages:
+        if ex.framing == MESSAGES:
             await self._stream_messages(ex, chunks)
         else:
             await self._stream(ex, chunks)
-        return None
 
     @staticmethod
     def _content(ex: Exchange, failover: Failover) -> None:
@@ -944,6 +931,13 @@ class Leg:
     upstream: Upstream | None = None
     out: bytes = b""  # what its translator wrote until its first content (sent if it wins)
     failure: Failure | None = None  # how it failed (None: it has not, or it got content)
+
+
+async def _close(upstream: Upstream | None) -> None:
+    """Close an upstream answer that is not read to its end (its connection goes: that stops the upstream)."""
+    if upstream is not None:
+        with contextlib.suppress(Exception):
+            await upstream.aclose()
 
 
 async def _feed_all(ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
