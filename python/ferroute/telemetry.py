@@ -81,7 +81,7 @@ class Telemetry:
         self.limit = config.max_content_chars
         self.provider: TracerProvider | None = None
         self.tracer: _Tracer | None = None
-        self._servers: dict[str, dict[str, Any]] = {}  # provider name -> its server.address / server.port
+        self._servers: dict[str, dict[str, Any]] = {}  # provider name -> its attributes (`upstream`)
 
     # --- the worker's life ---------------------------------------------------------------------------------------
 
@@ -149,11 +149,13 @@ class Telemetry:
 
         return cast("Respond", traced_respond)
 
-    def server(self, provider: Provider) -> dict[str, Any]:
-        """The upstream's `server.address`/`server.port` (none for the built-in mock), worked out once."""
+    def upstream(self, provider: Provider) -> dict[str, Any]:
+        """A provider's attributes, worked out once: `gen_ai.provider.name` (its dialect's owner),
+        `ferroute.provider`, and the upstream's `server.address`/`server.port` (none for the built-in mock)."""
         attributes = self._servers.get(provider.name)
         if attributes is None:
-            attributes = {}
+            kind = provider.config.kind
+            attributes = {"gen_ai.provider.name": _PROVIDER_NAMES.get(kind, kind), "ferroute.provider": provider.name}
             url = getattr(provider.source, "url", None)
             if url is not None:
                 attributes["server.address"] = url.host
@@ -242,9 +244,7 @@ class ResponseTrace:
         if ex is not None:
             provider = ex.provider
             translator = ex.translator
-            attributes["gen_ai.provider.name"] = _PROVIDER_NAMES.get(provider.config.kind, provider.config.kind)
-            attributes["ferroute.provider"] = provider.name
-            attributes.update(telemetry.server(provider))
+            attributes.update(telemetry.upstream(provider))
             attributes["gen_ai.response.id"] = translator.response_id
             attributes["gen_ai.response.model"] = ex.upstream_model  # (the model asked of the upstream that answered)
             translator_status = translator.status
@@ -300,11 +300,9 @@ class Attempt:
             attributes = {
                 "gen_ai.operation.name": OPERATION,
                 "gen_ai.request.model": upstream_model,
-                "gen_ai.provider.name": _PROVIDER_NAMES.get(provider.config.kind, provider.config.kind),
-                "ferroute.provider": provider.name,
                 "ferroute.target": target,
                 "ferroute.retry": retry,
-                **trace.telemetry.server(provider),
+                **trace.telemetry.upstream(provider),
             }
         self.span: Span | None = trace.tracer.start_span(
             f"{OPERATION} {upstream_model}",
