@@ -108,6 +108,12 @@ class Store(ABC):
         return None
 
 
+def pieces_after(pieces: Sequence[tuple[int, bytes]], after: int) -> list[tuple[int, bytes]]:
+    """Of an event log's pieces (in order, each with its first event's number), those holding events after `after`
+    (a piece ends where the next begins; the last is always kept: it may hold `[DONE]`)."""
+    return [piece for n, piece in enumerate(pieces) if n + 1 == len(pieces) or pieces[n + 1][0] > after + 1]
+
+
 def open_store(config: StoreConfig) -> Store:
     """The backend `config` names; nothing connects until first use."""
     if config.backend == "memory":
@@ -124,4 +130,4 @@ def open_store(config: StoreConfig) -> Store:
     return RedisStore(config.url, ttl=config.ttl_seconds or None, prefix=config.key_prefix)
 
 
-__all__ = ["ANONYMOUS", "Record", "Store", "StoreError", "open_store", "tenant_of"]
+__all__ = ["ANONYMOUS", "Record", "Store", "StoreError", "open_store", "pieces_after", "tenant_of"]

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ferroute.store import Record, Store
+from ferroute.store import Record, Store, pieces_after
 
 Key = tuple[str, str]  # (tenant, response id)
 
@@ -101,4 +101,4 @@ class MemoryStore(Store):
 
     async def read_events(self, tenant: str, id: str, after: int) -> list[tuple[int, bytes]]:
         pieces = self.events.get((tenant, id), [])
-        return [piece for n, piece in enumerate(pieces) if n + 1 == len(pieces) or pieces[n + 1][0] > after + 1]
+        return pieces_after(pieces, after)

@@ -26,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ferroute.store import Record, Store, StoreError
+from ferroute.store import Record, Store, StoreError, pieces_after
 
 _LOAD = """
 local out = {}
@@ -178,7 +178,7 @@ class RedisStore(Store):
         pipe.lrange(self._events(tenant, id), 0, -1)
         [raw] = await self._exec(pipe)
         pieces = [(_LENGTH.unpack_from(piece)[0], piece[4:]) for piece in raw]
-        return [piece for n, piece in enumerate(pieces) if n + 1 == len(pieces) or pieces[n + 1][0] > after + 1]
+        return pieces_after(pieces, after)
 
     async def close(self) -> None:
         await self.client.aclose()
