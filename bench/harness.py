@@ -199,6 +199,13 @@ def start_router(
             stop(process)
 
 
+def write_results(out: Path, results: Mapping[str, Any], text: str) -> None:
+    """A bench's results: the JSON at `out`, its printed table beside it (`.txt`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".txt").write_text(text + "\n")
+
+
 # --- meters ---------------------------------------------------------------------------------------------
 
 

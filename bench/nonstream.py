@@ -50,6 +50,7 @@ from bench.harness import (
     start_router,
     stop,
     wait_ready,
+    write_results,
 )
 from ferroute.loadtest.load import run_load
 
@@ -236,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.monotonic() - started, 1)
     text = table(results)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".txt").write_text(text + "\n")
+    write_results(args.out, results, text)
     print(f"\n(results in {args.out}; {results['seconds']} s)")
     errors = sum(level["router"]["errors"] + level["direct"]["errors"] for level in results["levels"])
     return 1 if errors else 0

@@ -52,6 +52,7 @@ from bench.harness import (
     start_mock,
     start_router,
     stop,
+    write_results,
 )
 from bench.tracing import sink
 from ferroute.loadtest.load import run_load
@@ -292,9 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         results["failover"] = failover(args, mock_core, router_core)
     text = report(results)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".txt").write_text(text + "\n")
+    write_results(args.out, results, text)
     return 0
 
 

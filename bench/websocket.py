@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPO, cpu_seconds, machine_info, start_mock, start_router
+from bench.harness import REPO, cpu_seconds, machine_info, start_mock, start_router, write_results
 from ferroute.loadtest.load import run_load
 
 RESULTS = REPO / "bench" / "results" / "websocket.json"
@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = "\n".join(lines)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".txt").write_text(text + "\n")
+    write_results(args.out, results, text)
     return 0
 
 
