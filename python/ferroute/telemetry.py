@@ -182,8 +182,6 @@ class ResponseTrace:
     def __init__(
         self, telemetry: Telemetry, tracer: _Tracer, request: ResponsesRequest, parent: Any, depth: int
     ) -> None:
-        from opentelemetry.trace import SpanKind
-
         self.telemetry = telemetry
         self.tracer = tracer
         self.ex: Exchange | None = None
@@ -200,12 +198,7 @@ class ResponseTrace:
             attributes["gen_ai.request.top_p"] = request.top_p
         if request.previous_response_id is not None:
             attributes["ferroute.previous_response_id"] = request.previous_response_id
-        self.span: Span = tracer.start_span(
-            f"{OPERATION} {request.model}",
-            context=_context(parent),
-            kind=SpanKind.SERVER if depth == 0 else SpanKind.INTERNAL,
-            attributes=attributes,
-        )
+        self.span: Span = tracer.response(f"{OPERATION} {request.model}", parent, depth == 0, attributes)
         # Not sampled (`OTEL_TRACES_SAMPLER`, or a parent's flags): the span records nothing, and nothing more is
         # worked out for it or its attempts (their `traceparent` still goes upstream, saying "not sampled").
         self.recording = self.span.is_recording()
@@ -228,8 +221,6 @@ class ResponseTrace:
 
     def end(self, status: int | None, exc: BaseException | None) -> None:
         """End the span: what the response became (the exchange's translator) or the error it was answered with."""
-        from opentelemetry.trace import StatusCode
-
         span = self.span
         telemetry = self.telemetry
         ex = self.ex
@@ -274,7 +265,7 @@ class ResponseTrace:
             attributes["http.response.status_code"] = status
         if error is not None:
             attributes["error.type"] = error
-            span.set_status(StatusCode.ERROR, telemetry.mask(message) if message else None)
+            span.set_status(self.tracer.ERROR, telemetry.mask(message) if message else None)
         span.set_attributes(attributes)
         span.end()
 
@@ -289,8 +280,6 @@ class Attempt:
     def __init__(
         self, trace: ResponseTrace, ex: Exchange, target: str, retry: int, provider: Provider, upstream_model: str
     ) -> None:
-        from opentelemetry.trace import SpanKind, set_span_in_context
-
         self.trace = trace
         self.ex = ex
         self.began = time.monotonic()
@@ -304,18 +293,12 @@ class Attempt:
                 "ferroute.retry": retry,
                 **trace.telemetry.upstream(provider),
             }
-        self.span: Span | None = trace.tracer.start_span(
-            f"{OPERATION} {upstream_model}",
-            context=set_span_in_context(trace.span),
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
+        self.span: Span | None = trace.tracer.child(trace.span, f"{OPERATION} {upstream_model}", True, attributes)
         context = self.span.get_span_context()
         traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
         self.headers: list[tuple[bytes, bytes]] = [(b"traceparent", traceparent.encode())]
-        state = context.trace_state.to_header()
-        if state:
-            self.headers.append((b"tracestate", state.encode()))
+        if context.trace_state:
+            self.headers.append((b"tracestate", context.trace_state.to_header().encode()))
 
     def first_event(self) -> None:
         """The upstream's first content event reached the client now (otherwise the exchange's first send is used)."""
@@ -324,8 +307,6 @@ class Attempt:
 
     def end(self, error: BaseException | None = None) -> None:
         """End the attempt: with `error` (it failed before streaming), else as its exchange went."""
-        from opentelemetry.trace import StatusCode
-
         span, self.span = self.span, None
         if span is None:
             return
@@ -355,7 +336,7 @@ class Attempt:
         attributes["ferroute.outcome"] = outcome
         if outcome != "ok":
             attributes["error.type"] = outcome
-            span.set_status(StatusCode.ERROR, self.trace.telemetry.mask(message) if message else None)
+            span.set_status(self.trace.tracer.ERROR, self.trace.telemetry.mask(message) if message else None)
         span.set_attributes(attributes)
         span.end()
 
@@ -363,14 +344,13 @@ class Attempt:
 class ToolSpan:
     """A hosted tool call's span (an MCP tool or a sub-agent), a child of the response's."""
 
-    __slots__ = ("span", "telemetry")
+    __slots__ = ("span", "telemetry", "tracer")
 
     def __init__(
         self, trace: ResponseTrace, name: str, call_id: str | None, server: str | None, arguments: str
     ) -> None:
-        from opentelemetry.trace import SpanKind, set_span_in_context
-
         self.telemetry = telemetry = trace.telemetry
+        self.tracer = trace.tracer
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": name,
@@ -382,12 +362,7 @@ class ToolSpan:
             attributes["ferroute.mcp.server"] = server
         if telemetry.capture:
             attributes["gen_ai.tool.call.arguments"] = telemetry.mask(arguments)
-        self.span: Span | None = trace.tracer.start_span(
-            f"execute_tool {name}",
-            context=set_span_in_context(trace.span),
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-        )
+        self.span: Span | None = trace.tracer.child(trace.span, f"execute_tool {name}", False, attributes)
 
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:
@@ -403,14 +378,12 @@ class ToolSpan:
             context.detach(token)
 
     def end(self, *, result: str | None = None, error: str | None = None, message: str | None = None) -> None:
-        from opentelemetry.trace import StatusCode
-
         span, self.span = self.span, None
         if span is None:  # (ended already)
             return
         if error is not None:
             span.set_attribute("error.type", error)
-            span.set_status(StatusCode.ERROR, self.telemetry.mask(message) if message else None)
+            span.set_status(self.tracer.ERROR, self.telemetry.mask(message) if message else None)
         elif result is not None and self.telemetry.capture:
             span.set_attribute("gen_ai.tool.call.result", self.telemetry.mask(result))
         span.end()
@@ -418,20 +391,29 @@ class ToolSpan:
 
 def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) -> _Tracer:
     """The router's tracer: spans made as the SDK's tracer makes them (the provider's sampler, resource and id
-    scheme; the batch processor gets a `ReadableSpan` at each span's end) without what the router does not use
-    and the SDK's span pays for on the request path: attribute validation and limits, the span's lock, the
-    processors' `on_start`, events and links. The router's attribute values are strings, numbers, booleans and
-    tuples of strings, as the SDK would have kept them. About a third of the SDK span's cost per span."""
+    scheme; the batch processor gets each span at its end, read as a `ReadableSpan`) without what the router does
+    not use and the SDK's span pays for on the request path: attribute validation and limits, the span's lock, the
+    processors' `on_start`, events and links, a `ReadableSpan` copy at the end, and the contexts the propagator and
+    the default sampler would build for a response's parent. The router's attribute values are strings, numbers,
+    booleans and tuples of strings, as the SDK would have kept them."""
     import random
 
     from opentelemetry import trace as api
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.trace.sampling import Decision
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, TraceState
+    from opentelemetry.trace import (
+        NonRecordingSpan,
+        SpanContext,
+        Status,
+        StatusCode,
+        TraceFlags,
+        TraceState,
+        set_span_in_context,
+    )
 
-    scope = InstrumentationScope("ferroute", version)
-    resource = provider.resource
+    span_scope = InstrumentationScope("ferroute", version)
+    span_resource = provider.resource
     sampler = provider.sampler
     on_end = processor.on_end
     getrandbits = random.getrandbits
@@ -440,37 +422,50 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
     no_state = TraceState()
 
     class Span(api.Span):
-        """A span being recorded (or, not sampled, only its context)."""
+        """A span being recorded (a span not sampled is the SDK's `NonRecordingSpan`) and, once ended, the finished
+        span the batch processor queues and the exporter encodes: it reads as the SDK's `ReadableSpan` does, for
+        `_core.encode_spans` and for the SDK's own encoder alike, without being copied into one."""
 
-        __slots__ = ("attributes", "context", "kind", "name", "parent", "start", "status")
+        __slots__ = ("attributes", "context", "end_time", "kind", "name", "parent", "start_time", "status")
+        resource = span_resource
+        instrumentation_scope = span_scope
+        events: tuple[Any, ...] = ()
+        links: tuple[Any, ...] = ()
+        dropped_attributes = dropped_events = dropped_links = 0
 
         def __init__(
-            self, name: str, context: SpanContext, parent: SpanContext | None, kind: api.SpanKind, attributes: Any
+            self,
+            name: str,
+            context: SpanContext,
+            parent: SpanContext | None,
+            kind: api.SpanKind,
+            attributes: dict[str, Any],
         ) -> None:
             self.name = name
             self.context = context
             self.parent = parent
             self.kind = kind
-            self.attributes: dict[str, Any] | None = attributes
+            self.attributes = attributes  # (the router sets no None value: the exporter would drop it)
             self.status = unset
-            self.start = time.time_ns()
+            self.start_time = time.time_ns()
+            self.end_time: int | None = None
 
         def get_span_context(self) -> SpanContext:
             return self.context
 
         def is_recording(self) -> bool:
-            return self.attributes is not None
+            return self.end_time is None
 
         def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-            if self.attributes is not None:
+            if self.end_time is None:
                 self.attributes.update(attributes)
 
         def set_attribute(self, key: str, value: Any) -> None:
-            if self.attributes is not None:
+            if self.end_time is None:
                 self.attributes[key] = value
 
         def set_status(self, status: Any, description: str | None = None) -> None:
-            if self.attributes is not None:
+            if self.end_time is None:
                 self.status = status if isinstance(status, Status) else Status(status, description)
 
         def update_name(self, name: str) -> None:
@@ -483,25 +478,31 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
             pass
 
         def end(self, end_time: int | None = None) -> None:
-            attributes, self.attributes = self.attributes, None  # (ended: nothing more is recorded)
-            if attributes is None:
-                return
-            on_end(
-                ReadableSpan(
-                    self.name,
-                    self.context,
-                    self.parent,
-                    resource,
-                    {k: v for k, v in attributes.items() if v is not None},
-                    kind=self.kind,
-                    status=self.status,
-                    start_time=self.start,
-                    end_time=end_time or time.time_ns(),
-                    instrumentation_scope=scope,
-                )
-            )
+            if self.end_time is None:  # (ended: nothing more is recorded)
+                self.end_time = end_time or time.time_ns()
+                on_end(self)  # type: ignore[arg-type]
+
+    # The SDK's default sampler (`ParentBased(ALWAYS_ON)`: a remote parent's flag decides, a root is sampled),
+    # decided here without building the contexts it reads; any other sampler is asked.
+    default_sampler = sampler.get_description() == ParentBased(ALWAYS_ON).get_description()  # type: ignore[no-untyped-call]
+
+    def remote_parent(value: bytes) -> SpanContext | None:
+        """A W3C `traceparent` of version 00 written exactly so (`00-<32 hex>-<16 hex>-<2 hex>`), as the remote
+        parent's `SpanContext` the SDK's propagator reads from it; None for anything else (the propagator's rules
+        then apply: spaces, later versions, a value that is not valid)."""
+        if len(value) != 55 or value[:3] != b"00-" or value[35] != 45 or value[52] != 45:
+            return None
+        if value.translate(None, b"0123456789abcdef") != b"---":
+            return None
+        trace_id, span_id = int(value[3:35], 16), int(value[36:52], 16)
+        if not trace_id or not span_id:
+            return None
+        return SpanContext(trace_id, span_id, True, TraceFlags(int(value[53:], 16)))
 
     class Tracer:
+        SERVER, CLIENT, INTERNAL = api.SpanKind.SERVER, api.SpanKind.CLIENT, api.SpanKind.INTERNAL
+        ERROR = StatusCode.ERROR
+
         def start_span(
             self,
             name: str,
@@ -509,20 +510,69 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
             kind: api.SpanKind = api.SpanKind.INTERNAL,
             attributes: dict[str, Any] | None = None,
         ) -> api.Span:
+            """A span in `context` (None: the current one), as the SDK's tracer's `start_span`."""
             parent_span = api.get_current_span(context)
+            if type(parent_span) is Span:
+                return self.child(parent_span, name, kind is api.SpanKind.CLIENT, attributes)
             parent: SpanContext | None = parent_span.get_span_context()
-            attributes = dict(attributes) if attributes else {}
-            if parent is not None and parent.is_valid:
-                trace_id = parent.trace_id
-            else:
+            if parent is not None and not parent.is_valid:
                 parent = None
-                trace_id = getrandbits(128) or 1
-            if isinstance(parent_span, Span):
-                # A child of the router's own span: it follows the span's decision, as the provider's
-                # (parent-based) sampler would decide it. A span not sampled keeps no attributes.
-                sampled = parent_span.context.trace_flags.sampled
-                state = parent_span.context.trace_state
+            return self._start(name, parent, context, kind, dict(attributes) if attributes else {})
+
+        def response(self, name: str, headers: Any, server: bool, attributes: dict[str, Any]) -> api.Span:
+            """A response's span (`attributes` are taken, not copied): the child of the W3C trace context in an
+            ASGI header list, or (`headers` None: a nested response) of the current context."""
+            if headers is None:
+                return self.start_span(name, None, api.SpanKind.INTERNAL, attributes)
+            traceparent = state = None
+            for key, value in headers:
+                if key == b"traceparent":
+                    traceparent = value
+                elif key == b"tracestate":
+                    state = value
+            kind = api.SpanKind.SERVER if server else api.SpanKind.INTERNAL
+            if traceparent is None:
+                return self._start(name, None, None, kind, attributes)
+            parent = remote_parent(traceparent) if state is None else None
+            if parent is None:  # (a trace state, another version, spaces, or not valid: the SDK's propagator)
+                carrier = {"traceparent": traceparent.decode("latin-1")}
+                if state is not None:
+                    carrier["tracestate"] = state.decode("latin-1")
+                parent = api.get_current_span(_propagator().extract(carrier, Context())).get_span_context()
+                if not parent.is_valid:
+                    return self._start(name, None, None, kind, attributes)
+            return self._start(name, parent, None, kind, attributes)
+
+        def child(self, parent: api.Span, name: str, client: bool, attributes: dict[str, Any] | None) -> api.Span:
+            """A child of one of this tracer's spans: it follows the parent's sampling decision (as each of the SDK's
+            samplers would: they are parent-based, or decide by the trace id the child shares). One not sampled
+            keeps no attributes."""
+            context = parent.get_span_context()
+            kind = api.SpanKind.CLIENT if client else api.SpanKind.INTERNAL
+            flags = context.trace_flags
+            span_context = SpanContext(context.trace_id, getrandbits(64) or 1, False, flags, context.trace_state)
+            if type(parent) is not Span:
+                return NonRecordingSpan(span_context)
+            return Span(name, span_context, context, kind, dict(attributes) if attributes else {})
+
+        def _start(
+            self,
+            name: str,
+            parent: SpanContext | None,
+            context: Context | None,
+            kind: api.SpanKind,
+            attributes: dict[str, Any],
+        ) -> api.Span:
+            """A span whose parent is remote (`parent`) or none: the sampler's decision."""
+            trace_id = parent.trace_id if parent is not None else getrandbits(128) or 1
+            if default_sampler:
+                if parent is None:
+                    sampled, state = True, no_state
+                else:
+                    sampled, state = parent.trace_flags.sampled, parent.trace_state
             else:
+                if context is None:
+                    context = Context() if parent is None else set_span_in_context(NonRecordingSpan(parent), Context())
                 result = sampler.should_sample(context, trace_id, name, kind, attributes)
                 sampled = result.decision is Decision.RECORD_AND_SAMPLE
                 state = result.trace_state or (parent.trace_state if parent is not None else no_state)
@@ -583,21 +633,6 @@ def start_attempt(
     return trace.start_attempt(
         ex, target or f"{upstream_model}:{provider.name}", retry, provider, upstream_model, beside
     )
-
-
-def _context(parent: Any) -> Context | None:
-    """The parent of a response's span: the W3C trace context in an ASGI header list, or (None) the current one."""
-    if parent is None:
-        return None  # (a nested response: the tool call's span is current)
-    from opentelemetry.context import Context
-
-    carrier = {}
-    for name, value in parent:
-        if name == b"traceparent" or name == b"tracestate":
-            carrier[name.decode()] = value.decode("latin-1")
-    if not carrier:
-        return Context()  # (a root span)
-    return _propagator().extract(carrier, context=Context())
 
 
 @functools.cache

@@ -543,13 +543,13 @@ class App:
         loop = loop or asyncio.get_running_loop()
         on_stop_signal(loop, self.begin_drain)
         self.metrics.start(loop)
-        tune_collector()
-        self.tools.warm_up()
         if self.telemetry is not None:
             try:
                 self.telemetry.start()
             except Exception:
                 error_log.exception("tracing could not be started: responses are served without spans")
+        tune_collector()  # (after tracing's start: the SDK's modules and objects are frozen with the rest)
+        self.tools.warm_up()
 
     def _transport(self) -> StreamTransport:
         if self.transport is None:

@@ -1,0 +1,116 @@
+"""The router's own tracer (`ferroute.telemetry._tracer`) against the OpenTelemetry SDK: a response's span continues
+the parent the SDK's W3C propagator reads from the same headers, is sampled as the provider's sampler decides, and
+a finished span is what the SDK's encoder and `_core.encode_spans` both read as a `ReadableSpan`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ferroute._core import encode_spans
+from ferroute.telemetry import _tracer
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+SPAN = "b7ad6b7169203331"
+
+
+def _make(sampler: Sampler | None = None) -> tuple[Any, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    return _tracer(provider, processor, "0.1.0"), exporter
+
+
+HEADERS = [
+    f"00-{TRACE}-{SPAN}-01",  # the usual
+    f"00-{TRACE}-{SPAN}-00",  # not sampled
+    f"00-{TRACE.upper()}-{SPAN}-01",  # upper case: not valid
+    f"ff-{TRACE}-{SPAN}-01",  # version ff: not valid
+    f"01-{TRACE}-{SPAN}-01-later",  # a later version may carry more
+    f"00-{TRACE}-{SPAN}-01-more",  # version 00 may not
+    f"00-{'0' * 32}-{SPAN}-01",  # zero trace id
+    f"00-{TRACE}-{'0' * 16}-01",  # zero span id
+    f"  00-{TRACE}-{SPAN}-01\t",  # spaces around
+    f"00-{TRACE[:-1]}g-{SPAN}-01",  # not hex
+    f"00-{TRACE}-{SPAN[:-1]}-01",  # too short
+    f"00-{TRACE[:5]}-{TRACE[6:]}-{SPAN}-01",  # a dash inside the trace id
+    "",
+]
+
+
+@pytest.mark.parametrize("traceparent", HEADERS)
+@pytest.mark.parametrize("tracestate", [None, "vendor=v1,x=y"])
+def test_a_response_continues_the_parent_the_sdks_propagator_reads(traceparent: str, tracestate: str | None) -> None:
+    tracer, exporter = _make()
+    headers = [(b"content-type", b"application/json"), (b"traceparent", traceparent.encode())]
+    carrier = {"traceparent": traceparent}
+    if tracestate is not None:
+        headers.append((b"tracestate", tracestate.encode()))
+        carrier["tracestate"] = tracestate
+    expected = get_current_span(TraceContextTextMapPropagator().extract(carrier, Context())).get_span_context()
+
+    span = tracer.response("chat m", headers, True, {"gen_ai.request.model": "m"})
+    context = span.get_span_context()
+    if expected.is_valid:
+        if span.is_recording():
+            assert span.parent == expected  # (trace and span ids, flags, state, remote)
+        assert context.trace_id == expected.trace_id and context.span_id != expected.span_id
+        assert context.trace_flags == expected.trace_flags  # (the default sampler follows a remote parent)
+        assert context.trace_state == expected.trace_state
+        assert span.is_recording() == expected.trace_flags.sampled
+    else:
+        assert context.trace_id != int(TRACE, 16)  # a new trace, sampled as a root
+        assert span.is_recording() and span.parent is None
+    span.end()
+    assert len(exporter.get_finished_spans()) == (1 if span.get_span_context().trace_flags.sampled else 0)
+
+
+def test_no_traceparent_starts_a_sampled_root() -> None:
+    tracer, _ = _make()
+    span = tracer.response("chat m", [(b"host", b"x")], True, {})
+    assert span.is_recording() and span.parent is None and span.get_span_context().is_valid
+
+
+def test_another_sampler_is_asked_and_children_follow_the_response() -> None:
+    tracer, exporter = _make(ALWAYS_OFF)
+    response = tracer.response("chat m", [], True, {})
+    assert not response.is_recording()
+    attempt = tracer.child(response, "chat up", True, {"ferroute.retry": 0})
+    assert not attempt.is_recording()
+    assert attempt.get_span_context().trace_id == response.get_span_context().trace_id
+    attempt.end()
+    response.end()
+    assert exporter.get_finished_spans() == ()
+
+    # A ratio of 0 samples no root; a parent-based one still follows a caller that samples.
+    tracer, _ = _make(ParentBased(TraceIdRatioBased(0.0)))
+    assert not tracer.response("chat m", [], True, {}).is_recording()
+    continued = tracer.response("chat m", [(b"traceparent", f"00-{TRACE}-{SPAN}-01".encode())], True, {})
+    assert continued.is_recording() and continued.get_span_context().trace_id == int(TRACE, 16)
+
+
+def test_a_finished_span_reads_as_a_readable_span_for_both_encoders() -> None:
+    tracer, exporter = _make()
+    headers = [(b"traceparent", f"00-{TRACE}-{SPAN}-01".encode()), (b"tracestate", b"vendor=v1")]
+    response = tracer.response("chat m", headers, True, {"gen_ai.request.model": "m", "ferroute.tags": ("a", "b")})
+    attempt = tracer.child(response, "chat up", True, {"ferroute.retry": 1, "ferroute.time_to_first_event": 0.25})
+    attempt.set_status(tracer.ERROR, "upstream said no")
+    attempt.end()
+    response.set_attributes({"http.response.status_code": 200})
+    response.end()
+    response.set_attribute("late", True)  # (after its end: not recorded)
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["chat up", "chat m"]
+    assert "late" not in spans[1].attributes
+    assert encode_spans(spans) == sdk_encode_spans(spans).SerializePartialToString()
+    assert spans[0].parent == response.get_span_context() and spans[0].kind.name == "CLIENT"
