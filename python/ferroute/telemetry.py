@@ -295,7 +295,7 @@ class Attempt:
             }
         self.span: Span | None = trace.tracer.child(trace.span, f"{OPERATION} {upstream_model}", True, attributes)
         context = self.span.get_span_context()
-        traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        traceparent = f"00-{trace.trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"  # (the same trace)
         self.headers: list[tuple[bytes, bytes]] = [(b"traceparent", traceparent.encode())]
         if context.trace_state:
             self.headers.append((b"tracestate", context.trace_state.to_header().encode()))
@@ -400,7 +400,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
 
     from opentelemetry import trace as api
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased
+    from opentelemetry.sdk.trace.sampling import Decision
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import (
         NonRecordingSpan,
@@ -482,9 +482,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
                 self.end_time = end_time or time.time_ns()
                 on_end(self)  # type: ignore[arg-type]
 
-    # The SDK's default sampler (`ParentBased(ALWAYS_ON)`: a remote parent's flag decides, a root is sampled),
-    # decided here without building the contexts it reads; any other sampler is asked.
-    default_sampler = sampler.get_description() == ParentBased(ALWAYS_ON).get_description()  # type: ignore[no-untyped-call]
+    root_bound = _root_bound(sampler.get_description())
 
     def remote_parent(value: bytes) -> SpanContext | None:
         """A W3C `traceparent` of version 00 written exactly so (`00-<32 hex>-<16 hex>-<2 hex>`), as the remote
@@ -565,9 +563,9 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
         ) -> api.Span:
             """A span whose parent is remote (`parent`) or none: the sampler's decision."""
             trace_id = parent.trace_id if parent is not None else getrandbits(128) or 1
-            if default_sampler:
+            if root_bound is not None:
                 if parent is None:
-                    sampled, state = True, no_state
+                    sampled, state = trace_id & _TRACE_ID_LIMIT < root_bound, no_state
                 else:
                     sampled, state = parent.trace_flags.sampled, parent.trace_state
             else:
@@ -586,6 +584,38 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
             return Span(name, span_context, parent, kind, attributes)
 
     return Tracer()
+
+
+# `_root_bound`: the delegates of the SDK's `ParentBased` sampler when only its root is chosen (the default, and
+# `OTEL_TRACES_SAMPLER=parentbased_*`), and the low 64 bits of a trace id its `TraceIdRatioBased` root compares.
+_PARENT_BASED = "ParentBased{root:"
+_DEFAULT_DELEGATES = (
+    ",remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
+    "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
+)
+_TRACE_ID_LIMIT = (1 << 64) - 1
+
+
+def _root_bound(description: str) -> int | None:
+    """For a sampler the router decides in place, without building the contexts the SDK's samplers read: a parent-
+    based one with the default delegates (a remote parent's flag decides) whose root is always on, always off or a
+    trace id ratio, as the sampler's description says; the bound below which a root's trace id (its low 64 bits) is
+    sampled, as the SDK's `TraceIdRatioBased` computes it. None: any other sampler, which is asked."""
+    if not description.startswith(_PARENT_BASED) or not description.endswith(_DEFAULT_DELEGATES):
+        return None
+    root = description[len(_PARENT_BASED) : -len(_DEFAULT_DELEGATES)]
+    if root == "AlwaysOnSampler":
+        return _TRACE_ID_LIMIT + 1
+    if root == "AlwaysOffSampler":
+        return 0
+    if root.startswith("TraceIdRatioBased{") and root.endswith("}"):
+        from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+        try:
+            return int(TraceIdRatioBased.get_bound_for_rate(float(root[len("TraceIdRatioBased{") : -1])))
+        except ValueError:
+            return None
+    return None
 
 
 def _exporter_class(base: type[OTLPSpanExporter]) -> type[OTLPSpanExporter]:

@@ -114,3 +114,29 @@ def test_a_finished_span_reads_as_a_readable_span_for_both_encoders() -> None:
     assert "late" not in spans[1].attributes
     assert encode_spans(spans) == sdk_encode_spans(spans).SerializePartialToString()
     assert spans[0].parent == response.get_span_context() and spans[0].kind.name == "CLIENT"
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ParentBased(TraceIdRatioBased(0.3)),
+        ParentBased(TraceIdRatioBased(0.0)),
+        ParentBased(TraceIdRatioBased(1.0)),
+        ParentBased(ALWAYS_OFF),
+        TraceIdRatioBased(0.3),  # (not parent-based: asked)
+        ParentBased(TraceIdRatioBased(0.3), remote_parent_not_sampled=TraceIdRatioBased(0.5)),  # (asked)
+    ],
+    ids=repr,
+)
+def test_each_decision_is_the_samplers(sampler: Sampler) -> None:
+    tracer, _ = _make(sampler)
+    for i in range(300):
+        flags = ("01", "00", None)[i % 3]
+        headers = [] if flags is None else [(b"traceparent", f"00-{i + 1:032x}-{SPAN}-{flags}".encode())]
+        span = tracer.response("chat m", headers, True, {})
+        context = span.get_span_context()
+        parent = Context()
+        if flags is not None:
+            parent = TraceContextTextMapPropagator().extract({"traceparent": headers[0][1].decode()}, Context())
+        expected = sampler.should_sample(parent, context.trace_id, "chat m").decision.is_sampled()
+        assert span.is_recording() == expected == context.trace_flags.sampled, (i, flags)
