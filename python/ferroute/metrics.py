@@ -505,6 +505,11 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def worker_alive(directory: Path, name: str) -> bool:
+    """Whether the worker `name` (its files' stem in the instance's directory) lives."""
+    return _alive(directory / f"{name}.lock")
+
+
 def _alive(lock: Path) -> bool:
     """Whether the worker that holds `lock` lives (its flock would be gone with it)."""
     try:

@@ -288,6 +288,39 @@ def test_least_busy_sends_to_the_idle_target(server: Server, upstream: Server) -
         assert sorted(models) == ["gen?delay=1&tag=b1", "gen?delay=1&tag=b2"], models
 
 
+def test_least_busy_counts_the_requests_of_every_worker(upstream: Server) -> None:
+    # Two workers. One request held at `held` through another route (the same target), by whichever worker takes
+    # it; then each `least_busy` request, whichever worker takes it, must go to `free`: the held request counts in
+    # every worker. (Counted per worker, a request taken by the other worker would see 0 and 0, a coin toss.)
+    routes = """
+[[routes]]
+name = "pin"
+targets = ["gen?delay=6&tag=held:up"]
+
+[[routes]]
+name = "balanced"
+strategy = "least_busy"
+targets = ["gen?delay=6&tag=held:up", "gen?tag=free:up"]
+"""
+    with router(_config(upstream.url, routes), env=ROUTER_ENV, extra_args=["--workers", "2"]) as two:
+        for _ in range(2):
+            httpx.delete(f"{upstream.url}/requests", timeout=5)
+            pinned = threading.Thread(target=lambda: create_ok(two, {"model": "pin", "input": "hi"}))
+            pinned.start()
+            deadline = time.monotonic() + 5
+            while not requests_seen(upstream) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            for _ in range(8):
+                with httpx.Client() as client:  # (a connection of its own: either worker may take it)
+                    answer = client.post(
+                        f"{two.url}/v1/responses", json={"model": "balanced", "input": "hi"}, timeout=30
+                    )
+                assert answer.status_code == 200, answer.text
+            pinned.join()
+            models = [m for _, m in _seen(upstream)]
+            assert models == ["gen?delay=6&tag=held"] + ["gen?tag=free"] * 8, models
+
+
 def test_latency_prefers_the_target_with_the_shorter_time_to_first_content(server: Server, upstream: Server) -> None:
     for _ in range(7):
         create_ok(server, {"model": "fast", "input": "hi"})

@@ -543,6 +543,12 @@ class App:
         loop = loop or asyncio.get_running_loop()
         on_stop_signal(loop, self.begin_drain)
         self.metrics.start(loop)
+        shared = self.metrics.shared
+        if shared is not None and shared.handle is not None:  # (`ferroute serve`: the instance's directory)
+            try:
+                self.router.share(shared.directory, shared.name)
+            except OSError:
+                error_log.exception("least_busy counts requests in flight in this worker alone")
         if self.telemetry is not None:
             try:
                 self.telemetry.start()
@@ -590,6 +596,7 @@ class App:
         with contextlib.suppress(Exception):
             await self.store.close()
         self.metrics.stop()
+        self.router.close()
         if self.limiter is not None:
             with contextlib.suppress(Exception):
                 await self.limiter.aclose()

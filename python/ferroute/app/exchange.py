@@ -552,7 +552,7 @@ class Pump:
         route = failover.route
         target = failover.target
         probe = target.breaker.enter(time.monotonic()) if route is not None else False
-        target.in_flight += 1
+        target.enter()
         verdict = False
         try:
             try:
@@ -572,7 +572,7 @@ class Pump:
                 await _close(upstream)
             return failure
         finally:
-            target.in_flight -= 1
+            target.leave()
             if not verdict and route is not None:
                 target.breaker.abandon(probe)
 
@@ -678,7 +678,7 @@ class Pump:
     ) -> Leg:
         now = time.monotonic()
         probe = target.breaker.enter(now)
-        target.in_flight += 1
+        target.enter()
         attempt = start_attempt(
             ex, retry, target.name, provider=provider, upstream_model=upstream_model, beside=True
         )  # (None when tracing is off)
@@ -741,7 +741,7 @@ class Pump:
     async def _leg_failed(leg: Leg) -> None:
         failure = leg.failure
         assert failure is not None
-        leg.target.in_flight -= 1
+        leg.target.leave()
         leg.target.breaker.failed(time.monotonic(), failure.error.code or "error")
         if leg.attempt is not None:
             leg.attempt.end(failure.error)
@@ -750,7 +750,7 @@ class Pump:
 
     async def _leg_lost(self, ex: Exchange, route: str, leg: Leg, *, abandoned: bool) -> None:
         """A leg cancelled: another delivered first (or the request ended first: `abandoned`)."""
-        leg.target.in_flight -= 1
+        leg.target.leave()
         leg.target.breaker.abandon(leg.probe)
         if leg.attempt is not None:
             leg.attempt.end(asyncio.CancelledError())
@@ -800,7 +800,7 @@ class Pump:
             await self._stream_on(ex, winner.out, chunks)
             return None
         finally:
-            winner.target.in_flight -= 1
+            winner.target.leave()
 
     async def _attempt(self, ex: Exchange, failover: Failover) -> Failure | None:
         """One attempt at the failover's current target: None once it answered (its content went out, or its whole

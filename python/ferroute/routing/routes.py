@@ -7,9 +7,10 @@ and the rule for what comes after a failure (the same target again after a backo
 the next target at once). The pump (`app.exchange`) moves a request on only until the upstream's first content
 reaches the client.
 
-A target's health lives in this worker process: its circuit breaker, its requests in flight (`least_busy`), its
-moving average of time to first content (`latency`) and its retry budget. Targets are shared by name: a target in
-two routes is one target.
+A target's health lives in this worker process: its circuit breaker, its moving average of time to first content
+(`latency`) and its retry budget. Its requests in flight (`least_busy`) are the instance's: under `ferroute serve`
+each worker's counts are in a file of its own that the others read (`ferroute.routing.inflight`). Targets are
+shared by name: a target in two routes is one target.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 from ferroute.config import RouteConfig, RoutingConfig
 from ferroute.errors import RouterError, no_healthy_target
 from ferroute.providers import Provider
+from ferroute.routing.inflight import InFlight
 
 log = logging.getLogger("ferroute.routing")
 
@@ -132,7 +135,7 @@ class RetryBudget:
 class Target:
     """`<model>:<provider>`: the provider, the model it is sent, and the target's health in this worker."""
 
-    __slots__ = ("breaker", "budget", "in_flight", "latency", "name", "provider", "upstream_model")
+    __slots__ = ("breaker", "budget", "in_flight", "latency", "name", "provider", "shared", "slot", "upstream_model")
 
     def __init__(self, name: str, provider: Provider, upstream_model: str, settings: RoutingConfig) -> None:
         self.name = name
@@ -140,8 +143,28 @@ class Target:
         self.upstream_model = upstream_model
         self.breaker = Breaker(name, settings.breaker_failures, settings.breaker_cooldown)
         self.budget = RetryBudget(settings.retry_budget, settings.retry_budget_min, settings.retry_budget_window)
-        self.in_flight = 0
+        self.in_flight = 0  # this worker's requests at the target now
+        self.shared: InFlight | None = None  # the instance's counts, for a target of a `least_busy` route
+        self.slot = 0  # its place there
         self.latency: float | None = None  # moving average of seconds to first content; None until one is known
+
+    def enter(self) -> None:
+        """An attempt at the target begins."""
+        self.in_flight += 1
+        if self.shared is not None:
+            self.shared.put(self.slot, self.in_flight)
+
+    def leave(self) -> None:
+        """An attempt at the target is over."""
+        self.in_flight -= 1
+        if self.shared is not None:
+            self.shared.put(self.slot, self.in_flight)
+
+    def busy(self) -> int:
+        """Requests in flight at the target: the instance's where its workers share their counts."""
+        if self.shared is None:
+            return self.in_flight
+        return self.in_flight + self.shared.others(self.slot)
 
     def observe(self, seconds: float) -> None:
         latency = self.latency
@@ -178,7 +201,7 @@ class Route:
             keyed.sort(reverse=True)
             ordered = [targets[i] for _, i in keyed]
         elif strategy == "least_busy":  # (ties broken at random, so idle targets share the load)
-            ordered = sorted(targets, key=lambda t: (t.in_flight, random.random()))
+            ordered = sorted(targets, key=lambda t: (t.busy(), random.random()))
         elif strategy == "latency":  # (a target never measured goes first: its time is learnt)
             ordered = sorted(targets, key=lambda t: -1.0 if t.latency is None else t.latency)
         else:
@@ -280,6 +303,30 @@ class Router:
             weights = [t.weight for t in config.targets]
             self.routes[config.name] = Route(config.name, config.strategy, targets, weights, config.hedge_after)
         self.plain: dict[str, Target] = {}  # plain targets with retries (`[routing] retries`), bounded
+        self.in_flight: InFlight | None = None  # the instance's counts (`share`)
+
+    def share(self, directory: Path, worker: str) -> None:
+        """Count the `least_busy` routes' targets across the instance's workers, in `directory` (the instance's, where
+        `worker` names this one's files; every worker has the same routes, so the same slots)."""
+        busy = [
+            t
+            for t in self.targets.values()
+            if any(t in r.targets for r in self.routes.values() if r.strategy == "least_busy")
+        ]
+        if not busy or self.in_flight is not None:
+            return
+        self.in_flight = InFlight(directory, worker, len(busy))
+        for slot, target in enumerate(busy):
+            target.shared, target.slot = self.in_flight, slot
+            self.in_flight.put(slot, target.in_flight)
+
+    def close(self) -> None:
+        """At the worker's end: its counts leave the instance's."""
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is not None:
+            for target in self.targets.values():
+                target.shared = None
+            in_flight.close()
 
     def _target(self, name: str) -> Target:
         target = self.targets.get(name)
