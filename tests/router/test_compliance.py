@@ -3,19 +3,25 @@
 `stream` set explicitly) and the same checks, plus this project's grammar check of every body.
 
 Run against the built-in `mock` provider and through a Chat Completions mock upstream (which replays a
-recorded stream of the right shape; there the translated upstream request is checked too).
+recorded stream of the right shape; there the translated upstream request is checked too). The same requests
+and checks run over WebSocket mode too (`response.create` on `GET /v1/responses` upgraded: every response
+streams, one JSON event per message), each message validated with `openresponses-types` and the grammar helper.
+(The suite's own WebSocket and compaction tests are not in the copy of it this project could read;
+`tests/router/test_websocket.py` and `tests/state/test_compaction.py` test what the spec says of them.)
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
-from tests.support.grammar import EVENT_MODELS, check_stream, validate_response
+from tests.support.grammar import EVENT_MODELS, check_events, check_stream, validate_response
 from tests.support.servers import Server, last_request, shared_router, shared_upstream
 
 PNG = (
@@ -209,6 +215,37 @@ def test_compliance_with_the_mock_provider(server: Server, case: Case) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_compliance_through_a_chat_completions_upstream(server: Server, case: Case) -> None:
     response, events = _run(server, case, f"fixture:{case.fixture}:up")
+    for validate in case.validators:
+        validate(response, events)
+    if case.upstream_messages is not None:
+        assert last_request(shared_upstream())["body"]["messages"] == case.upstream_messages
+
+
+def _run_websocket(server: Server, case: Case, model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    url = server.url.replace("http://", "ws://", 1) + "/v1/responses"
+    with connect(url, additional_headers={"Authorization": "Bearer unused"}) as ws:
+        ws.send(json.dumps({"type": "response.create", "model": model, "input": case.input, **case.extra}))
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in ("response.completed", "response.incomplete", "response.failed"):
+            message = ws.recv(timeout=30)
+            assert isinstance(message, str), "every message is a text message"
+            events.append(json.loads(message))
+            assert events[-1]["type"] != "error", events[-1]
+    response = check_events(events)  # (each event validated with openresponses-types, and the grammar)
+    assert {e["type"] for e in events} <= EVENT_MODELS.keys()
+    return response, events
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_compliance_over_websocket_with_the_mock_provider(server: Server, case: Case) -> None:
+    response, events = _run_websocket(server, case, "ferroute-mock:mock")
+    for validate in case.validators:
+        validate(response, events)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_compliance_over_websocket_through_a_chat_completions_upstream(server: Server, case: Case) -> None:
+    response, events = _run_websocket(server, case, f"fixture:{case.fixture}:up")
     for validate in case.validators:
         validate(response, events)
     if case.upstream_messages is not None:
