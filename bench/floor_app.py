@@ -6,6 +6,9 @@ Served by `python -m granian ... bench.floor_app:<name>` from the repository roo
   one send each, then `data: [DONE]`.
 - `nonstream` (`bench/nonstream.py`): reads the body, waits `$FLOOR_LATENCY_MS` (what the mock upstream
   waits) and answers ~1 KB of JSON.
+- `websocket` (`bench/websocket.py`): a WebSocket that answers each text message with `$FLOOR_MESSAGES` text
+  messages of an event's size, each send awaited (as WebSocket mode sends a response's events), the last one a
+  `response.completed`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,30 @@ async def nonstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await asyncio.sleep(LATENCY)
     await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+MESSAGES = int(os.environ.get("FLOOR_MESSAGES", "58"))
+EVENT = (
+    '{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_0123456789abcdef0123456789abcdef",'
+    '"output_index":0,"content_index":0,"delta":" word","logprobs":[]}'
+)
+LAST = '{"type":"response.completed","sequence_number":57,"response":{"id":"resp_0","object":"response"}}'
+
+
+async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    if scope["type"] != "websocket":
+        return
+    await receive()  # (websocket.connect)
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        for _ in range(MESSAGES - 1):
+            await send({"type": "websocket.send", "text": EVENT})
+        await send({"type": "websocket.send", "text": LAST})
 
 
 class RSGI:

@@ -12,6 +12,10 @@ in front of the Rust mock upstream (the whole answer at once), `store: false`.
    router's CPU (its process tree, from /proc) per event, each way. The WebSocket side's client is Python
    (`websockets` on asyncio) on the other core: it may deliver fewer events per second than the Rust load
    generator; CPU per event is the router's own either way.
+3. Granian's own floor for the WebSocket side (`bench/floor_app.py`: `websocket`, no ferroute code: each text
+   message answered with as many text messages of an event's size as a response here has events, each send
+   awaited), served alone (1 worker, uvloop, the router's core) under the same 256-connection client: its CPU per
+   message is what any app pays on Granian's ASGI interface for one awaited `websocket.send`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,23 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPO, cpu_seconds, machine_info, start_mock, start_router, write_results
+from bench.harness import (
+    REPO,
+    cpu_seconds,
+    free_port,
+    machine_info,
+    pinned,
+    start_mock,
+    start_router,
+    stop,
+    write_results,
+)
 from ferroute.loadtest.load import run_load
 
 RESULTS = REPO / "bench" / "results" / "websocket.json"
@@ -71,6 +87,43 @@ def _ws_run(
     return asyncio.run(run())
 
 
+def _floor(core: int | None, messages: int, connections: int, duration: float, body: str) -> dict[str, float]:
+    """Granian's floor (part 3): its CPU per message, best of 2 windows."""
+    port = free_port()
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "bench.floor_app:websocket"]
+    env = {**os.environ, "FLOOR_MESSAGES": str(messages)}
+    process = subprocess.Popen(
+        pinned(command, core), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"ws://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _ws_run(url, body, 1, 1, None)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the WebSocket floor app did not start") from None
+                time.sleep(0.2)
+        _ws_run(url, body, 4, 50, None)  # (warm-up)
+        windows = []
+        for _ in range(2):
+            before, wall = cpu_seconds(process.pid), time.monotonic()
+            _, events = _ws_run(url, body, connections, None, duration)
+            cpu, wall = cpu_seconds(process.pid) - before, time.monotonic() - wall
+            windows.append({"events_per_s": events / wall, "cpu_us_per_event": 1e6 * cpu / events})
+            print(f"floor {windows[-1]['events_per_s']:,.0f} messages/s, {windows[-1]['cpu_us_per_event']:.2f} µs CPU")
+    finally:
+        stop(process)
+    return {
+        "cpu_us_per_event": min(w["cpu_us_per_event"] for w in windows),
+        "events_per_s": max(w["events_per_s"] for w in windows),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -96,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         http, ws = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/v1/responses"
         run_load(http, sse_body, requests=200, concurrency=4)  # (warm-up)
         _ws_run(ws, ws_body, 4, 50, None)
+        _, per_response = _ws_run(ws, ws_body, 1, 1, None)  # (the events of one response: the floor sends as many)
         rounds: dict[str, list[dict[str, float]]] = {"sse": [], "websocket": []}
         for r in range(args.rounds):
             for way in ("sse", "websocket") if r % 2 == 0 else ("websocket", "sse"):
@@ -125,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{window['cpu_us_per_event']:.2f} µs CPU per event",
                     flush=True,
                 )
+    floor = _floor(router_core, per_response, args.connections, args.duration, ws_body)
     summary: dict[str, Any] = {}
     for way in ("sse", "websocket"):
         summary[way] = {
@@ -133,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_us_per_event": min(w["cpu_us_per_event"] for w in load_windows[way]),
             "events_per_s": max(w["events_per_s"] for w in load_windows[way]),
         }
+    summary["floor"] = {**floor, "messages_per_response": per_response}
     results.update(rounds=rounds, load=load_windows, summary=summary)
     lines = [f"{args.tokens}-token answers; TTFE: median of {args.rounds} rounds of {args.requests}; load: "
              f"{args.connections} connections, best of 2 windows of {args.duration:g} s"]  # fmt: skip
@@ -142,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  {way:9} TTFE p50 {s['ttfe_p50_ms']:.3f} ms p99 {s['ttfe_p99_ms']:.3f} ms   "
             f"{s['events_per_s']:,.0f} events/s  {s['cpu_us_per_event']:.2f} µs router CPU per event"
         )
+    lines.append(
+        f"  floor     Granian alone, {per_response} awaited websocket.send per message received: "
+        f"{floor['events_per_s']:,.0f} messages/s  {floor['cpu_us_per_event']:.2f} µs CPU per message"
+    )
     text = "\n".join(lines)
     print(text)
     write_results(args.out, results, text)
