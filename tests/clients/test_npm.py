@@ -308,14 +308,24 @@ enabled = false
 """
 
 
-def run_codex(tmp_path: Path, base_url: str, prompt: str, *, websocket: bool = False) -> Completed:
-    """`codex exec` with a fresh CODEX_HOME (no login: the provider's key comes from an env variable)."""
+def run_codex(
+    tmp_path: Path,
+    base_url: str,
+    prompt: str,
+    *,
+    websocket: bool = False,
+    settings: str = "",
+    resume: bool = False,
+) -> Completed:
+    """`codex exec` with a fresh CODEX_HOME (no login: the provider's key comes from an env variable), `settings`
+    (top-level config keys) added. `resume`: the next turn of the session the last call in `tmp_path` left (`codex
+    exec resume --last`; the sessions are kept, not `--ephemeral`)."""
     home = tmp_path / "home"
     codex_home = home / ".codex"
     workdir = tmp_path / "work"
-    codex_home.mkdir(parents=True)
-    workdir.mkdir()
-    (codex_home / "config.toml").write_text(codex_config(base_url, websocket=websocket))
+    codex_home.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(exist_ok=True)
+    (codex_home / "config.toml").write_text(settings + codex_config(base_url, websocket=websocket))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -331,11 +341,12 @@ def run_codex(tmp_path: Path, base_url: str, prompt: str, *, websocket: bool = F
         "--skip-git-repo-check",
         "--sandbox",
         "read-only",
-        "--ephemeral",
+        *([] if settings or resume else ["--ephemeral"]),
         "--color",
         "never",
         "--output-last-message",
         str(last),
+        *(["resume", "--last"] if resume else []),
         prompt,
     ]
     done = run_bounded(args, timeout=CODEX_TIMEOUT, cwd=workdir, env=env)
@@ -401,6 +412,39 @@ def test_codex_exec(node: str, tmp_path: Path) -> None:
     done = run_codex(tmp_path, shared_router().url, CODEX_PROMPT)
     assert done.returncode == 0, _codex_failure(done)
     assert MOCK_HELLO + CODEX_PROMPT in done.stdout
+
+
+def test_a_codex_session_compacts_through_the_router(codex_recorder: CodexRecorder, tmp_path: Path) -> None:
+    """`model_auto_compact_token_limit` set low: the session's second turn (`codex exec resume --last`) starts over
+    the limit, so Codex compacts first. Codex 0.169.0 compacts a custom provider's context inline (a summarising
+    `POST /v1/responses`; `/v1/responses/compact` it sends to OpenAI only), then answers from the compacted history:
+    the summary the router's model wrote, and the new prompt."""
+    settings = "model_auto_compact_token_limit = 60\n"  # (the first turn alone uses thousands of tokens)
+    first = run_codex(tmp_path, codex_recorder.url, CODEX_PROMPT, settings=settings)
+    assert first.returncode == 0, _codex_failure(first)
+    assert "context compacted" not in first.stdout + first.stderr
+    second = run_codex(tmp_path, codex_recorder.url, "Say hello again", settings=settings, resume=True)
+    assert second.returncode == 0, _codex_failure(second)
+    assert "context compacted" in second.stdout + second.stderr
+    assert MOCK_HELLO + "Say hello again" in second.stdout
+
+    turn, summarising, after = codex_recorder.requests
+    assert CODEX_PROMPT in json.dumps(turn["input"])
+    asked = summarising["input"][-1]
+    assert asked["role"] == "user" and "COMPACTION" in json.dumps(asked["content"]), asked
+    summary = MOCK_HELLO  # (the mock's answer to the summarising prompt: the summary Codex keeps)
+    texts = [json.dumps(item.get("content")) for item in after["input"] if item.get("type") == "message"]
+    assert any(summary in text for text in texts), texts
+    assert "Say hello again" in texts[-1]
+
+    def answers(request: dict[str, Any]) -> list[dict[str, Any]]:
+        return [i for i in request["input"] if i.get("type") == "message" and i.get("role") == "assistant"]
+
+    # The history was replaced: the first turn's answer went into the summary and is gone from what follows.
+    assert answers(summarising) and not answers(after), after["input"]
+    for status, content_type, body in codex_recorder.responses:
+        assert status == 200 and content_type.startswith("text/event-stream")
+        check_stream(body)
 
 
 def test_codex_exec_over_websocket(node: str, tmp_path: Path) -> None:
