@@ -323,3 +323,44 @@ def test_responses_back_to_back_on_busy_connections_never_meet_the_last_one(serv
     with ThreadPoolExecutor(4) as pool:
         outcomes = [o for session_outcomes in pool.map(session, range(4)) for o in session_outcomes]
     assert outcomes == ["response.completed"] * 240, sorted(set(outcomes))
+
+
+# (openai 3.54 opens its socket with `websockets.sync.client.connect(...)` outside a `with`, which websockets 17.1
+# deprecates with a warning; the warning is the SDK's, not the router's.)
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
+def test_the_openai_sdks_websocket_api(server: Server) -> None:
+    """The `openai` SDK's own WebSocket client (`client.responses.connect()`, openai 3.x): two responses on one
+    connection, the second continuing the first from the connection's cache (`store: false`), every event parsed
+    into the SDK's types; and an error message for an unknown `previous_response_id`, the connection still usable."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    with client.responses.connect() as connection:
+        previous: str | None = None
+        answers = []
+        for text in ("Say hello.", "And again."):
+            connection.response.create(model="m:mock", input=text, store=False, previous_response_id=previous)
+            events = []
+            for event in connection:
+                events.append(event)
+                if event.type in TERMINAL or event.type == "error":
+                    break
+            check_events([event.model_dump(mode="json", exclude_unset=True) for event in events])
+            done = events[-1]
+            assert done.type == "response.completed", done
+            assert isinstance(done, openai.types.responses.ResponseCompletedEvent)
+            answers.append("".join(e.delta for e in events if e.type == "response.output_text.delta"))
+            assert done.response.output_text == answers[-1] and text in answers[-1]
+            if previous is not None:
+                assert done.response.previous_response_id == previous
+            previous = done.response.id
+
+        connection.response.create(model="m:mock", input="hi", store=False, previous_response_id="resp_unknown")
+        error = connection.recv()
+        assert error.type == "error", error
+        assert error.model_dump()["error"]["code"] == "previous_response_not_found", error
+        connection.response.create(model="m:mock", input="still there?", store=False)
+        for event in connection:
+            if event.type in TERMINAL:
+                assert event.type == "response.completed"
+                break
