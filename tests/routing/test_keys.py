@@ -184,6 +184,22 @@ def check_tokens(server: Server) -> None:
     assert int(second.headers["retry-after"]) > 20  # (87 + 16 tokens owed at one a second, less the minute)
 
 
+def test_a_compaction_settles_its_tokens() -> None:
+    """`/v1/responses/compact` under a token limit: admitted on its body's estimate (a few tokens), then settled
+    with what the summarising call used (the fixture's 87 tokens), so the next request is refused (with the
+    estimate standing, ~20 of 60 would be spent and it would fit)."""
+    with router(keys_config(TOKENS), env=ROUTER_ENV) as server:
+        compact = httpx.post(
+            f"{server.url}/v1/responses/compact", json={"model": FIXTURE, "input": "hi"}, headers=auth("sk-tokens")
+        )
+        assert compact.status_code == 200, compact.text
+        assert compact.json()["usage"]["total_tokens"] == 87
+        assert int(compact.headers["x-ratelimit-remaining-tokens"]) >= 30  # (before the settlement)
+        after = create(server, body(), headers=auth("sk-tokens"))
+        assert after.status_code == 429, after.text
+        assert "tokens per minute" in after.json()["error"]["message"]
+
+
 def check_concurrency(server: Server) -> None:
     """One in flight: a stream held open (the upstream stalls) makes the next request a 429; once the client drops
     it, the slot is free again."""

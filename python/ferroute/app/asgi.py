@@ -298,13 +298,14 @@ class App:
                 message = {**message, "headers": [*message.get("headers", []), *headers]}
             await send(message)
 
+        used: list[int] = []  # (the summarising call's tokens, settled in place of the estimate)
         try:
-            return await compaction.compact(self, data, key.tenant, send_with_headers, receive, log, began)
+            return await compaction.compact(self, data, key.tenant, send_with_headers, receive, log, began, used)
         except RouterError as e:
             e.headers = e.headers + headers
             raise
         finally:
-            await self.limiter.end(grant, None)  # (the summarising call's usage is not settled: the estimate stands)
+            await self.limiter.end(grant, used[0] if used else None)
 
     async def respond_for(
         self,

@@ -110,8 +110,10 @@ async def compact(
     receive: Receive,
     log: dict[str, Any],
     began: float,
+    used: list[int] | None = None,
 ) -> int:
-    """Answer a compaction request (`data`: its JSON object) on `send`."""
+    """Answer a compaction request (`data`: its JSON object) on `send`; the tokens the summarising call used (input
+    and output, as its upstream reported them) are appended to `used`, answered or not, for the key's limit."""
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise invalid_request("model is required: the model that compacts the conversation", "model")
@@ -151,6 +153,9 @@ async def compact(
         await send({"type": "http.response.body", "body": bytes(body)})
         return status
     response = json.loads(body)
+    usage = response.get("usage")
+    if used is not None and isinstance(usage, dict):
+        used.append(int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0))
     if response.get("status") not in ("completed", "incomplete"):
         error = response.get("error") or {}
         raise upstream_failed(error.get("message"), error.get("code"))
