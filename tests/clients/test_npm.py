@@ -31,7 +31,8 @@ import httpx
 import pytest
 
 from tests.support.grammar import check_stream, validate_response
-from tests.support.servers import Server, shared_router, shared_upstream
+from tests.support.servers import ROUTER_ENV, Server, router, shared_router, shared_upstream
+from tests.support.tools import CALC, hosted, text_of, tools_config
 
 CLIENTS = Path(__file__).parent
 NODE_MODULES = CLIENTS / "node_modules"
@@ -262,6 +263,32 @@ def test_ai_sdk_wire(ai_sdk: AiSdkRun) -> None:
         assert messages[-2]["tool_calls"][0]["id"] == call_id
         assert messages[-2]["tool_calls"][0]["function"] == {"name": "get_capital", "arguments": '{"country":"UK"}'}
         assert messages[-1] == {"role": "tool", "tool_call_id": call_id, "content": "London"}
+
+
+def test_ai_sdk_reads_a_hosted_tool_loop(node: str) -> None:
+    """The AI SDK with the router's MCP server added to its requests (in its `fetch`: its provider sends function
+    tools only): the router runs the loop (`mcp_list_tools`, `mcp_call`, then the answer) and the SDK, which does
+    not know those items and events, skips them: `generateText` and `streamText` give the answer's text alone."""
+    with router(tools_config(), env=ROUTER_ENV) as server:
+        args = [node, "ai_sdk_hosted.mjs", server.url, MOCK, "Please add 2 and 3.", json.dumps([CALC])]
+        done = run_bounded(args, timeout=NODE_TIMEOUT, cwd=CLIENTS)
+    assert done.stdout.strip(), f"ai_sdk_hosted.mjs printed nothing ({done.returncode}):\n{done.stderr[-4000:]}"
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, f"{summary.get('error')}\n{done.stderr[-2000:]}"
+    whole, streamed = summary["exchanges"]
+    assert whole["status"] == 200 and streamed["status"] == 200
+    assert whole["request"]["tools"] == [CALC] and "stream" not in whole["request"]
+    response = json.loads(whole["responseBody"])
+    assert [item["type"] for item in response["output"]] == ["mcp_list_tools", "mcp_call", "message"]
+    assert hosted(response["output"], "mcp_call")[0]["output"] in ("5", "5.0")
+    answer = text_of(response)
+    assert summary["generateText"] == {"text": answer, "finishReason": "stop", "warnings": []}
+
+    events, final = check_stream(streamed["responseBody"].encode())
+    assert "response.mcp_call.completed" in [event["type"] for event in events]
+    assert [item["type"] for item in final["output"]] == ["mcp_list_tools", "mcp_call", "message"]
+    assert summary["streamText"]["text"] == text_of(final) and summary["streamText"]["finishReason"] == "stop"
+    assert "error" not in summary["streamText"]["parts"]
 
 
 # --- Codex CLI (`@openai/codex`) --------------------------------------------------------------------
