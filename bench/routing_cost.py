@@ -4,7 +4,7 @@ Rust mock upstream, measured side by side in one run.
     .venv/bin/python -m bench.routing_cost            # ~3 minutes; writes bench/results/routing_cost.{json,txt}
     .venv/bin/python -m bench.routing_cost --quick    # < 1 minute: fewer requests, shorter windows
 
-1. **Cost per feature.** Five routers (1 Granian worker each, pinned to the first core), each in front of the same
+1. **Cost per feature.** Six routers (1 Granian worker each, pinned to the first core), each in front of the same
    mock upstream (20 tokens, the whole answer at once), streamed requests with `store: false`:
    - `plain`: the model `bench:up` (a plain `<model>:<provider>`), no keys, tracing off: today's path;
    - `route`: the model `smart`, a `fallback` route of two targets (`bench:up`, `bench:up2`, both healthy);
@@ -12,7 +12,9 @@ Rust mock upstream, measured side by side in one run.
      private `redis-server` (`[store] backend = "redis"`): an admission and an end per request, on Redis;
    - `tracing`: `bench:up` with `[telemetry] otlp_endpoint` set: a span per response and per attempt, exported
      over OTLP/HTTP (protobuf, batch processor) to a sink process that drops them;
-   - `sampled`: `tracing` with `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`.
+   - `sampled`: `tracing` with `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`;
+   - `unsampled`: `tracing` with `OTEL_TRACES_SAMPLER=always_off`: what tracing costs a request before any span is
+     recorded or exported (its context, the spans' ids, the upstream's `traceparent`).
    Rounds alternate the variants; each round runs `--requests` requests at concurrency 1 (time to first event, TTFE,
    p50/p99 from the load generator, and the router's CPU per request) on each. Reported: each figure's median over
    the rounds, and each variant minus `plain`.
@@ -59,7 +61,7 @@ from ferroute.loadtest.load import run_load
 
 RESULTS = REPO / "bench" / "results" / "routing_cost.json"
 KEY = "sk-bench-routing-cost-key-0123456789"
-VARIANTS = ("plain", "route", "limits", "tracing", "sampled")
+VARIANTS = ("plain", "route", "limits", "tracing", "sampled", "unsampled")
 
 
 def _body(model: str) -> bytes:
@@ -103,12 +105,14 @@ def features(args: argparse.Namespace, mock_core: int | None, router_core: int |
             ),
             "tracing": store_off + f'\n[telemetry]\notlp_endpoint = "{otlp}"\n',
             "sampled": store_off + f'\n[telemetry]\notlp_endpoint = "{otlp}"\n',
+            "unsampled": store_off + f'\n[telemetry]\notlp_endpoint = "{otlp}"\n',
         }
-        sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+        samplers = {
+            "sampled": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+            "unsampled": {"OTEL_TRACES_SAMPLER": "always_off"},
+        }
         routers = {
-            v: stack.enter_context(
-                start_router(ups, router_core, extra_config=extra[v], extra_env=sampled if v == "sampled" else None)
-            )
+            v: stack.enter_context(start_router(ups, router_core, extra_config=extra[v], extra_env=samplers.get(v)))
             for v in VARIANTS
         }
         models = {v: "smart" if v == "route" else "bench:up" for v in VARIANTS}
