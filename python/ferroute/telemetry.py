@@ -177,7 +177,7 @@ class Telemetry:
 class ResponseTrace:
     """One response's span, and the attempt under way."""
 
-    __slots__ = ("attempt", "ex", "recording", "span", "telemetry", "trace_id", "tracer")
+    __slots__ = ("attempt", "ex", "headers", "recording", "span", "telemetry", "trace_id", "tracer")
 
     def __init__(
         self, telemetry: Telemetry, tracer: _Tracer, request: ResponsesRequest, parent: Any, depth: int
@@ -204,7 +204,15 @@ class ResponseTrace:
         self.recording = self.span.is_recording()
         if telemetry.capture and self.recording:
             self.span.set_attributes(_input_content(telemetry, request))
-        self.trace_id = format(self.span.get_span_context().trace_id, "032x")
+        context = self.span.get_span_context()
+        self.trace_id = format(context.trace_id, "032x")
+        # What its attempts' `traceparent` (`Attempt.headers`) shares: the trace, its flags, its `tracestate`.
+        state = context.trace_state
+        self.headers = (
+            f"00-{self.trace_id}-".encode(),
+            f"-{context.trace_flags:02x}".encode(),
+            state.to_header().encode() if state else None,
+        )
 
     def start_attempt(
         self, ex: Exchange, target: str, retry: int, provider: Provider, upstream_model: str, beside: bool
@@ -294,11 +302,11 @@ class Attempt:
                 **trace.telemetry.upstream(provider),
             }
         self.span: Span | None = trace.tracer.child(trace.span, f"{OPERATION} {upstream_model}", True, attributes)
-        context = self.span.get_span_context()
-        traceparent = f"00-{trace.trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"  # (the same trace)
-        self.headers: list[tuple[bytes, bytes]] = [(b"traceparent", traceparent.encode())]
-        if context.trace_state:
-            self.headers.append((b"tracestate", context.trace_state.to_header().encode()))
+        prefix, flags, state = trace.headers  # (a child: the response's trace, flags and state)
+        span_id = self.span.get_span_context()[1]  # (`span_id`: the tuple's item, without the property's call)
+        self.headers: list[tuple[bytes, bytes]] = [(b"traceparent", prefix + b"%016x" % span_id + flags)]
+        if state is not None:
+            self.headers.append((b"tracestate", state))
 
     def first_event(self) -> None:
         """The upstream's first content event reached the client now (otherwise the exchange's first send is used)."""
@@ -411,6 +419,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
         TraceState,
         set_span_in_context,
     )
+    from opentelemetry.trace.span import DEFAULT_TRACE_STATE as default_state
 
     span_scope = InstrumentationScope("ferroute", version)
     span_resource = provider.resource
@@ -420,6 +429,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
     sampled_flags, unsampled_flags = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
     unset = Status(StatusCode.UNSET)
     no_state = TraceState()
+    client_kind, internal_kind = api.SpanKind.CLIENT, api.SpanKind.INTERNAL
 
     class Span(api.Span):
         """A span being recorded (a span not sampled is the SDK's `NonRecordingSpan`) and, once ended, the finished
@@ -483,6 +493,20 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
                 on_end(self)  # type: ignore[arg-type]
 
     root_bound = _root_bound(sampler.get_description())
+    flags_of = {b"01": sampled_flags, b"00": unsampled_flags}
+
+    # A `SpanContext` of ids the router made or checked (valid by construction) without its constructor's checks:
+    # the tuple it would build, where that layout holds (it is checked here once; otherwise the constructor).
+    def checked(trace_id: int, span_id: int, remote: bool, flags: TraceFlags, state: TraceState) -> SpanContext:
+        return SpanContext(trace_id, span_id, remote, flags, state)
+
+    new_context = checked
+    probe = SpanContext(3, 4, True, sampled_flags, no_state)
+    built = tuple.__new__(SpanContext, (3, 4, True, sampled_flags, no_state, True))
+    if built == probe and built.is_valid and built.trace_flags is sampled_flags and built.trace_state is no_state:
+
+        def new_context(trace_id: int, span_id: int, remote: bool, flags: TraceFlags, state: TraceState) -> SpanContext:
+            return tuple.__new__(SpanContext, (trace_id, span_id, remote, flags, state, True))
 
     def remote_parent(value: bytes) -> SpanContext | None:
         """A W3C `traceparent` of version 00 written exactly so (`00-<32 hex>-<16 hex>-<2 hex>`), as the remote
@@ -495,7 +519,8 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
         trace_id, span_id = int(value[3:35], 16), int(value[36:52], 16)
         if not trace_id or not span_id:
             return None
-        return SpanContext(trace_id, span_id, True, TraceFlags(int(value[53:], 16)))
+        flags = flags_of.get(value[53:]) or TraceFlags(int(value[53:], 16))
+        return new_context(trace_id, span_id, True, flags, default_state)
 
     class Tracer:
         SERVER, CLIENT, INTERNAL = api.SpanKind.SERVER, api.SpanKind.CLIENT, api.SpanKind.INTERNAL
@@ -542,16 +567,16 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
             return self._start(name, parent, None, kind, attributes)
 
         def child(self, parent: api.Span, name: str, client: bool, attributes: dict[str, Any] | None) -> api.Span:
-            """A child of one of this tracer's spans: it follows the parent's sampling decision (as each of the SDK's
-            samplers would: they are parent-based, or decide by the trace id the child shares). One not sampled
-            keeps no attributes."""
-            context = parent.get_span_context()
-            kind = api.SpanKind.CLIENT if client else api.SpanKind.INTERNAL
-            flags = context.trace_flags
-            span_context = SpanContext(context.trace_id, getrandbits(64) or 1, False, flags, context.trace_state)
+            """A child of one of this tracer's spans (`attributes` are taken, not copied): it follows the parent's
+            sampling decision (as each of the SDK's samplers would: they are parent-based, or decide by the trace id
+            the child shares). One not sampled keeps no attributes."""
+            # (The context's items by index: the tuple's, without its properties' calls.)
+            context = parent.context if type(parent) is Span else parent.get_span_context()
+            span_context = new_context(context[0], getrandbits(64) or 1, False, context[3], context[4])
             if type(parent) is not Span:
                 return NonRecordingSpan(span_context)
-            return Span(name, span_context, context, kind, dict(attributes) if attributes else {})
+            kind = client_kind if client else internal_kind
+            return Span(name, span_context, context, kind, attributes if attributes is not None else {})
 
         def _start(
             self,
@@ -576,7 +601,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
                 state = result.trace_state or (parent.trace_state if parent is not None else no_state)
                 if sampled and result.attributes:
                     attributes.update(result.attributes)
-            span_context = SpanContext(
+            span_context = new_context(
                 trace_id, getrandbits(64) or 1, False, sampled_flags if sampled else unsampled_flags, state
             )
             if not sampled:
