@@ -205,22 +205,6 @@ def _run(server: Server, case: Case, model: str) -> tuple[dict[str, Any], list[d
     return response, events
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_compliance_with_the_mock_provider(server: Server, case: Case) -> None:
-    response, events = _run(server, case, "ferroute-mock:mock")
-    for validate in case.validators:
-        validate(response, events)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_compliance_through_a_chat_completions_upstream(server: Server, case: Case) -> None:
-    response, events = _run(server, case, f"fixture:{case.fixture}:up")
-    for validate in case.validators:
-        validate(response, events)
-    if case.upstream_messages is not None:
-        assert last_request(shared_upstream())["body"]["messages"] == case.upstream_messages
-
-
 def _run_websocket(server: Server, case: Case, model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     url = server.url.replace("http://", "ws://", 1) + "/v1/responses"
     with connect(url, additional_headers={"Authorization": "Bearer unused"}) as ws:
@@ -236,16 +220,21 @@ def _run_websocket(server: Server, case: Case, model: str) -> tuple[dict[str, An
     return response, events
 
 
+RUNS = {"http": _run, "websocket": _run_websocket}
+
+
+@pytest.mark.parametrize("transport", list(RUNS))
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_compliance_over_websocket_with_the_mock_provider(server: Server, case: Case) -> None:
-    response, events = _run_websocket(server, case, "ferroute-mock:mock")
+def test_compliance_with_the_mock_provider(server: Server, case: Case, transport: str) -> None:
+    response, events = RUNS[transport](server, case, "ferroute-mock:mock")
     for validate in case.validators:
         validate(response, events)
 
 
+@pytest.mark.parametrize("transport", list(RUNS))
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_compliance_over_websocket_through_a_chat_completions_upstream(server: Server, case: Case) -> None:
-    response, events = _run_websocket(server, case, f"fixture:{case.fixture}:up")
+def test_compliance_through_a_chat_completions_upstream(server: Server, case: Case, transport: str) -> None:
+    response, events = RUNS[transport](server, case, f"fixture:{case.fixture}:up")
     for validate in case.validators:
         validate(response, events)
     if case.upstream_messages is not None:

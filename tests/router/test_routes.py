@@ -274,14 +274,21 @@ def test_weighted_split(server: Server, upstream: Server) -> None:
     assert 300 * 0.85 <= heavy <= 300 * 1.15, heavy
 
 
+def _hold(server: Server, upstream: Server, model: str) -> threading.Thread:
+    """A request for `model` started in a thread (join it), returned once the upstream has it (the upstream's
+    record of requests cleared first)."""
+    httpx.delete(f"{upstream.url}/requests", timeout=5)
+    held = threading.Thread(target=lambda: create_ok(server, {"model": model, "input": "hi"}))
+    held.start()
+    deadline = time.monotonic() + 5
+    while not requests_seen(upstream) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return held
+
+
 def test_least_busy_sends_to_the_idle_target(server: Server, upstream: Server) -> None:
     for _ in range(3):
-        httpx.delete(f"{upstream.url}/requests", timeout=5)
-        first = threading.Thread(target=lambda: create_ok(server, {"model": "busy", "input": "hi"}))
-        first.start()
-        deadline = time.monotonic() + 5
-        while not requests_seen(upstream) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        first = _hold(server, upstream, "busy")
         create_ok(server, {"model": "busy", "input": "hi"})  # (while the first is in flight)
         first.join()
         models = [m for _, m in _seen(upstream)]
@@ -304,12 +311,7 @@ targets = ["gen?delay=6&tag=held:up", "gen?tag=free:up"]
 """
     with router(_config(upstream.url, routes), env=ROUTER_ENV, extra_args=["--workers", "2"]) as two:
         for _ in range(2):
-            httpx.delete(f"{upstream.url}/requests", timeout=5)
-            pinned = threading.Thread(target=lambda: create_ok(two, {"model": "pin", "input": "hi"}))
-            pinned.start()
-            deadline = time.monotonic() + 5
-            while not requests_seen(upstream) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            pinned = _hold(two, upstream, "pin")
             for _ in range(8):
                 with httpx.Client() as client:  # (a connection of its own: either worker may take it)
                     answer = client.post(
