@@ -16,6 +16,8 @@ from ferroute.routing import inflight
 from ferroute.routing.inflight import InFlight
 from ferroute.routing.routes import Router
 
+TARGETS = ["a:p", "b:p", "c:p"]
+
 
 def _worker(directory: Path) -> _Shared:
     shared = _Shared(directory)
@@ -25,7 +27,7 @@ def _worker(directory: Path) -> _Shared:
 
 def test_a_worker_reads_the_others_counts_and_forgets_a_dead_one(tmp_path: Path) -> None:
     a, b, c = _worker(tmp_path), _worker(tmp_path), _worker(tmp_path)
-    first, second, third = (InFlight(tmp_path, w.name, 3) for w in (a, b, c))
+    first, second, third = (InFlight(tmp_path, w.name, TARGETS) for w in (a, b, c))
     first.put(1, 4)
     second.put(1, 2)
     second.put(2, 7)
@@ -44,7 +46,7 @@ def test_a_worker_reads_the_others_counts_and_forgets_a_dead_one(tmp_path: Path)
 
     # A worker started later is found at the next rescan (at most `RESCAN` seconds on).
     d = _worker(tmp_path)
-    fourth = InFlight(tmp_path, d.name, 3)
+    fourth = InFlight(tmp_path, d.name, TARGETS)
     fourth.put(0, 9)
     first.rescan()
     assert first.others(0) == 9
@@ -56,14 +58,18 @@ def test_a_worker_reads_the_others_counts_and_forgets_a_dead_one(tmp_path: Path)
         table.close()
 
 
-def test_a_file_of_another_size_is_not_counted(tmp_path: Path) -> None:
-    a, b = _worker(tmp_path), _worker(tmp_path)
-    mine = InFlight(tmp_path, a.name, 2)
-    other = InFlight(tmp_path, b.name, 3)  # (another config: other slots)
-    other.put(0, 5)
-    assert mine.others(0) == 0
-    mine.close()
-    other.close()
+def test_another_configs_counts_are_not_counted(tmp_path: Path) -> None:
+    # (Workers of another config, as during a reload that changed the routes: other targets, or the same in
+    # another order.)
+    a, b, c = _worker(tmp_path), _worker(tmp_path), _worker(tmp_path)
+    mine = InFlight(tmp_path, a.name, ["x:p", "y:p"])
+    fewer = InFlight(tmp_path, b.name, ["x:p"])
+    reordered = InFlight(tmp_path, c.name, ["y:p", "x:p"])
+    fewer.put(0, 5)
+    reordered.put(0, 7)
+    assert mine.others(0) == 0 and mine.others(1) == 0
+    for table in (mine, fewer, reordered):
+        table.close()
 
 
 def test_the_router_shares_only_least_busy_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -307,7 +307,7 @@ class Router:
 
     def share(self, directory: Path, worker: str) -> None:
         """Count the `least_busy` routes' targets across the instance's workers, in `directory` (the instance's, where
-        `worker` names this one's files; every worker has the same routes, so the same slots)."""
+        `worker` names this one's files), one slot each in the config's order."""
         busy = [
             t
             for t in self.targets.values()
@@ -315,7 +315,7 @@ class Router:
         ]
         if not busy or self.in_flight is not None:
             return
-        self.in_flight = InFlight(directory, worker, len(busy))
+        self.in_flight = InFlight(directory, worker, [t.name for t in busy])
         for slot, target in enumerate(busy):
             target.shared, target.slot = self.in_flight, slot
             self.in_flight.put(slot, target.in_flight)
