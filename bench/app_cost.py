@@ -16,8 +16,8 @@ import json
 import statistics
 import tempfile
 import time
-from typing import Any
 
+from bench.harness import post_in_process
 from ferroute.config import parse_settings
 
 try:
@@ -65,19 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     async def one() -> None:
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-        never = asyncio.Event()
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await never.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: Any) -> None:
-            return None
-
-        await app(scope, receive, send)
+        await post_in_process(app, scope, body)
 
     async def run() -> list[float]:
         for _ in range(args.warmup):

@@ -199,6 +199,24 @@ def start_router(
             stop(process)
 
 
+async def post_in_process(app: Any, scope: dict[str, Any], body: bytes) -> None:
+    """One request through an ASGI app in this process (no server, no sockets): `body` as its only body message,
+    whatever it sends dropped, and no disconnect before it has answered."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        return None
+
+    await app(scope, receive, send)
+
+
 def write_results(out: Path, results: Mapping[str, Any], text: str) -> None:
     """A bench's results: the JSON at `out`, its printed table beside it (`.txt`)."""
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
+from bench.harness import post_in_process
 from ferroute.app import App, build_app
 from ferroute.config import parse_settings
 
@@ -82,19 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     async def one(app: App) -> None:
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-        never = asyncio.Event()
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await never.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: Any) -> None:
-            return None
-
-        await app(scope, receive, send)
+        await post_in_process(app, scope, body)
 
     async def round_of(app: App) -> float:
         began = time.process_time()
