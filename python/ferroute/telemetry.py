@@ -523,7 +523,6 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
         return new_context(trace_id, span_id, True, flags, default_state)
 
     class Tracer:
-        SERVER, CLIENT, INTERNAL = api.SpanKind.SERVER, api.SpanKind.CLIENT, api.SpanKind.INTERNAL
         ERROR = StatusCode.ERROR
 
         def start_span(
