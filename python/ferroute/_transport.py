@@ -27,6 +27,7 @@ from ferroute._core import ChunkedDecoder, ChunkedError
 
 _MAX_HEAD = 64 * 1024  # response status line + headers
 _HIGH_WATER = 1 << 20  # stop reading the socket with this much unconsumed (resume once taken)
+_READ_MAX = 64 * 1024  # a read hands up at most this much (more than one socket read's worth, if queued)
 
 Origin = tuple[str, int]
 
@@ -37,7 +38,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes | memoryview] = []  # (a memoryview: the rest of a read handed up in pieces)
         self.size = 0
         self.paused = False
         self.eof = False
@@ -85,12 +86,35 @@ class _Conn(asyncio.Protocol):
             self.waiter = self.loop.create_future()
             await self.waiter
         chunks = self.chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.chunks = []
-        self.size = 0
-        if self.paused and self.transport is not None:
+        if self.size <= _READ_MAX:
+            first = chunks[0]
+            data = first if len(chunks) == 1 and type(first) is bytes else b"".join(chunks)
+            self.chunks = []
+            self.size = 0
+        else:
+            data = self._piece()
+        if self.paused and self.size <= _HIGH_WATER // 2 and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
+        return data
+
+    def _piece(self) -> bytes:
+        """`_READ_MAX` bytes off the front of the queue (a burst is handed up in pieces, so that what waits for a
+        slow client downstream stays small), each byte copied once."""
+        chunks = self.chunks
+        first = chunks[0]
+        if len(first) > _READ_MAX:  # (slicing a memoryview copies nothing; the piece is copied out once)
+            view = first if isinstance(first, memoryview) else memoryview(first)
+            data = bytes(view[:_READ_MAX])
+            chunks[0] = view[_READ_MAX:]
+        else:
+            taken, size = 1, len(first)
+            while taken < len(chunks) and size + len(chunks[taken]) <= _READ_MAX:
+                size += len(chunks[taken])
+                taken += 1
+            data = b"".join(chunks[:taken])
+            del chunks[:taken]
+        self.size -= len(data)
         return data
 
     def unread(self, data: bytes) -> None:

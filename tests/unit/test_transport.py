@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ferroute._core import ChunkedDecoder, ChunkedError
-from ferroute._transport import StreamTransport, upstream_client
+from ferroute._transport import _HIGH_WATER, _READ_MAX, StreamTransport, _Conn, upstream_client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -125,6 +125,62 @@ def test_one_piece_per_read_and_keep_alive() -> None:
         assert len(got) < 10  # socket reads, not 200 HTTP chunks
     assert len(connections) == 1  # kept alive and reused
     assert seen[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and seen[0].endswith(b'\r\n\r\n{"x":1}')
+
+
+def test_a_burst_is_handed_up_in_pieces_of_at_most_read_max() -> None:
+    """A burst (the upstream had much of its answer ready) reaches the translator, and so the client's send queue,
+    in pieces of at most `_READ_MAX` bytes, every byte once and in order; reading resumes once the queue is under
+    half the high-water mark."""
+    pieces = [b'data: {"n": %d}\n\n' % i * 9 for i in range(40_000)]
+    body = b"".join(pieces)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))  # one write
+        await writer.drain()
+
+    async def read(client: httpx.AsyncClient, url: str) -> list[bytes]:
+        async with client.stream("POST", url, content=b"{}") as response:
+            got = []
+            async for piece in response.aiter_raw():
+                got.append(piece)
+                await asyncio.sleep(0)  # (a slow consumer: the queue fills)
+            return got
+
+    got = asyncio.run(_serve(handler, read))
+    assert b"".join(got) == body and len(body) > 4 * _HIGH_WATER
+    assert max(map(len, got)) <= _READ_MAX
+    assert sum(len(piece) == _READ_MAX for piece in got) > len(got) // 2  # (not cut smaller than it must be)
+
+    class Transport:
+        def __init__(self) -> None:
+            self.paused = False
+
+        def pause_reading(self) -> None:
+            self.paused = True
+
+        def resume_reading(self) -> None:
+            self.paused = False
+
+    async def queue() -> None:
+        conn = _Conn(asyncio.get_running_loop())
+        transport = Transport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        for size in (300_000, 10, 700_000, 200_000, 5):  # sockets' reads of various sizes
+            conn.data_received(bytes([size % 251]) * size)
+        assert transport.paused
+        handed = [await conn.read() for _ in range(3)]
+        assert [len(h) for h in handed] == [_READ_MAX] * 3 and transport.paused
+        while conn.size > _HIGH_WATER // 2:
+            handed.append(await conn.read())
+        assert not transport.paused
+        conn.eof_received()
+        while piece := await conn.read():
+            handed.append(piece)
+        assert max(map(len, handed)) <= _READ_MAX
+        assert b"".join(handed) == b"".join(bytes([s % 251]) * s for s in (300_000, 10, 700_000, 200_000, 5))
+
+    asyncio.run(queue())
 
 
 def test_content_length_close_delimited_and_stale_keepalive() -> None:
