@@ -152,7 +152,9 @@ def _serve(args: argparse.Namespace) -> int:
             task_impl=TaskImpl(server.task_impl),
             backpressure=server.backpressure,
             http1_settings=HTTP1Settings(
-                header_read_timeout=max(1, round(server.header_read_timeout * 1000)), keep_alive=server.keep_alive
+                header_read_timeout=max(1, round(server.header_read_timeout * 1000)),
+                keep_alive=server.keep_alive,
+                max_buffer_size=server.http1_buffer_size,
             ),
             websockets=not rsgi,  # WebSocket mode is served by the ASGI app (ferroute.app.websocket); not over RSGI
             log_dictconfig=logging_config,

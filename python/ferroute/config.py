@@ -58,6 +58,10 @@ class ServerConfig(_Section):
     header_read_timeout: float = Field(default=10.0, ge=0.001, le=60.0)
     # HTTP/1 keep-alive (connections reused for several requests).
     keep_alive: bool = True
+    # Bytes Granian's HTTP/1 connection (hyper) buffers, each way: the most a request's head may take, and the
+    # most of a response queued on a connection beyond the 4 sends Granian holds. Bounds what a client that stops
+    # reading costs the worker (Granian's default, 417,792, let 100 such clients leave it ~8 MB bigger).
+    http1_buffer_size: int = Field(default=65536, ge=8192)
     # Seconds a request's whole body may take to arrive (the app's own timer: Granian has none). 60 s lets a 16 MB
     # body (the default `max_body_bytes`) through a 2.5 Mbit/s link.
     body_read_timeout: float = Field(default=60.0, gt=0)
