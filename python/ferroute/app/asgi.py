@@ -29,7 +29,7 @@ from ferroute.app.exchange import SSE, Exchange, Framing, Pump
 from ferroute.app.http import METRICS_HEADERS, BodyRead, ClientGone, read_body, send_error, send_json
 from ferroute.app.records import Records
 from ferroute.app.stored import StoredEndpoints
-from ferroute.app.worker import on_stop_signal, tune_collector
+from ferroute.app.worker import HeapTrim, on_stop_signal, tune_collector
 from ferroute.config import DEFAULTS_SOURCE, Settings, StoreConfig, load_settings
 from ferroute.errors import (
     RouterError,
@@ -116,6 +116,7 @@ class App:
             + [t.client_write for t in timeouts]
         )
         self.clock = Clock(Clock.tick_for(shortest), server.keepalive_interval)
+        self.heap = HeapTrim()
         # `[store] on_error = "fail"`: a stored response's record is written before its upstream call, or a 503.
         self.fail_unstored = self.store_config.on_error == "fail"
         self.records = Records(store, self.store_config)
@@ -191,6 +192,7 @@ class App:
             log["error_code"] = e.code
         except ClientGone:
             status = 499
+            self.heap.soon()  # (what piled up for a client that stopped reading goes back to the system)
         except Exception:
             error_log.exception("unhandled error in %s %s", method, path)
             with contextlib.suppress(Exception):

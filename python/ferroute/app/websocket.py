@@ -288,6 +288,7 @@ class Connection:
                 await self._error(e)
         except ClientGone:
             status = 499
+            app.heap.soon()
         except Exception:
             error_log.exception("unhandled error in a WebSocket response")
             self.answered = True
