@@ -18,9 +18,12 @@ Run from the repository root, with a release build of the native module (`make d
    for the default 200,000) and reads nothing for `--stall` s while the worker's memory is sampled;
    then it reads everything and the stream is checked. Run against the default interface (ASGI) and
    `--interface rsgi`, whose stream transport queues without bound in Granian 2.8.7.
+3. Dropped slow readers: `--drops` clients (`--at-once` at a time) each ask for a 5 MB answer, read nothing,
+   are dropped by the router at `[timeouts] client_write` (1 s here) and hang up a second later. The worker's
+   memory is read before them and `--settle` s after the last (the worker trims its heap after a drop).
 
-Targets (issue #5): ≤ 150 MB per worker with 1,000 open streams, and a slow reader does not make it
-grow without bound.
+Targets: ≤ 150 MB per worker with 1,000 open streams, and a slow reader does not make it grow without bound
+(issue #5); after 100 dropped slow readers the worker is back within 10 MB of its memory before them (issue #17).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.stalled import stalled_readers
 
 from bench.harness import (
     REPO,
@@ -130,9 +135,31 @@ def slow_reader(port: int, router_pid: int, stall: float) -> dict[str, Any]:
     }
 
 
+CLIENT_WRITE = 1.0  # seconds: the drops' router's `[timeouts] client_write`
+
+
+def dropped_readers(port: int, router_pid: int, drops: int, at_once: int, settle: float) -> dict[str, Any]:
+    """Worker memory before and after `drops` clients that stopped reading were dropped."""
+    body = json.dumps({"model": "bench:drop", "input": "Go.", "stream": True}).encode()
+    before = router_memory(router_pid)["worker"]
+    started = time.monotonic()
+    stalled_readers(port, body, drops, at_once, seconds=CLIENT_WRITE + 1)
+    took = time.monotonic() - started
+    time.sleep(settle)
+    after = router_memory(router_pid)["worker"]
+    return {
+        "drops": drops,
+        "at_once": at_once,
+        "seconds": round(took, 1),
+        "worker_before_mb": before,
+        "worker_after_mb": after,
+        "retained_mb": round(after - before, 1),
+    }
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [f"machine: {results['machine']['cpu_model']}, {results['machine']['nproc']} cores"]
-    for wave in (key for key in results["open_streams"] if key.startswith("wave_")):
+    for wave in (key for key in results.get("open_streams", {}) if key.startswith("wave_")):
         w = results["open_streams"][wave]
         lines.append(f"{wave}: {w['streams']} streams, {w['failed']} failed")
         lines.append("  open streams   worker MB   main MB   total MB")
@@ -142,25 +169,39 @@ def table(results: dict[str, Any]) -> str:
         )
         after = w["after"]
         lines.append(f"  {'after':>12}   {after['worker']:9.1f}   {after['main']:7.1f}   {after['total']:8.1f}")
-    lines.append(f"idle worker before the first wave: {results['open_streams']['idle']['worker']} MB")
-    for name, slow in results["slow_reader"].items():
+    if "open_streams" in results:
+        lines.append(f"idle worker before the first wave: {results['open_streams']['idle']['worker']} MB")
+    for name, slow in results.get("slow_reader", {}).items():
         lines.append(
             f"slow reader ({name}): {slow['answer_mb']} MB answer; worker {slow['worker_before_mb']} -> peak "
             f"{slow['worker_peak_mb']} MB (+{slow['growth_mb']}) while it read nothing; complete: {slow['complete']}"
         )
+    drops = results.get("dropped_readers")
+    if drops is not None:
+        lines.append(
+            f"dropped slow readers: {drops['drops']} ({drops['at_once']} at a time); worker {drops['worker_before_mb']}"
+            f" MB before, {drops['worker_after_mb']} MB after (+{drops['retained_mb']}; target < 10 MB: "
+            f"{'met' if drops['retained_mb'] < 10 else 'not met'})"
+        )
     return "\n".join(lines)
+
+
+async def warm(mocks: dict[str, Mock], port: int, model: str = "check") -> None:
+    """A few correct streams of `model` (and the worker's lazy imports done) before anything is read."""
+    conn = await Connection.open(port)
+    try:
+        for _ in range(5):
+            _, problem = await one(conn, targets(mocks[model], port, model)[1])
+            if problem is not None:
+                raise RuntimeError(f"a first stream is wrong: {problem}")
+    finally:
+        conn.close()
+    await asyncio.sleep(1)
 
 
 async def open_streams(args: argparse.Namespace, mocks: dict[str, Mock], router: Any, port: int) -> dict[str, Any]:
     _, target = targets(mocks["paced"], port, "paced")
-    conn = await Connection.open(port)
-    try:  # one correct stream first (and the worker's lazy imports done) before anything is read
-        _, problem = await one(conn, targets(mocks["check"], port, "check")[1])
-    finally:
-        conn.close()
-    if problem is not None:
-        raise RuntimeError(f"the first stream is wrong: {problem}")
-    await asyncio.sleep(1)
+    await warm(mocks, port)
     out: dict[str, Any] = {"idle": router_memory(router.pid), "events_per_stream": args.events, "gap_s": args.gap}
     for wave in (f"wave_{i}" for i in range(1, args.waves + 1)):
         print(f"{wave}: {args.streams} streams ...", file=sys.stderr, flush=True)
@@ -178,8 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after each step before reading memory")
     parser.add_argument("--slow-events", type=int, default=200_000, help="the slow reader's answer, in events")
     parser.add_argument("--stall", type=float, default=3.0, help="seconds the slow reader reads nothing")
+    parser.add_argument("--drops", type=int, default=100, help="slow readers dropped (default 100)")
+    parser.add_argument("--at-once", type=int, default=10, help="of those, at a time (default 10)")
+    parser.add_argument("--drop-settle", type=float, default=6.0, help="seconds after the last drop (default 6)")
+    parser.add_argument("--drops-only", action="store_true", help="part 3 alone (~30 s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(REPO)})")
     args = parser.parse_args(argv)
+    if args.drops_only and args.out == RESULTS:
+        args.out = RESULTS.with_name("memory_drops.json")
     if args.events * args.gap < args.steps * args.settle + 2:
         parser.error("--events x --gap must outlast the steps (streams must stay open while memory is read)")
     started = time.monotonic()
@@ -192,14 +239,21 @@ def main(argv: list[str] | None = None) -> int:
         mocks = {
             "check": stack.enter_context(start_mock(tokens=20)),
             "paced": stack.enter_context(start_mock(tokens=args.events, gap_ms=args.gap * 1000)),
-            "slow": stack.enter_context(start_mock(tokens=args.slow_events)),
+            "drop": stack.enter_context(start_mock(tokens=20_000)),
         }
+        if not args.drops_only:
+            mocks["slow"] = stack.enter_context(start_mock(tokens=args.slow_events))
         upstreams = {key: mock.port for key, mock in mocks.items()}
-        with start_router(upstreams) as (router, port):
-            results["open_streams"] = asyncio.run(open_streams(args, mocks, router, port))
-            results["slow_reader"] = {"asgi (default)": slow_reader(port, router.pid, args.stall)}
-        with start_router(upstreams, serve_args=["--interface", "rsgi"]) as (router, port):
-            results["slow_reader"]["rsgi"] = slow_reader(port, router.pid, args.stall)
+        if not args.drops_only:
+            with start_router(upstreams) as (router, port):
+                results["open_streams"] = asyncio.run(open_streams(args, mocks, router, port))
+                results["slow_reader"] = {"asgi (default)": slow_reader(port, router.pid, args.stall)}
+            with start_router(upstreams, serve_args=["--interface", "rsgi"]) as (router, port):
+                results["slow_reader"]["rsgi"] = slow_reader(port, router.pid, args.stall)
+        timeouts = f"\n[timeouts]\nclient_write = {CLIENT_WRITE}\n"
+        with start_router(upstreams, extra_config=timeouts) as (router, port):
+            asyncio.run(warm(mocks, port, "drop"))  # (the same answers, read whole: the baseline is a warm worker)
+            results["dropped_readers"] = dropped_readers(port, router.pid, args.drops, args.at_once, args.drop_settle)
     results["seconds"] = round(time.monotonic() - started, 1)
     text = table(results)
     print(text)
@@ -208,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):
         args.out.with_suffix(".txt").write_text(text + "\n")
     print(f"\n(results in {args.out}; {results['seconds']} s)")
-    waves = [w for key, w in results["open_streams"].items() if key.startswith("wave_")]
-    broken = sum(w["failed"] for w in waves) + sum(not s["complete"] for s in results["slow_reader"].values())
+    waves = [w for key, w in results.get("open_streams", {}).items() if key.startswith("wave_")]
+    broken = sum(w["failed"] for w in waves) + sum(not s["complete"] for s in results.get("slow_reader", {}).values())
     return 1 if broken else 0
 
 

@@ -15,16 +15,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ferroute._core import MockUpstream
 from tests.support.servers import Server, router
+from tests.support.stalled import RECEIVE_BUFFER, request_bytes, stalled_readers
 
 TOKENS = 200_000  # ~50 MB of Open Responses SSE through the router
 STALL = 2.0  # seconds the client reads nothing
 # The worker may grow by its socket buffers, the upstream pause threshold and allocator slack, far below
 # the answer's size.
 MAX_GROWTH_MB = 25
+# Issue #17: after 100 clients that stopped reading were dropped (ten at a time), the worker is back within this
+# of its resident memory before them.
+DROPS, AT_ONCE, MAX_RETAINED_MB = 100, 10, 10
 
 
 def _rss_mb(pid: int) -> float:
@@ -72,13 +77,9 @@ def _slow_reader(server: Server, stall: float = STALL) -> tuple[float, bytes]:
     host, port = server.url.removeprefix("http://").split(":")
     baseline = _rss_mb(server.process.pid)
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting, so the window is small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # before connecting: a small window
         sock.connect((host, int(port)))
-        sock.sendall(
-            b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            + f"content-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        sock.sendall(request_bytes(int(port), body))
         peak = baseline
         deadline = time.monotonic() + stall
         while time.monotonic() < deadline:
@@ -145,3 +146,29 @@ def test_a_client_that_reads_nothing_is_dropped_after_client_write(upstream: Moc
     # The mock writes its whole answer (~46 MB) in one write and counts it once written: the router hung up
     # on the upstream long before reading it all.
     assert sent < 16 * 2**20
+
+
+def test_memory_comes_back_after_100_slow_readers_are_dropped() -> None:
+    """Clients that stop reading a 5 MB answer are dropped at `client_write`, ten at a time. What piled up for them
+    (the upstream connection's queue, the pieces waiting in Granian) is freed and given back: the worker ends
+    within 10 MB of its memory before them, however many are dropped. Before the pieces were bounded and the heap
+    trimmed, 100 drops left it 30 to 100 MB bigger."""
+    body = json.dumps({"model": "m:up", "input": "go", "stream": True}).encode()
+    config = "[timeouts]\nclient_write = 1.0\n"
+    with MockUpstream(tokens=20_000) as upstream, router(_config(upstream, config)) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(5):  # warm: the same answers read whole (the worker's lazy imports, pools, store)
+                assert client.post("/v1/responses", json={"model": "m:up", "input": "go"}).status_code == 200
+        time.sleep(0.5)
+        baseline = _rss_mb(server.process.pid)
+        stalled_readers(port, body, DROPS, AT_ONCE, seconds=2.0)  # (dropped at 1 s)
+        deadline = time.monotonic() + 15
+        while server.log().count('"error_code":"client_write_timeout"') < DROPS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server.log().count('"error_code":"client_write_timeout"') == DROPS
+        retained = _rss_mb(server.process.pid) - baseline
+        while retained >= MAX_RETAINED_MB and time.monotonic() < deadline:  # (the trim follows the last drop)
+            time.sleep(0.5)
+            retained = _rss_mb(server.process.pid) - baseline
+    assert retained < MAX_RETAINED_MB, f"{DROPS} dropped slow readers left the worker {retained:.1f} MB bigger"
