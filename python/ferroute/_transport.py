@@ -3,7 +3,9 @@
 httpx's default transport (httpcore + h11) hands a chunked body up one HTTP chunk at a time, and
 vLLM/uvicorn write one chunk per SSE event, so a socket read holding 200 events became 200 trips
 through httpcore/anyio/httpx, 200 `translator.feed` calls and 200 ASGI `send`s. Here a socket read
-is de-chunked in one pass and handed up whole: one read of many events → one `feed` → one `send`.
+is de-chunked in one pass and handed up whole: one read of many events → one `feed` → one `send`. A burst
+(more than 64 KB waiting) is handed up 64 KB at a time, so that what queues downstream for a slow client stays
+small.
 It also keeps its own keep-alive pool (a dict of idle connections per origin), avoiding httpcore's
 pool bookkeeping, which is quadratic in the number of open connections.
 
