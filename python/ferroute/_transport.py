@@ -79,7 +79,8 @@ class _Conn(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def read(self) -> bytes:
-        """Everything received so far (waiting for at least one byte); b"" at end of stream."""
+        """Everything received so far, up to `_READ_MAX` bytes (waiting for at least one byte); b"" at end of
+        stream."""
         while not self.chunks:
             if self.eof or self.closed:
                 if self.error is not None:

@@ -60,7 +60,10 @@ class HeapTrim:
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         self._last = loop.time()
-        loop.run_in_executor(None, self._trim_now).add_done_callback(self._done)
+        try:
+            loop.run_in_executor(None, self._trim_now).add_done_callback(self._done)
+        except RuntimeError:  # (the worker is shutting down: its executor is gone)
+            self._pending = False
 
     def _trim_now(self) -> None:
         assert self._trim is not None
