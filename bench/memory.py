@@ -20,7 +20,7 @@ Run from the repository root, with a release build of the native module (`make d
    `--interface rsgi`, whose stream transport queues without bound in Granian 2.8.7.
 3. Dropped slow readers: `--drops` clients (`--at-once` at a time) each ask for a 5 MB answer, read nothing,
    are dropped by the router at `[timeouts] client_write` (1 s here) and hang up a second later. The worker's
-   memory is read before them and `--settle` s after the last (the worker trims its heap after a drop).
+   memory is read before them and `--drop-settle` s after the last (the worker trims its heap after a drop).
 
 Targets: ≤ 150 MB per worker with 1,000 open streams, and a slow reader does not make it grow without bound
 (issue #5); after 100 dropped slow readers the worker is back within 10 MB of its memory before them (issue #17).
@@ -32,20 +32,18 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.stalled import stalled_readers
+from tests.support.stalled import stalled_readers, stalled_socket
 
 from bench.harness import (
     REPO,
     Connection,
     Mock,
     Target,
-    http_post,
     machine_info,
     native_build,
     one,
@@ -105,10 +103,7 @@ def slow_reader(port: int, router_pid: int, stall: float) -> dict[str, Any]:
     body = json.dumps({"model": "bench:slow", "input": "Go.", "stream": True}).encode()
     before = router_memory(router_pid)["worker"]
     peak = before
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(http_post("/v1/responses", port, body))
+    with stalled_socket(port, body) as sock:
         deadline = time.monotonic() + stall
         while time.monotonic() < deadline:
             time.sleep(0.1)

@@ -20,7 +20,7 @@ import pytest
 
 from ferroute._core import MockUpstream
 from tests.support.servers import Server, router
-from tests.support.stalled import RECEIVE_BUFFER, request_bytes, stalled_readers
+from tests.support.stalled import stalled_readers, stalled_socket
 
 TOKENS = 200_000  # ~50 MB of Open Responses SSE through the router
 STALL = 2.0  # seconds the client reads nothing
@@ -74,12 +74,9 @@ def _read_response(sock: socket.socket) -> bytes:
 def _slow_reader(server: Server, stall: float = STALL) -> tuple[float, bytes]:
     """(worker memory growth while the client reads nothing, the raw response read afterwards)."""
     body = json.dumps({"model": "m:up", "input": "go", "stream": True, "store": False}).encode()
-    host, port = server.url.removeprefix("http://").split(":")
+    port = int(server.url.rsplit(":", 1)[1])
     baseline = _rss_mb(server.process.pid)
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # before connecting: a small window
-        sock.connect((host, int(port)))
-        sock.sendall(request_bytes(int(port), body))
+    with stalled_socket(port, body) as sock:
         peak = baseline
         deadline = time.monotonic() + stall
         while time.monotonic() < deadline:

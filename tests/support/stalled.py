@@ -10,20 +10,27 @@ import time
 RECEIVE_BUFFER = 4096  # the client's socket receive buffer, set before connecting so that its window stays small
 
 
-def request_bytes(port: int, body: bytes) -> bytes:
-    return (
-        b"POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\ncontent-length: %d"
-        b"\r\n\r\n%s" % (port, len(body), body)
-    )
+def stalled_socket(port: int, body: bytes) -> socket.socket:
+    """A connection to the router on `port` with a small receive window, `body` sent to `POST /v1/responses`; the
+    caller reads (or does not) and closes it."""
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (port, len(body), body)
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def stall(port: int, body: bytes, seconds: float) -> None:
-    """Send `body` to `POST /v1/responses`, read nothing for `seconds`, then hang up (with unread data waiting, the
-    close resets the connection)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(request_bytes(port, body))
+    """Send `body`, read nothing for `seconds`, then hang up (with unread data waiting, the close resets the
+    connection)."""
+    with stalled_socket(port, body):
         time.sleep(seconds)
 
 
