@@ -293,13 +293,39 @@ class Translator(Protocol):
         "reason": str | None (incomplete), "error": {"type", "code", "message"} | None (failed),
         "function_calls": [{"output_index", "id", "call_id", "name", "arguments", "held"}, …]}` (the calls the
         model made in this call, held ones too, in the order it made them); None while it runs. A held call
-        (`"held": True`, see `hold`) has no item: its `output_index` and `id` are None. `arguments` is the
-        call's JSON text (`"{}"` where the upstream gave none and its dialect means an empty object)."""
-    def hold(self, names: Iterable[str]) -> None:
+        (`"held": True`, see `hold`) has no item: its `output_index` and `id` are None (a live one's are its
+        item's). `arguments` is the call's JSON text (`"{}"` where the upstream gave none and its dialect means
+        an empty object)."""
+    def turn_calls(self) -> list[dict[str, Any]]:
+        """The function calls the model has made so far in the current call, as `turn_result()["function_calls"]`
+        has them (a call's `arguments` so far while it is being made)."""
+    def hold(
+        self,
+        names: Iterable[str],
+        *,
+        live: Mapping[str, bytes | str | Mapping[str, Any]] | None = None,
+        prefix: str = "item",
+        events: str | None = None,
+    ) -> None:
         """Hold the model's calls to these function names from now on (the tools the router runs itself),
         replacing the names held before; none are held until this is called. A held call writes no events,
         takes no `output_index`, is not in `output` and does not close the item streaming around it; its
-        arguments are gathered all the same and `turn_result()` reports it. TypeError for a single str."""
+        arguments are gathered all the same and `turn_result()` reports it. TypeError for a single str.
+
+        `live` maps some of the names to the item their calls show at once (`{"type": "mcp_call", …,
+        "arguments": "", "status": "in_progress"}`, its id made from `prefix`): the call opens it (closing the
+        open item), its arguments stream as `<events>_arguments.delta`, and once complete (the next item opens,
+        or the turn ends) `<events>_arguments.done` and `<events>.in_progress` are written and the item waits
+        for `close_live`. What the upstream sends meanwhile goes out after the item closes, numbered after it.
+        `turn_result()` reports such a call held, with its item's `output_index` and `id`. A waiting item the
+        router never closes ends `incomplete` (with `<events>.failed`) when the response ends. ValueError for a
+        live name that is not held or an item that is not a JSON object."""
+    def close_live(self, type: str, item: bytes | str | Mapping[str, Any]) -> bytes:
+        """Close the oldest waiting live call's item (see `hold`): the event `type` (`response.mcp_call.completed`
+        …), `response.output_item.done` with `item`, its final JSON (`id` first; it may leave it out), then the
+        frames written behind it. ValueError (and nothing written) if no item waits."""
+    def waiting_items(self) -> int:
+        """How many live calls' items wait for `close_live`."""
     def turn_items(self) -> bytes:
         """The items the current call added to `output` (from its first item to the end; every item outside
         turns), as a JSON array of the items as `response_json()` holds them (reasoning keeps the upstream's

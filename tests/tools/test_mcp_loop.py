@@ -78,6 +78,42 @@ def test_parallel_calls_in_each_dialect(server: Server, dialect: str, streamed: 
     assert response["usage"]["input_tokens"] > 0 and response["usage"]["output_tokens"] > 0
 
 
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+def test_a_hosted_calls_arguments_stream_while_the_model_makes_them(server: Server, dialect: str) -> None:
+    # The upstream writes one event every 0.15 s. The call's `mcp_call` item opens when the model starts the call,
+    # and its arguments go out piece by piece as the model makes them, not all at once when its turn has ended.
+    model = DIALECTS[dialect].replace("agent:", "agent?drip=0.15:")
+    body = {"model": model, "input": 'call add {"a": 2, "b": 3}; call add {"a": 1, "b": 1}', "tools": [CALC]}
+    seen: list[tuple[float, dict[str, Any]]] = []
+    raw, pending = b"", b""
+    with httpx.stream("POST", f"{server.url}/v1/responses", json={**body, "stream": True}, timeout=30) as r:
+        for piece in r.iter_bytes():
+            now = time.monotonic()
+            raw += piece
+            pending += piece
+            *frames, pending = pending.split(b"\n\n")
+            for frame in frames:
+                data = [line[6:] for line in frame.split(b"\n") if line.startswith(b"data: ")]
+                if data and data[0] != b"[DONE]":
+                    seen.append((now, json.loads(data[0])))
+    _, response = check_stream(raw)
+    calls = hosted(response["output"], "mcp_call")
+    assert [c["output"] for c in calls] in (["5", "2"], ["5.0", "2.0"])
+    for call in calls:
+        mine = [(t, e) for t, e in seen if call["id"] in (e.get("item_id"), e.get("item", {}).get("id"))]
+        deltas = [e["delta"] for _, e in mine if e["type"] == "response.mcp_call_arguments.delta"]
+        assert len(deltas) >= 2, deltas  # (the mock streams arguments in two or three pieces)
+        assert "".join(deltas) == call["arguments"]
+        added = next(t for t, e in mine if e["type"] == "response.output_item.added")
+        done = next(t for t, e in mine if e["type"] == "response.mcp_call_arguments.done")
+        assert done - added >= 0.25, (dialect, done - added)  # (at least two upstream writes came between)
+    # The first call's item waits while the model makes the second; everything stays in one gapless order.
+    types = [e["type"] for _, e in seen]
+    first_done = types.index("response.output_item.done", types.index("response.mcp_call.completed"))
+    assert seen[first_done][1]["item"]["id"] == calls[0]["id"]
+    assert [e["sequence_number"] for _, e in seen] == list(range(len(seen)))
+
+
 def test_tool_error_and_timeout_reach_the_model_not_the_response(server: Server) -> None:
     body = {
         "model": DIALECTS["chat"],
@@ -331,7 +367,7 @@ def test_a_client_function_ends_the_loop_after_the_hosted_calls_of_its_turn(serv
     }
     first = create_ok(server, body)
     kinds = [item["type"] for item in first["output"]]
-    assert kinds == ["mcp_list_tools", "function_call", "mcp_call"], kinds
+    assert kinds == ["mcp_list_tools", "mcp_call", "function_call"], kinds  # (in the order the model made them)
     call = next(item for item in first["output"] if item["type"] == "function_call")
     assert call["name"] == "lookup"
     # The client runs its function; the model then sees both results.

@@ -108,6 +108,34 @@ def test_lower_turns_calls_into_function_calls_and_refusals_into_results() -> No
     assert len(lowered) == 6
 
 
+def test_lower_keeps_a_client_call_made_beside_hosted_ones_in_their_turn() -> None:
+    plan = Plan([server("calc", "add")], Names.of("openai"), 8, True)
+    plan.name_functions(["lookup"])
+
+    def lowered(*items: dict[str, Any]) -> list[tuple[str, str]]:
+        out = lower(request({"input": [{"role": "user", "content": "go"}, *items]}).items(), plan)[1:]
+        return [(item.type, item.call_id) for item in out]
+
+    hosted = {"type": "mcp_call", "id": "c1", "server_label": "calc", "name": "add", "arguments": "{}", "output": "4"}
+    client = {"type": "function_call", "call_id": "f1", "name": "lookup", "arguments": "{}"}
+    answer = {"type": "function_call_output", "call_id": "f1", "output": "found"}
+    one_turn = [("function_call", "c1"), ("function_call", "f1"), ("function_call_output", "c1"),
+                ("function_call_output", "f1")]  # fmt: skip
+    # In the order the model made them (the live hosted call first), or the client's first: one assistant turn.
+    assert lowered(hosted, client, answer) == one_turn
+    assert sorted(lowered(client, hosted, answer)) == sorted(one_turn)
+    # A client call answered before the next hosted call: two turns, as they happened.
+    later = {**hosted, "id": "c2"}
+    two_turns = [*one_turn, ("function_call", "c2"), ("function_call_output", "c2")]
+    assert lowered(hosted, client, answer, later) == two_turns
+    # Client calls alone, one turn after another, stay apart.
+    second = {**client, "call_id": "f2"}
+    second_answer = {**answer, "call_id": "f2"}
+    assert lowered(client, answer, second, second_answer) == [
+        ("function_call", "f1"), ("function_call_output", "f1"), ("function_call", "f2"), ("function_call_output", "f2")
+    ]  # fmt: skip
+
+
 def test_error_text() -> None:
     assert error_text("plain") == "plain"
     assert error_text({"type": "http_error", "code": 502, "message": "down"}) == "down"

@@ -236,29 +236,44 @@ def lower(items: list[Any], plan: Plan | None) -> list[Any]:
     made and its `function_call_output` (a text note instead where its tool is not offered in this request: some
     upstreams take tool history only with the tool defined); an approval the client refused, the same with the
     refusal as the output; listings, approval responses and unanswered approval requests left out. The calls of one
-    turn come first, then their results (one assistant turn with several calls, as the model made them)."""
+    turn come first, then their results (one assistant turn with several calls, as the model made them): hosted
+    calls and the client's own `function_call`s made beside them, whose outputs the client sent after them."""
     answers = {item.approval_request_id: item for item in items if isinstance(item, McpApprovalResponseItem)}
     ran = {item.approval_request_id for item in items if isinstance(item, McpCallItem) and item.approval_request_id}
     out: list[Any] = []
     calls: list[Any] = []
     results: list[Any] = []
+    ids: set[str] = set()  # the call ids of `calls`
+    answered = False  # the client's output for one of `calls` came: the turn is over
 
     def flush() -> None:
+        nonlocal answered
         out.extend(calls)
         out.extend(results)
         calls.clear()
         results.clear()
+        ids.clear()
+        answered = False
 
     def add(lowered: tuple[FunctionCallItem, FunctionCallOutputItem] | MessageItem) -> None:
-        if isinstance(lowered, MessageItem):
+        if isinstance(lowered, MessageItem) or answered:
             flush()
+        if isinstance(lowered, MessageItem):
             out.append(lowered)
         else:
             calls.append(lowered[0])
             results.append(lowered[1])
 
     for item in items:
-        if isinstance(item, McpCallItem):
+        if isinstance(item, FunctionCallItem) and calls:  # (a client's call beside hosted ones)
+            if answered:
+                flush()
+            calls.append(item)
+            ids.add(item.call_id)
+        elif isinstance(item, FunctionCallOutputItem) and item.call_id in ids:
+            results.append(item)
+            answered = True
+        elif isinstance(item, McpCallItem):
             add(_call_pair(item.id or "", item.server_label, item.name, item.arguments, _result(item), plan))
         elif isinstance(item, McpApprovalRequestItem):
             answer = answers.get(item.id or "")

@@ -2,7 +2,12 @@
 
 It runs on the exchange's one translator: each upstream call is a turn (`next_turn` / `end_turn`), the router's
 own items go in between (`open_item` / `item_event` / `done_item`), and the hosted calls the model makes are held
-back from the stream by the translator (`hold`) and written here as `mcp_call` items once run. The loop ends when
+by the translator (`hold`). A call to an MCP tool that needs no approval is *live*: its `mcp_call` item opens and
+its arguments stream as the model makes them; once they are complete the call starts at once (while the model may
+still be making others), and its item waits, the upstream's later frames behind it, until the call has run and
+`close_live` closes it (the turn's `_Live` closer, in the order the calls were made). Other held calls (a
+sub-agent's, one that needs approval) are written here as their items once the turn has ended. Frames go out
+through one outbox, in the order they were made, whichever task made them. The loop ends when
 a turn makes no hosted call, a call waits for approval, the model calls a client function, or a turn fails; the
 response then ends as its last turn did.
 
@@ -57,8 +62,17 @@ class Loop:
         self.translator = ex.translator
         self.items: list[Any] = list(ex.request.items())  # the conversation so far (models)
         self.secrets = ex.secrets
+        self.live = _Live()  # the current turn's live calls
+        self.outbox: list[bytes] = []  # frames made, not yet sent (see `_emit`)
+        self.sender: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            await self._stop_live()
+
+    async def _loop(self) -> None:
         ex, translator = self.ex, self.translator
         approved = self._approved()  # (checked before anything is sent: a bad approval is a 400)
         try:
@@ -66,27 +80,50 @@ class Loop:
         except _Ended:
             return
         await self._run(approved)
-        translator.hold([*self.plan.functions, *self.plan.agents])
+        translator.hold(
+            [*self.plan.functions, *self.plan.agents],
+            live=self._live_items(),
+            prefix="mcp",
+            events=self.names.events + "mcp_call",
+        )
         first = True
         while True:
             request = self.plan.turn_request(ex.request, self.items, first)
             first = False
             translator.next_turn()
+            self.live = _Live()
             if not await self._turn(request):
                 return  # the response ended (failed) or the work is to answer an error
             result = translator.turn_result()
             assert result is not None
-            self.items += to_models(json.loads(translator.turn_items()))
             if result["status"] != "completed":
                 break
+            await self._finish_live()  # (its items closed, they are among the turn's items, in their places)
+            self.items += to_models(json.loads(translator.turn_items()))
             calls = result["function_calls"]
-            held = [call for call in calls if call["held"]]
-            if not held:
+            if not any(call["held"] for call in calls):
                 break
-            waiting = await self._run_calls(held)
+            waiting = await self._run_calls([call for call in calls if call["held"] and call["id"] is None])
             if waiting or any(not call["held"] for call in calls):
                 break  # an approval is asked for, or the client has a function to run
+        await self._stop_live()
         await self._end(translator.finish())
+
+    def _live_items(self) -> dict[str, dict[str, Any]]:
+        """The `mcp_call` item each MCP tool's call opens at once: the tools that need no approval (a call that
+        needs it becomes an `mcp_approval_request` instead, known only once the model has made it)."""
+        call = self.names.call
+        return {
+            name: {
+                "type": call,
+                "server_label": hosted.server.label,
+                "name": hosted.tool.name,
+                "arguments": "",
+                "status": "in_progress",
+            }
+            for name, hosted in self.plan.functions.items()
+            if not hosted.server.needs_approval(hosted.tool.name)
+        }
 
     # --- upstream turns ---------------------------------------------------------------------------------------
 
@@ -125,6 +162,7 @@ class Loop:
                 if not await self._feed(upstream.chunks):
                     return False
                 await self._emit(translator.end_turn())
+            self._take_live()
         finally:
             ex.upstream = None
             if attempt is not None:
@@ -140,6 +178,7 @@ class Loop:
             async for chunk in chunks:
                 ex.reads += 1
                 await self._emit(feed(chunk))
+                self._take_live()
                 if translator.turn_result() is not None:  # the upstream said it is done: the rest is its body's end
                     await finish_body(chunks)
                     break
@@ -151,20 +190,35 @@ class Loop:
         return True
 
     async def _emit(self, out: bytes) -> None:
-        """Frames to the client (a stream), as the pump sends them."""
-        ex = self.ex
-        if not out or not ex.stream:
+        """Frames to the client (a stream), as the pump sends them. They join the outbox as they are made, and one
+        sender at a time sends what it holds, so frames made by the turn and by the live calls' closer go out in the
+        order they were made (their sequence). The send goes on if the caller is cancelled (a frame is never cut)."""
+        if not self.ex.stream:
             return
-        if ex.pinging is not None:
-            await ex.pinging
-        ex.sending = True
-        await ex.start()
-        await ex.body(out, more=True)
-        ex.sending = False
+        if out:
+            self.outbox.append(out)
+        if self.sender is None or self.sender.done():
+            if not self.outbox:
+                return
+            self.sender = asyncio.ensure_future(self._send())
+        await asyncio.shield(self.sender)
+
+    async def _send(self) -> None:
+        ex, outbox = self.ex, self.outbox
+        while outbox:
+            out = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+            outbox.clear()
+            if ex.pinging is not None:
+                await ex.pinging
+            ex.sending = True
+            await ex.start()
+            await ex.body(out, more=True)
+            ex.sending = False
 
     async def _end(self, out: bytes) -> None:
         ex = self.ex
         if ex.stream:
+            await self._emit(b"")  # (what the outbox holds goes first)
             await ex.end(out)
         else:
             ex.result = whole_result(self.translator.response_json(), self.translator)  # (a failed one: a 502)
@@ -274,48 +328,13 @@ class Loop:
         return calls
 
     async def _run_calls(self, held: list[dict[str, Any]]) -> bool:
-        """Run (or refuse, or hold for approval) the hosted calls of a turn; True if one waits for approval."""
-        plan = self.plan
+        """Run (or refuse, or hold for approval) the held calls of a turn that were not live; True if one waits for
+        approval."""
         calls: list[_Call] = []
         approvals: list[_Call] = []
         for call in held:
-            name = call["name"]
-            agent = plan.agents.get(name)
-            if agent is not None:
-                entry = _Call(None, name, call["arguments"] or "{}", agent=agent, call_id=call["call_id"])
-                if not plan.nests:
-                    entry.refuse(_NOT_ALLOWED, f"sub-agents nest at most {self.box.agents.max_depth} deep")
-                elif plan.choice is not None and name not in plan.choice:
-                    entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the agent {name!r}")
-                elif plan.calls >= plan.max_calls:
-                    entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the agent was not run")
-                else:
-                    plan.calls += 1
-                calls.append(entry)
-                continue
-            hosted: Hosted | None = plan.functions.get(name)
-            assert hosted is not None  # (only hosted names are held)
-            server, tool = hosted.server, hosted.tool.name
-            entry = _Call(server, tool, call["arguments"] or "{}", call_id=call["call_id"])
-            if not server.allows(tool):
-                entry.refuse(_NOT_ALLOWED, f"the tool {tool!r} of {server.label!r} is not allowed in this request")
-            elif plan.choice is not None and name not in plan.choice:
-                entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the tool {tool!r} of {server.label!r}")
-            elif plan.calls >= plan.max_calls:
-                entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the tool was not run")
-            elif server.needs_approval(tool) and plan.depth > 0:
-                # (Nobody could answer the request: a sub-agent's response is not the client's.)
-                entry.refuse(
-                    _NOT_ALLOWED,
-                    f"the tool {tool!r} of {server.label!r} needs approval, which a sub-agent cannot ask for "
-                    "(give the sub-agent's mcp tool require_approval: never)",
-                )
-            elif server.needs_approval(tool):
-                approvals.append(entry)
-                continue
-            else:
-                plan.calls += 1
-            calls.append(entry)
+            entry, approval = self._entry(call)
+            (approvals if approval else calls).append(entry)
         await self._run(calls)
         for entry in approvals:
             assert entry.server is not None
@@ -353,6 +372,103 @@ class Loop:
                     call.task.cancel()
                 if call.span is not None:  # (cancelled before its item was written)
                     call.span.end(error="cancelled")
+
+    def _entry(self, call: dict[str, Any]) -> tuple[_Call, bool]:
+        """A held call the model made (as `turn_calls` has it), checked against the request's rules and counted
+        against `max_tool_calls`: to run, refused (its item says why), or (True) waiting for approval."""
+        plan = self.plan
+        name = call["name"]
+        agent = plan.agents.get(name)
+        if agent is not None:
+            entry = _Call(None, name, call["arguments"] or "{}", agent=agent, call_id=call["call_id"])
+            if not plan.nests:
+                entry.refuse(_NOT_ALLOWED, f"sub-agents nest at most {self.box.agents.max_depth} deep")
+            elif plan.choice is not None and name not in plan.choice:
+                entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the agent {name!r}")
+            elif plan.calls >= plan.max_calls:
+                entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the agent was not run")
+            else:
+                plan.calls += 1
+            return entry, False
+        hosted: Hosted | None = plan.functions.get(name)
+        assert hosted is not None  # (only hosted names are held)
+        server, tool = hosted.server, hosted.tool.name
+        entry = _Call(server, tool, call["arguments"] or "{}", call_id=call["call_id"])
+        if call["id"] is not None:
+            entry.streamed = call["arguments"]
+        if not server.allows(tool):
+            entry.refuse(_NOT_ALLOWED, f"the tool {tool!r} of {server.label!r} is not allowed in this request")
+        elif plan.choice is not None and name not in plan.choice:
+            entry.refuse(_NOT_ALLOWED, f"tool_choice does not allow the tool {tool!r} of {server.label!r}")
+        elif plan.calls >= plan.max_calls:
+            entry.refuse(_LIMIT, f"max_tool_calls ({plan.max_calls}) reached: the tool was not run")
+        elif server.needs_approval(tool) and plan.depth > 0:
+            # (Nobody could answer the request: a sub-agent's response is not the client's.)
+            entry.refuse(
+                _NOT_ALLOWED,
+                f"the tool {tool!r} of {server.label!r} needs approval, which a sub-agent cannot ask for "
+                "(give the sub-agent's mcp tool require_approval: never)",
+            )
+        elif server.needs_approval(tool):
+            return entry, True
+        else:
+            plan.calls += 1
+        return entry, False
+
+    # --- live calls ---------------------------------------------------------------------------------------------
+
+    def _take_live(self) -> None:
+        """Start the live calls whose arguments have become complete (their items wait in the translator) and hand
+        them to the turn's closer. Cheap when nothing changed: one count."""
+        live = self.live
+        complete = live.closed + self.translator.waiting_items()
+        if complete <= len(live.calls):
+            return
+        made = [call for call in self.translator.turn_calls() if call["held"] and call["id"] is not None]
+        for call in made[len(live.calls) : complete]:
+            entry, _ = self._entry(call)  # (a live tool needs no approval)
+            live.calls.append(entry)
+            if self.plan.parallel:
+                self._start(entry)
+            live.queue.put_nowait(entry)
+        if live.closer is None:
+            live.closer = asyncio.ensure_future(self._close_live(live))
+
+    async def _close_live(self, live: _Live) -> None:
+        """Each live call's end, in the order the model made the calls (a call not started yet starts now)."""
+        while (call := await live.queue.get()) is not None:
+            if call.task is None:
+                self._start(call)
+            await self._write_mcp_call(call)
+
+    async def _finish_live(self) -> None:
+        """Wait for the turn's live calls to run and their items to close (the upstream's timeouts stop)."""
+        live = self.live
+        if live.closer is None:
+            return
+        live.queue.put_nowait(None)
+        with self._tooling():
+            await live.closer
+
+    async def _stop_live(self) -> None:
+        """Cancel the turn's live calls that have not ended (their items end `incomplete` with the response) and
+        send what the outbox holds."""
+        live = self.live
+        if live.closer is not None and not live.closer.done():
+            live.closer.cancel()
+            with contextlib.suppress(BaseException):
+                await live.closer
+        for call in live.calls:
+            if call.task is not None:
+                call.task.cancel()
+            if call.span is not None:
+                call.span.end(error="cancelled")
+        if self.sender is not None and not self.sender.done():
+            with contextlib.suppress(Exception):
+                await self.sender
+        if self.outbox:
+            with contextlib.suppress(Exception):
+                await self._emit(b"")
 
     def _start(self, call: _Call) -> None:
         if call.refused is not None:
@@ -397,13 +513,17 @@ class Loop:
             "arguments": "",
             "status": "in_progress",
         }
-        if call.approval_request_id is not None:
-            item["approval_request_id"] = call.approval_request_id
-        _, out = translator.open_item(item, prefix="mcp")
-        out += translator.item_event(events + "mcp_call_arguments.delta", {"delta": call.arguments})
-        out += translator.item_event(events + "mcp_call_arguments.done", {"arguments": call.arguments})
-        out += translator.item_event(events + "mcp_call.in_progress")
-        await self._emit(out)
+        arguments = call.arguments
+        if call.streamed is not None:  # (its item is open, its arguments out: it waits for its end)
+            arguments = call.streamed
+        else:
+            if call.approval_request_id is not None:
+                item["approval_request_id"] = call.approval_request_id
+            _, out = translator.open_item(item, prefix="mcp")
+            out += translator.item_event(events + "mcp_call_arguments.delta", {"delta": arguments})
+            out += translator.item_event(events + "mcp_call_arguments.done", {"arguments": arguments})
+            out += translator.item_event(events + "mcp_call.in_progress")
+            await self._emit(out)
         output: str | None = None
         error = call.refused
         if call.task is not None:
@@ -415,12 +535,16 @@ class Loop:
             if call.span is not None:
                 call.span.end(result=output, error=None if result.error is None else result.kind, message=result.error)
         failed = error is not None
-        done = {**item, "arguments": call.arguments, "output": output, "error": error}
+        done = {**item, "arguments": arguments, "output": output, "error": error}
         done["status"] = "failed" if failed else "completed"
-        out = translator.item_event(events + ("mcp_call.failed" if failed else "mcp_call.completed"))
-        out += translator.done_item(done)
+        ending = events + ("mcp_call.failed" if failed else "mcp_call.completed")
+        if call.streamed is not None:  # (the turn's items hold it, in its place)
+            out = translator.close_live(ending, done)
+            self.live.closed += 1
+        else:
+            out = translator.item_event(ending) + translator.done_item(done)
+            self.items += to_models([done])
         await self._emit(out)
-        self.items += to_models([done])
 
     async def _nested(self, call: _Call, agent: AgentTool, task: str) -> dict[str, Any]:
         """A sub-agent's nested response (stored like any other); its text deltas kept for its item's events."""
@@ -558,7 +682,7 @@ class _Call:
 
     __slots__ = (
         "agent", "approval_request_id", "arguments", "call_id", "progress", "refused", "response_id", "server", "span",
-        "task", "tool", "wake",
+        "streamed", "task", "tool", "wake",
     )  # fmt: skip
 
     def __init__(
@@ -583,9 +707,23 @@ class _Call:
         self.response_id: str | None = None  # a sub-agent's nested response, once created
         self.progress: list[str] = []  # a sub-agent's text deltas so far
         self.wake = asyncio.Event()
+        self.streamed: str | None = None  # a live call's arguments as its item streamed them (see the module)
 
     def refuse(self, code: int, message: str) -> None:
         self.refused = {"type": "mcp_protocol_error", "code": code, "message": message}
+
+
+class _Live:
+    """A turn's live calls: in the order the model made them, started as their arguments completed; the closer
+    task ends them in that order, taking them from `queue` (None: the turn has ended)."""
+
+    __slots__ = ("calls", "closed", "closer", "queue")
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        self.closed = 0  # items closed (`close_live`) so far
+        self.queue: asyncio.Queue[_Call | None] = asyncio.Queue()
+        self.closer: asyncio.Future[None] | None = None
 
 
 class _Ended(Exception):

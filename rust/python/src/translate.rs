@@ -4,13 +4,14 @@
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferroute_core::events::raw::RawJsonError;
 use ferroute_core::events::redact::Secrets;
-use ferroute_core::events::writer::{ErrorInfo, Framing, Outcome, ReasoningPolicy, ResponseSettings};
+use ferroute_core::events::writer::{ErrorInfo, Framing, LiveCall, Outcome, ReasoningPolicy, ResponseSettings};
 use ferroute_core::sse::SseLimits;
 use ferroute_core::translate::{anthropic, chat_completions, responses, TranslatorOptions};
 
@@ -265,6 +266,11 @@ macro_rules! translator_class {
                     return Ok(None);
                 };
                 let dict = outcome_dict(py, outcome)?;
+                dict.set_item("function_calls", self.turn_calls(py)?)?;
+                Ok(Some(dict))
+            }
+
+            fn turn_calls<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
                 let calls = PyList::empty(py);
                 for call in self.core.turn_function_calls() {
                     let c = PyDict::new(py);
@@ -276,11 +282,17 @@ macro_rules! translator_class {
                     c.set_item("held", call.held)?;
                     calls.append(c)?;
                 }
-                dict.set_item("function_calls", calls)?;
-                Ok(Some(dict))
+                Ok(calls)
             }
 
-            fn hold(&mut self, names: &Bound<'_, PyAny>) -> PyResult<()> {
+            #[pyo3(signature = (names, *, live=None, prefix="item", events=None))]
+            fn hold(
+                &mut self,
+                names: &Bound<'_, PyAny>,
+                live: Option<&Bound<'_, PyAny>>,
+                prefix: &str,
+                events: Option<&str>,
+            ) -> PyResult<()> {
                 // A str is an iterable of its characters: holding those is never what was meant.
                 if names.is_instance_of::<PyString>() || names.is_instance_of::<PyBytes>() {
                     return Err(PyTypeError::new_err("names must be an iterable of str, not a single str"));
@@ -289,8 +301,40 @@ macro_rules! translator_class {
                     .try_iter()?
                     .map(|name| name?.extract::<String>())
                     .collect::<PyResult<Vec<String>>>()?;
-                self.core.writer_mut().set_held_names(names);
+                let mut calls = HashMap::new();
+                if let Some(live) = live.filter(|live| !live.is_none()) {
+                    let events = events.ok_or_else(|| PyTypeError::new_err("live calls need events"))?;
+                    for entry in live.call_method0("items")?.try_iter()? {
+                        let (name, item): (String, Bound<'_, PyAny>) = entry?.extract()?;
+                        if !names.contains(&name) {
+                            return Err(PyValueError::new_err(format!("the live name {name:?} is not held")));
+                        }
+                        let call = LiveCall::new(&json_bytes(&item, "item")?, prefix, events).map_err(raw_error)?;
+                        calls.insert(name, call);
+                    }
+                }
+                let writer = self.core.writer_mut();
+                writer.set_held_names(names);
+                writer.set_live_calls(calls);
                 Ok(())
+            }
+
+            #[pyo3(signature = (r#type, item))]
+            fn close_live<'py>(
+                &mut self,
+                py: Python<'py>,
+                r#type: &str,
+                item: &Bound<'py, PyAny>,
+            ) -> PyResult<Bound<'py, PyBytes>> {
+                let item = json_bytes(item, "item")?;
+                let writer = self.core.writer_mut();
+                writer.clear_output();
+                writer.close_live(r#type, &item).map_err(raw_error)?;
+                self.sealed(py, self.core.writer().output())
+            }
+
+            fn waiting_items(&self) -> usize {
+                self.core.writer().waiting_count()
             }
 
             fn turn_items<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {

@@ -12,12 +12,17 @@
 //! keeps the upstream's), `cancelled` and `queued` views, and items the router makes itself (a hosted
 //! tool's call) between the upstream's. The model's calls to the tools the router runs are *held*
 //! ([`ResponseWriter::set_held_names`]): kept out of the stream and `output`, reported to the tool loop only.
+//! A held name may be *live* ([`ResponseWriter::set_live_calls`]): its call then opens the router's own item at
+//! once and streams its arguments into it; once they are complete the item *waits* for the router to run the
+//! call and close it ([`ResponseWriter::close_live`]). What the upstream sends meanwhile is written behind
+//! it: its frames are kept aside, numbered after the two events the waiting item's close will take, and go out
+//! when it closes. So items still stream one at a time, in `output_index` order, with no gap in the sequence.
 //!
 //! Events are written straight into a reused byte buffer, as SSE frames or as bare JSON objects
 //! (one per line, for the WebSocket transport); JSON is written by hand for the fixed envelope and
 //! by `serde_json` for strings and echoed request values.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -343,8 +348,55 @@ enum Body {
         arguments: String,
     },
     /// An item the router makes itself (a hosted tool's call): its members as it started (`id` apart), and
-    /// its final JSON once the router gave it.
-    Hosted { members: Members, done: Option<Vec<u8>> },
+    /// its final JSON once the router gave it. `live`: opened for a live call ([`LiveCall`]).
+    Hosted {
+        members: Members,
+        done: Option<Vec<u8>>,
+        live: Option<LiveState>,
+    },
+}
+
+/// A held function name whose calls the router shows live ([`ResponseWriter::set_live_calls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCall {
+    /// The item a call opens (`{"type":"mcp_call",…,"arguments":"","status":"in_progress"}`); its id is made
+    /// from `prefix` (where it has none).
+    pub item: Members,
+    /// The id prefix (`mcp` makes `mcp_…`).
+    pub prefix: String,
+    /// The events' base: `<events>_arguments.delta`, `<events>_arguments.done`, `<events>.in_progress`, and
+    /// `<events>.failed` when the response ends before the router closed the item (e.g. `response.mcp_call`).
+    pub events: String,
+}
+
+impl LiveCall {
+    /// A live call's description; an error if `item` is not a JSON object or `events` could not be an event
+    /// type.
+    pub fn new(item: &[u8], prefix: &str, events: &str) -> Result<Self, RawJsonError> {
+        check_event_type(events)?;
+        Ok(Self {
+            item: Members::parse(item, "the live item")?,
+            prefix: prefix.to_owned(),
+            events: events.to_owned(),
+        })
+    }
+}
+
+/// A live call's item: which held call of its turn it is and its event types.
+#[derive(Debug, Clone)]
+struct LiveState {
+    held: usize,
+    events: Arc<str>,
+    delta: Arc<str>,
+}
+
+/// A live call's item whose arguments are complete, waiting for the router to close it: the `sequence_number`
+/// its two closing events take, and the frames written since, which go out after them.
+#[derive(Debug)]
+struct Waiting {
+    index: usize,
+    seq: u64,
+    frames: Vec<u8>,
 }
 
 /// A call to a held function name: kept out of the stream and `output` (the router runs it and writes its own
@@ -356,6 +408,8 @@ struct HeldCall {
     arguments: String,
     /// How many items there were when it was made: its place among them, for the order of the turn's calls.
     before: usize,
+    /// The item a live call opened (its `output_index`).
+    item: Option<usize>,
 }
 
 /// The bit that marks the index [`ResponseWriter::open_function_call`] returns for a held call (the rest is its
@@ -409,6 +463,10 @@ pub struct ResponseWriter {
     held_names: HashSet<String>,
     /// The current turn's held calls, in the order the model made them.
     held: Vec<HeldCall>,
+    /// Held names whose calls open an item at once ([`set_live_calls`](Self::set_live_calls)).
+    live: HashMap<String, LiveCall>,
+    /// Live calls' items waiting to be closed, oldest first (see the module doc).
+    waiting: Vec<Waiting>,
     error: Option<ErrorInfo>,
     incomplete_reason: Option<String>,
 }
@@ -430,9 +488,9 @@ impl Usage {
 /// A function call the model made in a turn (for a tool loop to run), as its item has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FunctionCallRef<'a> {
-    /// Its item's `output_index`; `None` for a held call, which has no item.
+    /// Its item's `output_index`; `None` for a held call, which has no item (a live one has its own).
     pub output_index: Option<usize>,
-    /// The item id (`fc_…`); `None` for a held call.
+    /// The item id (`fc_…`, or a live call's own); `None` for a held call.
     pub id: Option<&'a str>,
     pub call_id: &'a str,
     pub name: &'a str,
@@ -472,6 +530,8 @@ impl ResponseWriter {
             past_usage: None,
             held_names: HashSet::new(),
             held: Vec::new(),
+            live: HashMap::new(),
+            waiting: Vec::new(),
             error: None,
             incomplete_reason: None,
         }
@@ -591,8 +651,8 @@ impl ResponseWriter {
             let next_item = items.peek().map(|(index, _)| *index);
             if let Some(call) = held.next_if(|call| next_item.is_none_or(|index| call.before <= index)) {
                 return Some(FunctionCallRef {
-                    output_index: None,
-                    id: None,
+                    output_index: call.item,
+                    id: call.item.map(|index| self.items[index].id.as_str()),
                     call_id: &call.call_id,
                     name: &call.name,
                     arguments: &call.arguments,
@@ -632,6 +692,82 @@ impl ResponseWriter {
     /// The function names whose calls are held.
     pub fn held_names(&self) -> &HashSet<String> {
         &self.held_names
+    }
+
+    /// Show the calls to these held names live (replacing the ones before; none by default): a call opens
+    /// its [`LiveCall::item`] at once (closing the open item), its arguments stream as `<events>_arguments.delta`,
+    /// and when they are complete (the next item opens, or the turn ends) `<events>_arguments.done` and
+    /// `<events>.in_progress` are written and the item waits for [`close_live`](Self::close_live). It is held
+    /// all the same: [`turn_function_calls`](Self::turn_function_calls) reports it (with its item's index and
+    /// id), and it is in `output` once closed. A name that is not held ([`set_held_names`](Self::set_held_names))
+    /// is not live either.
+    pub fn set_live_calls(&mut self, calls: HashMap<String, LiveCall>) {
+        self.live = calls;
+    }
+
+    /// How many live calls' items wait to be closed.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Close the oldest waiting live call's item ([`set_live_calls`](Self::set_live_calls)): the event `ty`
+    /// (`response.mcp_call.completed` …) and `response.output_item.done` with `item`, its final JSON (`id` first;
+    /// it may leave it out), then the frames written behind it. Returns its `output_index`. An error (and nothing
+    /// written) if no item waits, `ty` could not be an event type, `item` is not a JSON object, or its `id` is
+    /// another's.
+    pub fn close_live(&mut self, ty: &str, item: &[u8]) -> Result<usize, RawJsonError> {
+        check_event_type(ty)?;
+        let Some(head) = self.waiting.first() else {
+            return Err(if self.status == Status::InProgress {
+                RawJsonError {
+                    message: "no live call's item waits to be closed".to_owned(),
+                }
+            } else {
+                ended()
+            });
+        };
+        let index = head.index;
+        let json = self.final_json(index, item)?;
+        if let Body::Hosted { done, .. } = &mut self.items[index].body {
+            *done = Some(json);
+        }
+        self.items[index].status = ItemStatus::Completed;
+        self.release(ty);
+        Ok(index)
+    }
+
+    /// Write the oldest waiting item's two closing events (`ty`, then `output_item.done` with the item as it
+    /// stands) with the numbers kept for them, then the frames written behind it.
+    fn release(&mut self, ty: &str) {
+        let head = self.waiting.remove(0);
+        if !self.emit {
+            return;
+        }
+        let index = head.index;
+        let mut out = std::mem::take(&mut self.out);
+        self.frame(&mut out, head.seq, ty, |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+        });
+        self.frame(&mut out, head.seq + 1, "response.output_item.done", |w, out| {
+            put!(out, ",\"output_index\":{index},\"item\":");
+            w.items[index].write(out, w.client_view());
+        });
+        out.extend_from_slice(&head.frames);
+        self.out = out;
+    }
+
+    /// Close every waiting live item as `incomplete` (the response ends before the router ran its call), with
+    /// `<events>.failed`.
+    fn release_all(&mut self) {
+        while let Some(head) = self.waiting.first() {
+            let index = head.index;
+            self.items[index].status = ItemStatus::Incomplete;
+            let ty = match &self.items[index].body {
+                Body::Hosted { live: Some(live), .. } => format!("{}.failed", live.events),
+                _ => unreachable!("only live calls' items wait"),
+            };
+            self.release(&ty);
+        }
     }
 
     /// Whether an index [`open_function_call`](Self::open_function_call) returned is a held call's.
@@ -847,11 +983,14 @@ impl ResponseWriter {
     pub fn open_function_call(&mut self, call_id: &str, name: &str) -> usize {
         self.start();
         if !self.held_names.is_empty() && self.held_names.contains(name) {
+            let before = self.items.len();
+            let item = self.live.get(name).cloned().map(|live| self.open_live(live));
             self.held.push(HeldCall {
                 call_id: call_id.to_owned(),
                 name: name.to_owned(),
                 arguments: String::new(),
-                before: self.items.len(),
+                before,
+                item,
             });
             return HELD_CALL | (self.held.len() - 1);
         }
@@ -888,18 +1027,51 @@ impl ResponseWriter {
         true
     }
 
-    /// Append argument text to held call `position` of this turn, unless the turn has ended.
+    /// Append argument text to held call `position` of this turn, unless the turn has ended (or, for a live
+    /// call, its item is no longer the open one: its arguments were said to be complete).
     fn held_delta(&mut self, position: usize, delta: &str) -> bool {
         if self.stopped {
             return false;
         }
-        match self.held.get_mut(position) {
-            Some(call) => {
-                call.arguments.push_str(delta);
-                true
-            }
-            None => false,
+        let Some(call) = self.held.get_mut(position) else {
+            return false;
+        };
+        let Some(index) = call.item else {
+            call.arguments.push_str(delta);
+            return true;
+        };
+        if self.open != Some(index) {
+            return false;
         }
+        call.arguments.push_str(delta);
+        if !delta.is_empty() {
+            let Body::Hosted { live: Some(live), .. } = &self.items[index].body else {
+                unreachable!("a live call's item is a live item")
+            };
+            let ty = Arc::clone(&live.delta);
+            self.event(&ty, |w, out| {
+                out.extend_from_slice(&w.items[index].locator);
+                out.extend_from_slice(b",\"delta\":");
+                write_str(out, delta);
+            });
+        }
+        true
+    }
+
+    /// Open a live call's item (closing the open one): the next `output_index`.
+    fn open_live(&mut self, live: LiveCall) -> usize {
+        self.close_item(ItemStatus::Completed);
+        let state = LiveState {
+            held: self.held.len(),
+            delta: format!("{}_arguments.delta", live.events).into(),
+            events: live.events.into(),
+        };
+        let body = Body::Hosted {
+            members: live.item,
+            done: None,
+            live: Some(state),
+        };
+        self.push_item(&live.prefix, body)
     }
 
     /// Start an item the router makes itself (a hosted tool's call, e.g. `{"type":"mcp_call",…}` with
@@ -915,8 +1087,22 @@ impl ResponseWriter {
         self.start();
         self.close_item(ItemStatus::Completed);
         let index = match members.get_str("id") {
-            Some(id) => self.push_item_with_id(id, Body::Hosted { members, done: None }),
-            None => self.push_item(prefix, Body::Hosted { members, done: None }),
+            Some(id) => self.push_item_with_id(
+                id,
+                Body::Hosted {
+                    members,
+                    done: None,
+                    live: None,
+                },
+            ),
+            None => self.push_item(
+                prefix,
+                Body::Hosted {
+                    members,
+                    done: None,
+                    live: None,
+                },
+            ),
         };
         Ok((index, &self.items[index].id))
     }
@@ -926,12 +1112,7 @@ impl ResponseWriter {
     /// nothing written) if no router-made item is open or `members` is not a JSON object.
     pub fn item_event(&mut self, ty: &str, members: &[u8]) -> Result<(), RawJsonError> {
         let index = self.open_hosted()?;
-        // (Written as is into the JSON and the SSE `event:` line: nothing there may need escaping.)
-        if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
-            return Err(RawJsonError {
-                message: format!("an event type is letters, digits and _ . : - only, not {ty:?}"),
-            });
-        }
+        check_event_type(ty)?;
         let body = object_body(members, "the event's members")?;
         self.event(ty, |w, out| {
             out.extend_from_slice(&w.items[index].locator);
@@ -945,18 +1126,7 @@ impl ResponseWriter {
     /// written) if no router-made item is open, `item` is not a JSON object, or its `id` is another's.
     pub fn done_item(&mut self, item: &[u8]) -> Result<(), RawJsonError> {
         let index = self.open_hosted()?;
-        let members = Members::parse(item, "the item")?;
-        let id = &self.items[index].id;
-        if members.get_str("id").is_some_and(|given| given != *id) {
-            return Err(RawJsonError {
-                message: format!("the item's id is not the open item's ({id})"),
-            });
-        }
-        let mut json = Vec::with_capacity(item.len() + id.len() + 16);
-        json.extend_from_slice(b"{\"id\":");
-        write_str(&mut json, id);
-        members.write(&mut json, "id");
-        json.push(b'}');
+        let json = self.final_json(index, item)?;
         if let Body::Hosted { done, .. } = &mut self.items[index].body {
             *done = Some(json);
         }
@@ -964,10 +1134,28 @@ impl ResponseWriter {
         Ok(())
     }
 
-    /// The open item's index, if the router made it.
+    /// Router-made item `index`'s final JSON from `item` (its `id` first); an error if `item` is not a JSON
+    /// object or names another id.
+    fn final_json(&self, index: usize, item: &[u8]) -> Result<Vec<u8>, RawJsonError> {
+        let members = Members::parse(item, "the item")?;
+        let id = &self.items[index].id;
+        if members.get_str("id").is_some_and(|given| given != *id) {
+            return Err(RawJsonError {
+                message: format!("the item's id is not the item's own ({id})"),
+            });
+        }
+        let mut json = Vec::with_capacity(item.len() + id.len() + 16);
+        json.extend_from_slice(b"{\"id\":");
+        write_str(&mut json, id);
+        members.write(&mut json, "id");
+        json.push(b'}');
+        Ok(json)
+    }
+
+    /// The open item's index, if the router made it (a live call's item is not one to write events into).
     fn open_hosted(&self) -> Result<usize, RawJsonError> {
         match self.open {
-            Some(index) if matches!(self.items[index].body, Body::Hosted { .. }) => Ok(index),
+            Some(index) if matches!(self.items[index].body, Body::Hosted { live: None, .. }) => Ok(index),
             _ if self.status != Status::InProgress => Err(ended()),
             _ => Err(RawJsonError {
                 message: "no item the router made is open".to_owned(),
@@ -1046,6 +1234,7 @@ impl ResponseWriter {
         self.turn_outcome = None;
         self.stopped = true;
         self.close_item(item_status_for(&outcome));
+        self.release_all();
         let terminal = match outcome {
             Outcome::Completed => {
                 self.status = Status::Completed;
@@ -1315,6 +1504,10 @@ impl ResponseWriter {
     /// Close the open item with `status`: its open part, then `output_item.done`.
     fn close_item(&mut self, status: ItemStatus) {
         let Some(index) = self.open.take() else { return };
+        if let Body::Hosted { live: Some(_), .. } = &self.items[index].body {
+            self.wait(index);
+            return;
+        }
         if let Body::FunctionCall { arguments, .. } = &self.items[index].body {
             let item_id = self.items[index].id.clone();
             let arguments = arguments.clone();
@@ -1332,6 +1525,42 @@ impl ResponseWriter {
         self.event("response.output_item.done", |w, out| {
             put!(out, ",\"output_index\":{index},\"item\":");
             w.items[index].write(out, w.client_view());
+        });
+    }
+
+    /// A live call's arguments are complete: `<events>_arguments.done` and `<events>.in_progress`, then item
+    /// `index` waits for the router, two sequence numbers kept for its close ([`close_live`](Self::close_live)).
+    fn wait(&mut self, index: usize) {
+        let Body::Hosted {
+            live: Some(live),
+            members,
+            ..
+        } = &mut self.items[index].body
+        else {
+            unreachable!("only a live call's item waits")
+        };
+        let events = Arc::clone(&live.events);
+        let arguments = self.held.get(live.held).map_or("", |call| call.arguments.as_str());
+        let mut json = Vec::with_capacity(arguments.len() + 2);
+        write_str(&mut json, arguments);
+        let json = String::from_utf8(json).expect("JSON strings are UTF-8");
+        members.set("arguments", json.clone());
+        self.event(&format!("{events}_arguments.done"), |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+            out.extend_from_slice(b",\"arguments\":");
+            out.extend_from_slice(json.as_bytes());
+        });
+        self.event(&format!("{events}.in_progress"), |w, out| {
+            out.extend_from_slice(&w.items[index].locator);
+        });
+        let seq = self.seq;
+        if self.emit {
+            self.seq += 2;
+        }
+        self.waiting.push(Waiting {
+            index,
+            seq,
+            frames: Vec::new(),
         });
     }
 
@@ -1373,11 +1602,31 @@ impl ResponseWriter {
     // --- JSON --------------------------------------------------------------------------------------
 
     /// Write one event: the envelope (`type`, `sequence_number`) around what `body` writes (`,"k":v…`).
+    /// Behind a waiting live item ([`set_live_calls`](Self::set_live_calls)), the frame is kept aside with it.
     fn event(&mut self, ty: &str, body: impl FnOnce(&Self, &mut Vec<u8>)) {
         if !self.emit {
             return;
         }
-        let mut out = std::mem::take(&mut self.out);
+        let seq = self.seq;
+        self.seq += 1;
+        match self.waiting.last_mut() {
+            None => {
+                let mut out = std::mem::take(&mut self.out);
+                self.frame(&mut out, seq, ty, body);
+                self.out = out;
+            }
+            Some(waiting) => {
+                let mut out = std::mem::take(&mut waiting.frames);
+                self.frame(&mut out, seq, ty, body);
+                if let Some(waiting) = self.waiting.last_mut() {
+                    waiting.frames = out;
+                }
+            }
+        }
+    }
+
+    /// Append one event's frame numbered `seq` to `out`.
+    fn frame(&self, out: &mut Vec<u8>, seq: u64, ty: &str, body: impl FnOnce(&Self, &mut Vec<u8>)) {
         if self.framing == Framing::Sse {
             out.extend_from_slice(b"event: ");
             out.extend_from_slice(ty.as_bytes());
@@ -1386,12 +1635,10 @@ impl ResponseWriter {
         out.extend_from_slice(b"{\"type\":\"");
         out.extend_from_slice(ty.as_bytes());
         out.extend_from_slice(b"\",\"sequence_number\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.seq).as_bytes());
-        body(self, &mut out);
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        body(self, out);
         out.push(b'}');
         out.extend_from_slice(if self.framing == Framing::Sse { b"\n\n" } else { b"\n" });
-        self.seq += 1;
-        self.out = out;
     }
 
     /// The `output` items from index `first` on, comma-separated, their reasoning items as `view` has them.
@@ -1574,6 +1821,17 @@ fn ended() -> RawJsonError {
     RawJsonError {
         message: "the response has ended".to_owned(),
     }
+}
+
+/// An error unless `ty` can be written as is into the JSON and the SSE `event:` line (nothing there may need
+/// escaping): letters, digits and `_ . : -`.
+fn check_event_type(ty: &str) -> Result<(), RawJsonError> {
+    if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+        return Err(RawJsonError {
+            message: format!("an event type is letters, digits and _ . : - only, not {ty:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// An item closed by an ending with `outcome`: completed, or incomplete (cut short).
@@ -2359,6 +2617,258 @@ mod tests {
         assert_eq!(calls(&w), [call(Some(3), "call_b", "lookup", "")]);
         let all: Value = serde_json::from_slice(&w.turn_items_json()).unwrap();
         assert_eq!(all.as_array().unwrap().len(), 4, "outside turns: every item");
+    }
+
+    fn live_writer(framing: Framing) -> ResponseWriter {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), Some(ID.into()), Some(1), framing);
+        w.set_held_names(["srv_add", "srv_ask", "agent"]);
+        let mut live = HashMap::new();
+        for (name, tool) in [("srv_add", "add"), ("srv_ask", "ask")] {
+            let item = format!(
+                "{{\"type\":\"mcp_call\",\"server_label\":\"srv\",\"name\":\"{tool}\",\"arguments\":\"\",\"status\":\"in_progress\"}}"
+            );
+            live.insert(
+                name.to_owned(),
+                LiveCall::new(item.as_bytes(), "mcp", "response.mcp_call").unwrap(),
+            );
+        }
+        w.set_live_calls(live);
+        w
+    }
+
+    /// The whole stream so far checks as an Open Responses stream (the crate's own checking parser).
+    fn check_stream(out: &[u8]) {
+        let mut parser = crate::events::parser::ResponseEventParser::new();
+        parser.feed(out, |_| {}).unwrap();
+        parser.close().unwrap();
+    }
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one stream followed from start to end
+    fn live_calls_stream_their_arguments_and_wait_for_the_router() {
+        let mut w = live_writer(Framing::Sse);
+        let mut sent = Vec::new();
+        w.begin_turn();
+        w.text_delta(TextKind::OutputText, "Adding.");
+        let add = w.open_function_call("call_a", "srv_add");
+        assert!(ResponseWriter::is_held_call(add));
+        assert!(w.function_call_delta(add, "{\"a\":1,"));
+        assert!(w.function_call_delta(add, "\"b\":2}"));
+        // The first call's arguments went out as they came; the second call closes its arguments and starts.
+        let ask = w.open_function_call("call_b", "srv_ask");
+        assert!(
+            !w.function_call_delta(add, "x"),
+            "its arguments were said to be complete"
+        );
+        assert!(w.function_call_delta(ask, "{}"));
+        let get = w.open_function_call("call_c", "get"); // the client's own function, behind both
+        assert!(w.function_call_delta(get, "{\"q\":1}"));
+        w.finish(Outcome::Completed);
+        assert_eq!(w.waiting_count(), 2);
+        sent.extend_from_slice(w.output());
+        let evs = events(&sent);
+        assert_eq!(
+            types(&evs)[2..],
+            [
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.mcp_call_arguments.delta",
+                "response.mcp_call_arguments.delta",
+                "response.mcp_call_arguments.done",
+                "response.mcp_call.in_progress",
+            ],
+            "what follows the waiting item is kept back"
+        );
+        let added = &evs[8];
+        assert_eq!(added["output_index"], 1);
+        assert_eq!(added["item"]["name"], "add");
+        assert_eq!(added["item"]["arguments"], "");
+        assert_eq!(evs[11]["arguments"], "{\"a\":1,\"b\":2}");
+        let a_id = added["item"]["id"].as_str().unwrap().to_owned();
+        assert!(a_id.starts_with("mcp_"));
+
+        // The loop sees every call, the live ones with their items.
+        let turn: Vec<_> = w
+            .turn_function_calls()
+            .map(|c| (c.output_index, c.held, c.call_id.to_owned(), c.arguments.to_owned()))
+            .collect();
+        assert_eq!(
+            turn,
+            [
+                (Some(1), true, "call_a".into(), "{\"a\":1,\"b\":2}".into()),
+                (Some(2), true, "call_b".into(), "{}".into()),
+                (Some(3), false, "call_c".into(), "{\"q\":1}".into()),
+            ]
+        );
+        assert_eq!(w.turn_function_calls().next().unwrap().id, Some(a_id.as_str()));
+        let items: Value = serde_json::from_slice(&w.turn_items_json()).unwrap();
+        let kinds: Vec<_> = items.as_array().unwrap().iter().map(|i| i["type"].clone()).collect();
+        assert_eq!(
+            kinds,
+            ["message", "function_call"],
+            "waiting items are in no snapshot yet"
+        );
+
+        // The router closes them in order; each releases what was written behind it.
+        w.clear_output();
+        assert!(w.done_item(b"{}").is_err(), "a live item is closed with close_live");
+        let done_a = br#"{"type":"mcp_call","server_label":"srv","name":"add","arguments":"{\"a\":1,\"b\":2}","output":"3","error":null,"status":"completed"}"#;
+        assert_eq!(w.close_live("response.mcp_call.completed", done_a), Ok(1));
+        let released = events(w.output());
+        assert_eq!(
+            types(&released),
+            [
+                "response.mcp_call.completed",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.mcp_call_arguments.delta",
+                "response.mcp_call_arguments.done",
+                "response.mcp_call.in_progress",
+            ]
+        );
+        assert_eq!(released[1]["item"]["output"], "3");
+        assert_eq!(released[1]["item"]["id"], a_id.as_str());
+        sent.extend_from_slice(w.output());
+        w.clear_output();
+        assert!(w.close_live("bad type!", b"{}").is_err());
+        assert!(w.close_live("response.mcp_call.failed", b"{\"id\":\"other\"}").is_err());
+        assert_eq!(w.waiting_count(), 1, "a refused close writes nothing");
+        w.close_live(
+            "response.mcp_call.failed",
+            b"{\"type\":\"mcp_call\",\"error\":\"no\",\"status\":\"failed\"}",
+        )
+        .unwrap();
+        let released = events(w.output());
+        assert_eq!(
+            types(&released)[..3],
+            [
+                "response.mcp_call.failed",
+                "response.output_item.done",
+                "response.output_item.added"
+            ]
+        );
+        assert_eq!(released[2]["item"]["type"], "function_call");
+        assert!(
+            w.close_live("response.mcp_call.completed", b"{}").is_err(),
+            "none waits"
+        );
+        sent.extend_from_slice(w.output());
+        w.clear_output();
+
+        w.finish_response(Outcome::Completed);
+        sent.extend_from_slice(w.output());
+        let all = events(&sent);
+        assert!(
+            all.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64),
+            "one gapless sequence, in the order sent"
+        );
+        check_stream(&sent);
+        let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        let output: Vec<_> = r["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["type"].as_str().unwrap().to_owned(),
+                    i["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            output,
+            [
+                ("message".to_owned(), "completed".to_owned()),
+                ("mcp_call".to_owned(), "completed".to_owned()),
+                ("mcp_call".to_owned(), "failed".to_owned()),
+                ("function_call".to_owned(), "completed".to_owned()),
+            ]
+        );
+        assert_eq!(r["output"][1]["output"], "3");
+    }
+
+    #[test]
+    fn live_items_the_router_never_closed_end_incomplete_with_the_response() {
+        for framing in [Framing::Sse, Framing::JsonLines] {
+            let mut w = live_writer(framing);
+            w.begin_turn();
+            let a = w.open_function_call("call_a", "srv_add");
+            w.function_call_delta(a, "{\"a\":1}");
+            w.text_delta(TextKind::OutputText, "and more");
+            let b = w.open_function_call("call_b", "srv_ask");
+            w.function_call_delta(b, "{\"q\"");
+            // The upstream fails mid-arguments: everything closes, in order, before the terminal event.
+            w.finish_response(Outcome::Failed(ErrorInfo {
+                kind: "server_error".into(),
+                code: "upstream_error".into(),
+                message: "gone".into(),
+                param: None,
+            }));
+            assert_eq!(w.waiting_count(), 0);
+            let evs: Vec<Value> = match framing {
+                Framing::Sse => {
+                    check_stream(w.output());
+                    events(w.output())
+                }
+                Framing::JsonLines => w
+                    .output_events()
+                    .iter()
+                    .map(|e| serde_json::from_slice(e).unwrap())
+                    .collect(),
+            };
+            assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+            let closes: Vec<_> = evs
+                .iter()
+                .filter(|e| e["type"] == "response.output_item.done")
+                .map(|e| {
+                    (
+                        e["output_index"].as_u64().unwrap(),
+                        e["item"]["status"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(closes, [(0, "incomplete"), (1, "completed"), (2, "incomplete")]);
+            assert_eq!(evs[evs.len() - 2]["type"], "error");
+            let failed = evs.iter().filter(|e| e["type"] == "response.mcp_call.failed").count();
+            assert_eq!(failed, 2);
+            let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+            assert_eq!(r["output"][0]["arguments"], "{\"a\":1}");
+            assert_eq!(
+                r["output"][2]["arguments"], "{\"q\"",
+                "what came, as the stream said it"
+            );
+        }
+
+        // A silent writer keeps the same state; a cancel closes waiting items too.
+        let mut w = ResponseWriter::silent(ResponseSettings::default(), Some(ID.into()), Some(1));
+        w.set_held_names(["srv_add"]);
+        let mut live = HashMap::new();
+        live.insert(
+            "srv_add".to_owned(),
+            LiveCall::new(
+                b"{\"type\":\"mcp_call\",\"arguments\":\"\",\"status\":\"in_progress\"}",
+                "mcp",
+                "response.mcp_call",
+            )
+            .unwrap(),
+        );
+        w.set_live_calls(live);
+        w.begin_turn();
+        let a = w.open_function_call("call_a", "srv_add");
+        w.function_call_delta(a, "{}");
+        w.finish(Outcome::Completed);
+        assert_eq!(w.waiting_count(), 1);
+        assert!(w.output().is_empty());
+        assert!(w.cancel());
+        let r: Value = serde_json::from_slice(&w.response_json()).unwrap();
+        assert_eq!(r["output"][0]["status"], "incomplete");
+        assert!(LiveCall::new(b"[]", "mcp", "response.mcp_call").is_err());
+        assert!(LiveCall::new(b"{}", "mcp", "bad events").is_err());
     }
 
     #[test]
