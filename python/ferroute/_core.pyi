@@ -326,6 +326,11 @@ class Translator(Protocol):
         frames written behind it. ValueError (and nothing written) if no item waits."""
     def waiting_items(self) -> int:
         """How many live calls' items wait for `close_live`."""
+    def adopt(self, previous: Translator) -> None:
+        """Go on with the response `previous` wrote (its id, items, sequence numbers, turns and usage), in this
+        translator's dialect: a tool loop whose upstream failed before its first content moves to another target.
+        This translator keeps its own reasoning policy and secrets; `previous` is done (it writes nothing more).
+        Call `next_turn` before the next upstream call. TypeError if `previous` is no translator."""
     def turn_items(self) -> bytes:
         """The items the current call added to `output` (from its first item to the end; every item outside
         turns), as a JSON array of the items as `response_json()` holds them (reasoning keeps the upstream's

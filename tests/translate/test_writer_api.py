@@ -418,6 +418,69 @@ def test_hold_takes_an_iterable_of_names() -> None:
     assert [(c["held"], c["output_index"]) for c in result["function_calls"]] == [(False, 0)]
 
 
+def test_a_live_call_streams_into_its_own_item_and_waits_to_be_closed() -> None:
+    t = make("chat_completions")
+    live = {"get": {"type": "mcp_call", "server_label": "s", "name": "get", "arguments": "", "status": "in_progress"}}
+    with pytest.raises(ValueError, match="not held"):
+        t.hold(["other"], live=live, prefix="mcp", events="response.mcp_call")
+    with pytest.raises(TypeError):
+        t.hold(["get"], live=live)  # (its events' base is needed)
+    t.hold(["get"], live=live, prefix="mcp", events="response.mcp_call")
+    t.next_turn()
+    half = CALL_TURN.index(b"\n\n") + 2
+    sent = t.feed(CALL_TURN[:half])
+    calls = t.turn_calls()  # (while the turn runs: the call so far, with its item)
+    assert [(c["call_id"], c["held"], c["output_index"]) for c in calls] == [("call_1", True, 0)]
+    assert calls[0]["id"].startswith("mcp_") and t.waiting_items() == 0
+    sent += t.feed(CALL_TURN[half:]) + t.end_turn()
+    assert t.waiting_items() == 1
+    assert t.turn_result() is not None and json.loads(t.turn_items()) == [], "waiting: in no snapshot yet"
+    done = {**live["get"], "arguments": "{}", "output": "1", "error": None, "status": "completed"}
+    sent += t.close_live("response.mcp_call.completed", done)
+    with pytest.raises(ValueError, match="no live call"):
+        t.close_live("response.mcp_call.completed", done)
+    t.next_turn()
+    sent += t.feed(ANSWER_TURN) + t.finish()
+    events, response = check_stream(sent)
+    assert [e["type"] for e in events if "mcp_call" in e["type"]] == [
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+    ]
+    assert [i["type"] for i in response["output"]] == ["mcp_call", "message"]
+    assert response["output"][0]["output"] == "1" and response["output"][0]["id"] == calls[0]["id"]
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "responses"])
+def test_adopt_goes_on_with_another_dialects_response(dialect: str) -> None:
+    first = make("chat_completions")
+    first.hold(["get"])
+    listing = {"type": "mcp_list_tools", "server_label": "s", "tools": []}
+    sent = first.open_item({**listing, "status": "in_progress"}, prefix="mcpl")[1]
+    sent += first.item_event("response.mcp_list_tools.in_progress")
+    sent += first.item_event("response.mcp_list_tools.completed")
+    sent += first.done_item({**listing, "status": "completed"})
+    first.next_turn()
+    nothing = first.feed(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}\n\n')
+    assert nothing == b""
+    # The first upstream failed before its content: the next target's translator takes the response over.
+    later = make(dialect)
+    with pytest.raises(TypeError):
+        later.adopt("not a translator")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        later.adopt(later)  # (it is itself, already borrowed)
+    later.adopt(first)
+    assert later.response_id == RESPONSE_ID and later.output_items == 1
+    later.next_turn()
+    raw = WHOLE_MESSAGE if dialect == "anthropic" else WHOLE_RESPONSE
+    sent += later.feed_whole(json.dumps(raw).encode()) + later.finish()
+    _, response = check_stream(sent)
+    assert response["output"][0]["type"] == "mcp_list_tools"
+    assert len(response["output"]) > 1 and response["id"] == RESPONSE_ID
+    assert response["usage"]["input_tokens"] > 3, "the first upstream's tokens count too"
+
+
 WHOLE_CALL = {
     "index": 0,
     "id": "call_whole",

@@ -576,10 +576,11 @@ class Pump:
             if not verdict and route is not None:
                 target.breaker.abandon(probe)
 
-    def _timed_out(self, ex: Exchange) -> RouterError | None:
-        """The work was cancelled: when by the clock's first-event timeout, before any content, the timeout's error
-        (the attempt failed, the request goes on: the task is uncancelled and timed again); else None."""
-        if ex.stop != "timeout" or ex.timeout != "first_event" or ex.translator.output_items:
+    def _timed_out(self, ex: Exchange, before: int = 0) -> RouterError | None:
+        """The work was cancelled: when by the clock's first-event timeout, before any content (any item past the
+        first `before`: a tool loop's listings are the router's), the timeout's error (the attempt failed, the
+        request goes on: the task is uncancelled and timed again); else None."""
+        if ex.stop != "timeout" or ex.timeout != "first_event" or ex.translator.output_items > before:
             return None
         error = ex.timeout_error()
         task = asyncio.current_task()

@@ -13,6 +13,10 @@ response then ends as its last turn did.
 
 While a tool runs the upstream timeouts do not count (`Exchange.tooling`); keep-alives go on. The exchange's
 cancellation (client gone, timeout, background cancel) cancels the running calls with it.
+
+A route's or a retried request's first upstream call fails over as the plain path does (`Pump._attempts`): until
+its first content (an item of the upstream's) it may be retried or moved to the next target, whose translator takes
+over the response written so far (`adopt`: the listings that went out, the sequence), in its own dialect.
 """
 
 from __future__ import annotations
@@ -21,14 +25,22 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ferroute import _core
-from ferroute.app.exchange import finish_body, whole_result
-from ferroute.errors import RouterError, invalid_request, malformed_answer
+from ferroute.app.exchange import Failure, finish_body, whole_result
+from ferroute.errors import (
+    RouterError,
+    invalid_request,
+    malformed_answer,
+    upstream_error_from,
+    upstream_failed,
+    upstream_timeout,
+)
 from ferroute.models import (
     AgentTool,
     McpApprovalRequestItem,
@@ -37,12 +49,14 @@ from ferroute.models import (
     McpListedTool,
     ResponsesRequest,
 )
+from ferroute.routing.reasoning import for_provider
 from ferroute.store.items import to_models
 from ferroute.telemetry import start_attempt
 from ferroute.tools.hosted import Hosted, Plan, Server
 
 if TYPE_CHECKING:
     from ferroute.app.exchange import Exchange, Pump
+    from ferroute.routing.routes import Failover
     from ferroute.telemetry import ToolSpan
     from ferroute.tools.mcp import CallResult
 
@@ -61,7 +75,10 @@ class Loop:
         self.names = plan.names
         self.translator = ex.translator
         self.items: list[Any] = list(ex.request.items())  # the conversation so far (models)
+        self.given = len(self.items)  # how many of them the request gave (the rest: the loop's)
         self.secrets = ex.secrets
+        self.failover: Failover | None = ex.failover  # until the first turn's first content (see the module)
+        self.before = 0  # the items of the response when the current turn began
         self.live = _Live()  # the current turn's live calls
         self.outbox: list[bytes] = []  # frames made, not yet sent (see `_emit`)
         self.sender: asyncio.Future[None] | None = None
@@ -73,7 +90,7 @@ class Loop:
             await self._stop_live()
 
     async def _loop(self) -> None:
-        ex, translator = self.ex, self.translator
+        translator = self.translator
         approved = self._approved()  # (checked before anything is sent: a bad approval is a 400)
         try:
             await self._list_tools()
@@ -88,12 +105,10 @@ class Loop:
         )
         first = True
         while True:
-            request = self.plan.turn_request(ex.request, self.items, first)
-            first = False
-            translator.next_turn()
-            self.live = _Live()
-            if not await self._turn(request):
+            if not await self._sample(first):
                 return  # the response ended (failed) or the work is to answer an error
+            first = False
+            translator = self.translator  # (another target's, after a failover)
             result = translator.turn_result()
             assert result is not None
             if result["status"] != "completed":
@@ -127,10 +142,94 @@ class Loop:
 
     # --- upstream turns ---------------------------------------------------------------------------------------
 
-    async def _turn(self, request: Any) -> bool:
-        """One upstream call, its frames sent (streaming); False if the response ended or failed before its end."""
-        ex, pump, translator = self.ex, self.pump, self.translator
-        attempt = start_attempt(ex)  # (None when tracing is off)
+    async def _sample(self, first: bool) -> bool:
+        """One upstream turn; on a failover's first, the attempts until one gets its first content out (or none is
+        left: the last failure answers, as without failover). False if the response ended or failed before the
+        turn's end."""
+        ex = self.ex
+        while True:
+            request = self.plan.turn_request(ex.request, self.items, first)
+            self.translator.next_turn()
+            self.live = _Live()
+            failover = self.failover
+            if failover is None:
+                return await self._turn(request) is True
+            target, route = failover.target, failover.route
+            probe = target.breaker.enter(time.monotonic()) if route is not None else False
+            target.enter()
+            verdict = False
+            try:
+                try:
+                    ended = await self._turn(request)
+                except asyncio.CancelledError:
+                    timeout = self.pump._timed_out(ex, self.before)  # (the clock's first-event timeout, or not)
+                    if timeout is None:
+                        raise
+                    ended = Failure(timeout, timeout=True)
+                verdict = True
+            finally:
+                target.leave()
+                if not verdict and route is not None:
+                    target.breaker.abandon(probe)
+            if not isinstance(ended, Failure):
+                if ended and self.failover is not None:  # (a turn that ended with no item of its own answered too)
+                    self._answered(failover)
+                self.failover = None
+                return ended
+            if route is not None:
+                target.breaker.failed(time.monotonic(), ended.error.code or "error")
+            if not await self._fail_over(failover, ended):
+                return False
+
+    async def _fail_over(self, failover: Failover, failure: Failure) -> bool:
+        """After the first turn failed before its content: go on at the next attempt's target (True), or answer with
+        the failure when there is none (False)."""
+        ex, pump, error = self.ex, self.pump, failure.error
+        following = failover.after(error, time.monotonic())
+        if following is None:
+            self.failover = None
+            if failure.timeout:
+                ex.timeout = "first_event"  # (answered as the plain path answers a late first event)
+            elif ex.started:
+                pump.metrics.upstream_error(ex.provider.name, error.code or "error")
+                await self._stop_live()
+                await ex.fail(error)
+            else:
+                ex.error = error
+            return False
+        target, wait = following
+        pump.metrics.upstream_error(ex.provider.name, error.code or "error")
+        log = ex.log
+        log["attempts"] = log.get("attempts", 1) + 1
+        pump.metrics.retry(f"{ex.upstream_model}:{ex.provider.name}", target.name, error.code or "error")
+        if wait > 0:
+            with self._tooling():  # (the upstream timeouts wait meanwhile; keep-alives go on)
+                await asyncio.sleep(wait)
+        # The next target's provider, and a translator of its dialect that goes on with the response.
+        ex.provider = target.provider
+        ex.upstream_model = target.upstream_model
+        if ex.context is not None:
+            ex.request = for_provider(ex.context, ex.provider.name)
+            self.items = [*ex.request.items(), *self.items[self.given :]]
+        assert ex.remake is not None
+        translator = ex.remake(ex.provider, ex.started)
+        translator.adopt(self.translator)
+        ex.translator = self.translator = translator
+        log["provider"] = ex.provider.name
+        log["target"] = target.name
+        ex.reads = 0
+        ex.attempt_began = time.monotonic()
+        return True
+
+    async def _turn(self, request: Any) -> bool | Failure:
+        """One upstream call, its frames sent (streaming); False if the response ended or failed before its end. While
+        `failover` is set, a failure before the upstream's first content that another attempt may meet instead is
+        returned, nothing of it sent."""
+        ex, pump, translator, failover = self.ex, self.pump, self.translator, self.failover
+        # (None when tracing is off)
+        attempt = start_attempt(ex) if failover is None else start_attempt(ex, failover.tries, failover.target.name)
+        self.before = translator.output_items
+        failure: Failure | None = None
         try:
             upstream = await ex.provider.open(
                 request, ex.upstream_model, pump.transport(), headers=None if attempt is None else attempt.headers
@@ -138,6 +237,8 @@ class Loop:
         except RouterError as e:
             if attempt is not None:
                 attempt.end(e)
+            if failover is not None and e.retryable:
+                return Failure(e)
             if ex.started:  # (else the pump counts it when it answers `ex.error`)
                 pump.metrics.upstream_error(ex.provider.name, e.code or "error")
                 await ex.fail(e)
@@ -151,43 +252,87 @@ class Loop:
                     out = translator.feed_whole(upstream.body)
                 except _core.UpstreamError:
                     error = malformed_answer(ex.provider.name)
+                    if failover is not None:
+                        failure = Failure(error)
+                        return failure
                     if ex.stream:
                         await ex.fail(error)
                     else:
                         ex.error = error
                     return False
-                await self._emit(out)
             else:
                 assert upstream.chunks is not None
-                if not await self._feed(upstream.chunks):
-                    return False
-                await self._emit(translator.end_turn())
+                fed = await self._feed(upstream.chunks)
+                if fed is not True:
+                    failure = fed or None
+                    return fed
+                out = translator.end_turn()
+            if self.failover is not None:
+                failure = self._content_or_failure()
+                if failure is not None:
+                    return failure
+            await self._emit(out)
             self._take_live()
         finally:
             ex.upstream = None
             if attempt is not None:
-                attempt.end()
+                attempt.end(None if failure is None else failure.error)
             with contextlib.suppress(Exception):
                 await upstream.aclose()
         return True
 
-    async def _feed(self, chunks: AsyncIterator[bytes]) -> bool:
+    async def _feed(self, chunks: AsyncIterator[bytes]) -> bool | Failure:
+        """The turn's upstream stream, its frames sent as they come: True at its end, False if it timed out, or
+        (before the first content of a failover's turn) the failure another attempt may meet instead."""
         ex, translator = self.ex, self.translator
         feed = translator.feed
         try:
             async for chunk in chunks:
                 ex.reads += 1
-                await self._emit(feed(chunk))
+                out = feed(chunk)
+                if self.failover is not None:
+                    failure = self._content_or_failure()
+                    if failure is not None:
+                        return failure
+                await self._emit(out)
                 self._take_live()
                 if translator.turn_result() is not None:  # the upstream said it is done: the rest is its body's end
                     await finish_body(chunks)
                     break
         except httpx.TimeoutException:
             ex.timeout = "first_event" if translator.upstream_events == 0 else "idle"
+            if self.failover is not None:
+                ex.timeout = None
+                return Failure(upstream_timeout(ex.provider.name, "first_event", ex.provider.timeouts.first_event))
             return False
-        except httpx.HTTPError:
+        except httpx.HTTPError as e:
+            if self.failover is not None:
+                return Failure(upstream_error_from(ex.provider.name, e))
             self.pump.metrics.upstream_error(ex.provider.name, "connection_lost")
         return True
+
+    def _answered(self, failover: Failover) -> None:
+        """The turn's target answered: the failover is over, the target is healthy, its time to content known."""
+        self.failover = None
+        if failover.route is not None:
+            failover.target.breaker.succeeded()
+            failover.target.observe(time.monotonic() - self.ex.attempt_began)
+
+    def _content_or_failure(self) -> Failure | None:
+        """While a failover's turn has sent no content: its content has come (the target answered: the failover is
+        over), or the turn failed without any (an in-band error first: the failure), or neither yet (None)."""
+        translator, failover = self.translator, self.failover
+        assert failover is not None
+        if translator.output_items > self.before:
+            self._answered(failover)
+            return None
+        result = translator.turn_result()
+        if result is None or result["status"] != "failed":
+            return None
+        error = result["error"] or {}
+        failed = upstream_failed(error.get("message"), error.get("code"))
+        failed.retryable = True
+        return Failure(failed)
 
     async def _emit(self, out: bytes) -> None:
         """Frames to the client (a stream), as the pump sends them. They join the outbox as they are made, and one

@@ -11,7 +11,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferroute_core::events::raw::RawJsonError;
 use ferroute_core::events::redact::Secrets;
-use ferroute_core::events::writer::{ErrorInfo, Framing, LiveCall, Outcome, ReasoningPolicy, ResponseSettings};
+use ferroute_core::events::writer::{
+    ErrorInfo, Framing, LiveCall, Outcome, ReasoningPolicy, ResponseSettings, ResponseWriter,
+};
 use ferroute_core::sse::SseLimits;
 use ferroute_core::translate::{anthropic, chat_completions, responses, TranslatorOptions};
 
@@ -337,6 +339,12 @@ macro_rules! translator_class {
                 self.core.writer().waiting_count()
             }
 
+            fn adopt(&mut self, previous: &Bound<'_, PyAny>) -> PyResult<()> {
+                let writer = take_writer(previous)?;
+                self.core.take_over(writer);
+                Ok(())
+            }
+
             fn turn_items<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
                 PyBytes::new(py, &self.core.writer().turn_items_json())
             }
@@ -484,6 +492,20 @@ macro_rules! translator_class {
             }
         }
     };
+}
+
+/// The response writer of a translator of any dialect, taken from it (`adopt`).
+fn take_writer(translator: &Bound<'_, PyAny>) -> PyResult<ResponseWriter> {
+    if let Ok(t) = translator.cast::<ChatCompletionsTranslator>() {
+        return Ok(t.try_borrow_mut()?.core.take_writer());
+    }
+    if let Ok(t) = translator.cast::<AnthropicTranslator>() {
+        return Ok(t.try_borrow_mut()?.core.take_writer());
+    }
+    if let Ok(t) = translator.cast::<ResponsesTranslator>() {
+        return Ok(t.try_borrow_mut()?.core.take_writer());
+    }
+    Err(PyTypeError::new_err("previous must be a translator"))
 }
 
 translator_class!(ChatCompletionsTranslator, chat_completions::ChatCompletionsTranslator);

@@ -590,6 +590,19 @@ impl ResponseWriter {
         outcome
     }
 
+    /// Go on with `previous`'s response (another upstream, of another dialect perhaps, after the one it was
+    /// written for failed before its content): its id, items, sequence, turns and usage, with this writer's
+    /// reasoning policy and secrets (a sealed blob names the upstream that made it). Frames not taken from
+    /// `previous` are dropped.
+    pub fn take_over(&mut self, previous: ResponseWriter) {
+        let reasoning = std::mem::take(&mut self.reasoning);
+        let secrets = self.secrets.take();
+        *self = previous;
+        self.reasoning = reasoning;
+        self.secrets = secrets;
+        self.out.clear();
+    }
+
     /// How events are framed.
     pub fn framing(&self) -> Framing {
         self.framing
@@ -2869,6 +2882,49 @@ mod tests {
         assert_eq!(r["output"][0]["status"], "incomplete");
         assert!(LiveCall::new(b"[]", "mcp", "response.mcp_call").is_err());
         assert!(LiveCall::new(b"{}", "mcp", "bad events").is_err());
+    }
+
+    #[test]
+    fn a_writer_takes_over_a_response_with_its_own_reasoning_policy() {
+        let mut first = ResponseWriter::new(ResponseSettings::default(), Some(ID.into()), Some(1), Framing::Sse)
+            .with_reasoning(ReasoningPolicy::Strip);
+        first
+            .open_item("mcpl", b"{\"type\":\"mcp_list_tools\",\"status\":\"in_progress\"}")
+            .unwrap();
+        first
+            .done_item(b"{\"type\":\"mcp_list_tools\",\"status\":\"completed\"}")
+            .unwrap();
+        first.begin_turn();
+        first.set_usage(Usage {
+            input_tokens: 5,
+            ..Usage::default()
+        });
+        let mut sent = first.output().to_vec();
+        let seq = first.sequence_number();
+
+        // The next target's writer: sealed reasoning, and the response goes on where the first left it.
+        let sealed: SealFn = Box::new(|_| Some("ferroute1.next".to_owned()));
+        let mut next = ResponseWriter::new(ResponseSettings::default(), None, None, Framing::Sse)
+            .with_reasoning(ReasoningPolicy::Seal(sealed));
+        next.take_over(first);
+        assert!(next.output().is_empty());
+        assert_eq!(next.sequence_number(), seq);
+        assert_eq!(next.id(), ID);
+        next.begin_turn();
+        next.text_delta(TextKind::Reasoning, "hm");
+        next.text_delta(TextKind::OutputText, "done");
+        next.finish_response(Outcome::Completed);
+        sent.extend_from_slice(next.output());
+        let evs = events(&sent);
+        assert!(evs.iter().enumerate().all(|(i, e)| e["sequence_number"] == i as u64));
+        check_stream(&sent);
+        let r: Value = serde_json::from_slice(&next.client_response_json()).unwrap();
+        assert_eq!(r["output"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            r["output"][1]["encrypted_content"], "ferroute1.next",
+            "the new writer's policy"
+        );
+        assert_eq!(r["usage"]["input_tokens"], 5, "the first target's tokens count");
     }
 
     #[test]

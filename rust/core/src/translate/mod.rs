@@ -143,6 +143,21 @@ impl<D: Dialect> Translator<D> {
         self.dialect = D::new(writer);
     }
 
+    /// Go on with the response `previous` wrote (see [`ResponseWriter::take_over`]): the next upstream call,
+    /// in this translator's dialect, is a new turn of it ([`next_turn`](Self::next_turn) before its first read).
+    pub fn take_over(&mut self, previous: ResponseWriter) {
+        let dialect = std::mem::replace(&mut self.dialect, D::new(ResponseWriter::placeholder()));
+        let mut writer = dialect.into_writer();
+        writer.take_over(previous);
+        self.dialect = D::new(writer);
+    }
+
+    /// The response's writer, taken away: this translator is left with a placeholder and is done.
+    pub fn take_writer(&mut self) -> ResponseWriter {
+        let dialect = std::mem::replace(&mut self.dialect, D::new(ResponseWriter::placeholder()));
+        dialect.into_writer()
+    }
+
     /// End of the current turn's upstream stream: closes the open item and records how the turn ended
     /// ([`turn_outcome`](Self::turn_outcome), [`turn_function_calls`](Self::turn_function_calls)), writing
     /// no terminal event; the caller then starts another turn or ends the response. Outside a turn, as
