@@ -1,4 +1,5 @@
-//! Streamed function-call arguments: 20 KB of JSON in 2,000 fragments through the incremental parser.
+//! Streamed function-call arguments: 20 KB of JSON in 2,000 fragments through the incremental parser (and, for
+//! `whole_parse_only`, in one piece: a document the caller already has whole).
 //! `cargo bench --bench json`.
 
 use std::fmt::Write as _;
@@ -79,6 +80,15 @@ fn bench(c: &mut Criterion) {
                 for piece in &pieces {
                     parser.feed(piece, &mut count).unwrap();
                 }
+                assert!(parser.is_complete());
+                count.0
+            });
+        });
+        group.bench_function("whole_parse_only", |b| {
+            b.iter(|| {
+                let mut parser = JsonParser::new(DEFAULT_MAX_DEPTH);
+                let mut count = Count::default();
+                parser.feed(doc.as_bytes(), &mut count).unwrap();
                 assert!(parser.is_complete());
                 count.0
             });

@@ -8,10 +8,12 @@
 //! (`translate::chat_completions::reader`). The byte-level pieces (the SWAR string scan, escapes,
 //! hex digits) are in `scan`, shared with the incremental parser and the event writer.
 //!
-//! [`JsonParser`] is a resumable state machine (container stack, key/value position, the string,
-//! number or literal in progress) that reports what it reads to a [`JsonBuilder`], so one parser
-//! serves both the Rust tree ([`TreeBuilder`] / [`JsonStream`]) and the Python objects built by the
-//! glue. Feeding a document in any number of pieces costs O(total bytes).
+//! [`JsonParser`] reads a document in pieces and reports what it reads to a [`JsonBuilder`], so one
+//! parser serves both the Rust tree ([`TreeBuilder`] / [`JsonStream`]) and the Python objects built by
+//! the glue. The tokens that lie whole inside a piece go through the [`Scanner`] too; its own
+//! resumable state (container stack, key/value position, and the string, number or literal that a
+//! piece's end cut) carries the rest over. Feeding a document in any number of pieces costs
+//! O(total bytes).
 //!
 //! Partial values follow jiter's `partial_mode="trailing-strings"`: complete members, open
 //! containers as far as they go, a string value cut mid-way as its decoded prefix, a number cut
