@@ -23,6 +23,8 @@ class Span:
     status_code: int  # 0 unset, 1 ok, 2 error
     status_message: str
     resource: dict[str, Any] = field(default_factory=dict)
+    start_ns: int = 0  # unix nanoseconds
+    end_ns: int = 0
 
 
 def _value(value: Any) -> Any:
@@ -51,6 +53,8 @@ def decode(body: bytes) -> list[Span]:
                 status_code=span.status.code,
                 status_message=span.status.message,
                 resource=resource,
+                start_ns=span.start_time_unix_nano,
+                end_ns=span.end_time_unix_nano,
             )
             for scope_spans in resource_spans.scope_spans
             for span in scope_spans.spans

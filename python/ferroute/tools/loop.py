@@ -267,12 +267,9 @@ class Loop:
                     failure = fed or None
                     return fed
                 out = translator.end_turn()
-            if self.failover is not None:
-                failure = self._content_or_failure()
-                if failure is not None:
-                    return failure
-            await self._emit(out)
-            self._take_live()
+            failure = await self._pass_on(out)
+            if failure is not None:
+                return failure
         finally:
             ex.upstream = None
             if attempt is not None:
@@ -289,13 +286,9 @@ class Loop:
         try:
             async for chunk in chunks:
                 ex.reads += 1
-                out = feed(chunk)
-                if self.failover is not None:
-                    failure = self._content_or_failure()
-                    if failure is not None:
-                        return failure
-                await self._emit(out)
-                self._take_live()
+                failure = await self._pass_on(feed(chunk))
+                if failure is not None:
+                    return failure
                 if translator.turn_result() is not None:  # the upstream said it is done: the rest is its body's end
                     await finish_body(chunks)
                     break
@@ -310,6 +303,17 @@ class Loop:
                 return Failure(upstream_error_from(ex.provider.name, e))
             self.pump.metrics.upstream_error(ex.provider.name, "connection_lost")
         return True
+
+    async def _pass_on(self, out: bytes) -> Failure | None:
+        """A turn's frames to the client and its live calls started, unless (a failover's turn before its content)
+        the turn failed without content: then the failure, nothing sent."""
+        if self.failover is not None:
+            failure = self._content_or_failure()
+            if failure is not None:
+                return failure
+        await self._emit(out)
+        self._take_live()
+        return None
 
     def _answered(self, failover: Failover) -> None:
         """The turn's target answered: the failover is over, the target is healthy, its time to content known."""
