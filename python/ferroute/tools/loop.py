@@ -603,9 +603,10 @@ class Loop:
         """Cancel the turn's live calls that have not ended (their items end `incomplete` with the response) and
         send what the outbox holds."""
         live = self.live
-        if live.closer is not None and not live.closer.done():
-            live.closer.cancel()
-            with contextlib.suppress(BaseException):
+        if live.closer is not None:
+            if not live.closer.done():
+                live.closer.cancel()
+            with contextlib.suppress(BaseException):  # (its failure, if any, went out with the turn's: retrieved)
                 await live.closer
         for call in live.calls:
             if call.task is not None:
