@@ -155,7 +155,8 @@ class Loop:
             if failover is None:
                 return await self._turn(request) is True
             target, route = failover.target, failover.route
-            probe = target.breaker.enter(time.monotonic()) if route is not None else False
+            ex.attempt_began = time.monotonic()  # (its time to content is the target's, the listing's not in it)
+            probe = target.breaker.enter(ex.attempt_began) if route is not None else False
             target.enter()
             verdict = False
             try:
@@ -218,7 +219,6 @@ class Loop:
         log["provider"] = ex.provider.name
         log["target"] = target.name
         ex.reads = 0
-        ex.attempt_began = time.monotonic()
         return True
 
     async def _turn(self, request: Any) -> bool | Failure:
