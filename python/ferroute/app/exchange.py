@@ -511,40 +511,48 @@ class Pump:
         second target beside an attempt that is slow to its first content (`_race`)."""
         route = failover.route
         hedging = route is not None and route.hedge_after is not None
-        log = ex.log
         while True:
             failure = await (self._race(ex, failover) if hedging else self._tracked(ex, failover))
             if failure is None:
                 return
-            error = failure.error
-            following = failover.after(error, time.monotonic())
-            if following is None:
-                await self._give_up(ex, failure)
+            if not await self._follow(ex, failover, failure):
                 return
-            following_target, wait = following
-            self.metrics.upstream_error(ex.provider.name, error.code or "error")
-            log["attempts"] = log.get("attempts", 1) + 1
-            failed = f"{ex.upstream_model}:{ex.provider.name}"  # (the target whose failure goes on)
-            self.metrics.retry(failed, following_target.name, error.code or "error")
-            if wait > 0:
-                ex.tooling = True  # (the upstream timeouts wait meanwhile; keep-alives go on)
-                try:
-                    await asyncio.sleep(wait)
-                finally:
-                    ex.tooling = False
-            # The next attempt: its target's provider, and a translator of its dialect for the same response.
+            # A translator of the next target's dialect for the same response.
             assert ex.remake is not None
             previous = ex.translator
-            ex.provider = following_target.provider
-            ex.upstream_model = following_target.upstream_model
-            if ex.context is not None:
-                ex.request = for_provider(ex.context, ex.provider.name)
             ex.translator = ex.remake(ex.provider, ex.preamble)
             _carry_usage(previous, ex.translator)  # (tokens an attempt that failed was charged are the response's too)
-            log["provider"] = ex.provider.name
-            log["target"] = following_target.name
-            ex.reads = 0
-            ex.attempt_began = time.monotonic()
+
+    async def _follow(self, ex: Exchange, failover: Failover, failure: Failure) -> bool:
+        """After an attempt failed before its content: the next attempt's target on the exchange (its provider,
+        upstream model and request), once the wait due before it is over (True); or, when no attempt is left, the
+        failure answered as without failover (False). The caller makes the next attempt's translator."""
+        error = failure.error
+        following = failover.after(error, time.monotonic())
+        if following is None:
+            await self._give_up(ex, failure)
+            return False
+        following_target, wait = following
+        self.metrics.upstream_error(ex.provider.name, error.code or "error")
+        log = ex.log
+        log["attempts"] = log.get("attempts", 1) + 1
+        failed = f"{ex.upstream_model}:{ex.provider.name}"  # (the target whose failure goes on)
+        self.metrics.retry(failed, following_target.name, error.code or "error")
+        if wait > 0:
+            ex.tooling = True  # (the upstream timeouts wait meanwhile; keep-alives go on)
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                ex.tooling = False
+        ex.provider = following_target.provider
+        ex.upstream_model = following_target.upstream_model
+        if ex.context is not None:
+            ex.request = for_provider(ex.context, ex.provider.name)
+        log["provider"] = ex.provider.name
+        log["target"] = following_target.name
+        ex.reads = 0
+        ex.attempt_began = time.monotonic()
+        return True
 
     async def _tracked(self, ex: Exchange, failover: Failover) -> Failure | None:
         """One attempt at the failover's current target (`_attempt`) with the target's bookkeeping: its circuit, its

@@ -49,7 +49,6 @@ from ferroute.models import (
     McpListedTool,
     ResponsesRequest,
 )
-from ferroute.routing.reasoning import for_provider
 from ferroute.store.items import to_models
 from ferroute.telemetry import start_attempt
 from ferroute.tools.hosted import Hosted, Plan, Server
@@ -184,41 +183,18 @@ class Loop:
 
     async def _fail_over(self, failover: Failover, failure: Failure) -> bool:
         """After the first turn failed before its content: go on at the next attempt's target (True), or answer with
-        the failure when there is none (False)."""
-        ex, pump, error = self.ex, self.pump, failure.error
-        following = failover.after(error, time.monotonic())
-        if following is None:
+        the failure when there is none (False), as the plain path does (`Pump._follow`)."""
+        ex = self.ex
+        if not await self.pump._follow(ex, failover, failure):
             self.failover = None
-            if failure.timeout:
-                ex.timeout = "first_event"  # (answered as the plain path answers a late first event)
-            elif ex.started:
-                pump.metrics.upstream_error(ex.provider.name, error.code or "error")
-                await self._stop_live()
-                await ex.fail(error)
-            else:
-                ex.error = error
             return False
-        target, wait = following
-        pump.metrics.upstream_error(ex.provider.name, error.code or "error")
-        log = ex.log
-        log["attempts"] = log.get("attempts", 1) + 1
-        pump.metrics.retry(f"{ex.upstream_model}:{ex.provider.name}", target.name, error.code or "error")
-        if wait > 0:
-            with self._tooling():  # (the upstream timeouts wait meanwhile; keep-alives go on)
-                await asyncio.sleep(wait)
-        # The next target's provider, and a translator of its dialect that goes on with the response.
-        ex.provider = target.provider
-        ex.upstream_model = target.upstream_model
-        if ex.context is not None:
-            ex.request = for_provider(ex.context, ex.provider.name)
+        if ex.context is not None:  # (the request was made again for the next target's provider)
             self.items = [*ex.request.items(), *self.items[self.given :]]
+        # A translator of the next target's dialect that goes on with the response.
         assert ex.remake is not None
         translator = ex.remake(ex.provider, ex.started)
         translator.adopt(self.translator)
         ex.translator = self.translator = translator
-        log["provider"] = ex.provider.name
-        log["target"] = target.name
-        ex.reads = 0
         return True
 
     async def _turn(self, request: Any) -> bool | Failure:
