@@ -39,7 +39,6 @@ from ferroute.errors import (
     malformed_answer,
     upstream_error_from,
     upstream_failed,
-    upstream_timeout,
 )
 from ferroute.models import (
     AgentTool,
@@ -268,15 +267,12 @@ class Loop:
                 if translator.turn_result() is not None:  # the upstream said it is done: the rest is its body's end
                     await finish_body(chunks)
                     break
-        except httpx.TimeoutException:
-            ex.timeout = "first_event" if translator.upstream_events == 0 else "idle"
-            if self.failover is not None:
-                ex.timeout = None
-                return Failure(upstream_timeout(ex.provider.name, "first_event", ex.provider.timeouts.first_event))
-            return False
         except httpx.HTTPError as e:
-            if self.failover is not None:
+            if self.failover is not None:  # (before the content: as the plain path's attempts, `Pump._attempt`)
                 return Failure(upstream_error_from(ex.provider.name, e))
+            if isinstance(e, httpx.TimeoutException):
+                ex.timeout = "first_event" if translator.upstream_events == 0 else "idle"
+                return False
             self.pump.metrics.upstream_error(ex.provider.name, "connection_lost")
         return True
 
@@ -329,16 +325,11 @@ class Loop:
         await asyncio.shield(self.sender)
 
     async def _send(self) -> None:
-        ex, outbox = self.ex, self.outbox
+        outbox = self.outbox
         while outbox:
             out = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             outbox.clear()
-            if ex.pinging is not None:
-                await ex.pinging
-            ex.sending = True
-            await ex.start()
-            await ex.body(out, more=True)
-            ex.sending = False
+            await self.pump._relay(self.ex, out)
 
     async def _end(self, out: bytes) -> None:
         ex = self.ex
