@@ -17,7 +17,9 @@ Rust mock upstream, measured side by side in one run.
      recorded or exported (its context, the spans' ids, the upstream's `traceparent`).
    Rounds alternate the variants; each round runs `--requests` requests at concurrency 1 (time to first event, TTFE,
    p50/p99 from the load generator, and the router's CPU per request) on each. Reported: each figure's median over
-   the rounds, and each variant minus `plain`.
+   the rounds, and each variant minus `plain`; and each router's CPU over the whole run (from after the warm-up to
+   the batch processor's schedule delay after its last round) per request: this counts a tracing router's exports
+   that happen between its windows (its timer's), which a window's figure misses (`--variants` picks some).
 2. **Failover under load** (`ferroute bench load`'s generator): two mock upstreams, `bad` failing `--error-rate`
    (30%) of requests with a 503 before the first byte, `good` healthy; the route `failover` =
    `["bench:bad", "bench:good"]` (fallback, no retries, the circuit kept closed so that every failure is a failover)
@@ -39,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,7 @@ from bench.tracing import sink
 from ferroute.loadtest.load import run_load
 
 RESULTS = REPO / "bench" / "results" / "routing_cost.json"
+_SETTLE = 6.0  # seconds: past the batch span processor's schedule delay (5 s), so that its timer has exported
 KEY = "sk-bench-routing-cost-key-0123456789"
 VARIANTS = ("plain", "route", "limits", "tracing", "sampled", "unsampled")
 
@@ -89,6 +93,7 @@ def _median(rounds: list[dict[str, Any]], key: str) -> float:
 
 
 def features(args: argparse.Namespace, mock_core: int | None, router_core: int | None) -> dict[str, Any]:
+    variants = tuple(v for v in VARIANTS if v in args.variants)
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(start_mock(mock_core, tokens=20))
         redis_url = stack.enter_context(redis_server()).url
@@ -113,16 +118,18 @@ def features(args: argparse.Namespace, mock_core: int | None, router_core: int |
         }
         routers = {
             v: stack.enter_context(start_router(ups, router_core, extra_config=extra[v], extra_env=samplers.get(v)))
-            for v in VARIANTS
+            for v in variants
         }
-        models = {v: "smart" if v == "route" else "bench:up" for v in VARIANTS}
-        headers = {v: [f"authorization: Bearer {KEY}"] if v == "limits" else [] for v in VARIANTS}
-        rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-        for v in VARIANTS:  # warm-up (connections, imports, the first spans' exporter)
+        models = {v: "smart" if v == "route" else "bench:up" for v in variants}
+        headers = {v: [f"authorization: Bearer {KEY}"] if v == "limits" else [] for v in variants}
+        rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        for v in variants:  # warm-up (connections, imports, the first spans' exporter)
             process, port = routers[v]
             _window(f"http://127.0.0.1:{port}", _body(models[v]), process.pid, headers[v], requests=200, concurrency=4)
+        time.sleep(_SETTLE)  # (the warm-up's spans exported by the batch processors' timer, before the run's count)
+        run_start = {v: cpu_seconds(routers[v][0].pid) for v in variants}
         for r in range(args.rounds):
-            order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+            order = variants if r % 2 == 0 else tuple(reversed(variants))
             for v in order:
                 process, port = routers[v]
                 window = _window(
@@ -135,21 +142,25 @@ def features(args: argparse.Namespace, mock_core: int | None, router_core: int |
                     f"ms  CPU {window['cpu_us_per_request']:.0f} µs/request  errors {window['errors']}",
                     flush=True,
                 )
+        time.sleep(_SETTLE)  # (the last spans' export, by the timer)
+        run_cpu = {v: cpu_seconds(routers[v][0].pid) - run_start[v] for v in variants}
     summary: dict[str, Any] = {}
-    for v in VARIANTS:
+    for v in variants:
         summary[v] = {
             "ttfe_p50_ms": _median(rounds[v], "ttfe_p50_ms"),
             "ttfe_p99_ms": _median(rounds[v], "ttfe_p99_ms"),
             "cpu_us_per_request": _median(rounds[v], "cpu_us_per_request"),
+            "run_cpu_us_per_request": 1e6 * run_cpu[v] / max(1, sum(w["requests"] for w in rounds[v])),
             "errors": sum(w["errors"] for w in rounds[v]),
         }
     plain = summary["plain"]
-    for v in VARIANTS[1:]:
+    for v in variants[1:]:
         s = summary[v]
         s["added_ttfe_p50_ms"] = s["ttfe_p50_ms"] - plain["ttfe_p50_ms"]
         s["added_ttfe_p99_ms"] = s["ttfe_p99_ms"] - plain["ttfe_p99_ms"]
         s["added_cpu_percent"] = 100 * (s["cpu_us_per_request"] / plain["cpu_us_per_request"] - 1)
-    return {"rounds": rounds, "summary": summary}
+        s["added_run_cpu_percent"] = 100 * (s["run_cpu_us_per_request"] / plain["run_cpu_us_per_request"] - 1)
+    return {"rounds": rounds, "summary": summary, "variants": list(variants)}
 
 
 def failover(args: argparse.Namespace, mock_core: int | None, router_core: int | None) -> dict[str, Any]:
@@ -231,18 +242,21 @@ def report(results: dict[str, Any]) -> str:
 def _features_report(results: dict[str, Any]) -> list[str]:
     s = results["features"]["summary"]
     lines = [
-        "cost per feature (concurrency 1, streamed, 20-token answers; median of rounds)",
-        f"  {'':8} {'TTFE p50':>10} {'p99':>9} {'added p50':>10} {'added p99':>10} {'CPU/request':>12} {'added':>8}",
+        "cost per feature (concurrency 1, streamed, 20-token answers; median of rounds; CPU/request also over the",
+        "whole run, exports between windows included)",
+        f"  {'':9} {'TTFE p50':>10} {'p99':>9} {'added p50':>10} {'added p99':>10} {'CPU/request':>12} {'added':>8}"
+        f" {'whole run':>10} {'added':>8}",
     ]
-    for v in VARIANTS:
+    for v in results["features"].get("variants", VARIANTS):
         row = s[v]
         added = (
             f"{row['added_ttfe_p50_ms']:+9.3f}  {row['added_ttfe_p99_ms']:+9.3f}  {row['cpu_us_per_request']:9.0f} µs "
-            f"{row['added_cpu_percent']:+6.1f}%"
+            f"{row['added_cpu_percent']:+6.1f}%  {row['run_cpu_us_per_request']:6.0f} µs "
+            f"{row['added_run_cpu_percent']:+6.1f}%"
             if v != "plain"
-            else f"{'':9}  {'':9}  {row['cpu_us_per_request']:9.0f} µs {'':7}"
+            else f"{'':9}  {'':9}  {row['cpu_us_per_request']:9.0f} µs {'':7}  {row['run_cpu_us_per_request']:6.0f} µs"
         )
-        lines.append(f"  {v:8} {row['ttfe_p50_ms']:8.3f}ms {row['ttfe_p99_ms']:7.3f}ms {added}")
+        lines.append(f"  {v:9} {row['ttfe_p50_ms']:8.3f}ms {row['ttfe_p99_ms']:7.3f}ms {added}")
     return lines
 
 
@@ -276,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failover-rounds", type=int, default=4, help="windows each way (part 2)")
     parser.add_argument("--error-rate", type=float, default=0.3, help="share of the bad target's failures (part 2)")
     parser.add_argument("--only", choices=("features", "failover"), help="run one part only")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: ["plain", *(v for v in text.split(",") if v and v != "plain")],
+        default=list(VARIANTS),
+        help=f"part 1's variants, comma-separated (plain is always run): {','.join(VARIANTS)}",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ a finished span is what the SDK's encoder and `_core.encode_spans` both read as 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -140,3 +141,88 @@ def test_each_decision_is_the_samplers(sampler: Sampler) -> None:
             parent = TraceContextTextMapPropagator().extract({"traceparent": headers[0][1].decode()}, Context())
         expected = sampler.should_sample(parent, context.trace_id, "chat m").decision.is_sampled()
         assert span.is_recording() == expected == context.trace_flags.sampled, (i, flags)
+
+
+# --- the batch processor: its sizes, and the queue a finished span goes to -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("batch", "queue", "sizes"),
+    [
+        (None, None, (8192, 2048)),  # the router's defaults (4x the SDK's)
+        ("512", None, (8192, None)),  # a batch size set: the SDK reads it
+        ("10000", None, (10000, None)),  # (a queue at least as large as the batch it was given)
+        (None, "1000", (None, 1000)),  # a queue size set: the batch no larger
+        (None, "4096", (None, 2048)),
+        ("512", "2048", (None, None)),  # both set: the SDK's to read (and check)
+    ],
+)
+def test_the_batch_sizes_where_the_environment_sets_none(
+    monkeypatch: pytest.MonkeyPatch, batch: str | None, queue: str | None, sizes: tuple[int | None, int | None]
+) -> None:
+    from ferroute.telemetry import _batch_sizes
+
+    for name, value in (("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", batch), ("OTEL_BSP_MAX_QUEUE_SIZE", queue)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert _batch_sizes() == sizes
+
+
+def test_a_started_tracer_batches_2048_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferroute import _core
+    from ferroute.config import TelemetryConfig
+    from ferroute.telemetry import Telemetry
+
+    monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+    monkeypatch.delenv("OTEL_BSP_MAX_QUEUE_SIZE", raising=False)
+    telemetry = Telemetry(TelemetryConfig(otlp_endpoint="http://127.0.0.1:9"), _core.Secrets([]))
+    telemetry.start()
+    try:
+        assert telemetry.provider is not None
+        (processor,) = telemetry.provider._active_span_processor._span_processors
+        batcher: Any = processor._batch_processor  # type: ignore[attr-defined]
+        assert (batcher._max_export_batch_size, batcher._max_queue_size) == (2048, 8192)
+    finally:
+        telemetry.provider.shutdown()  # type: ignore[union-attr]
+
+
+def test_finished_spans_go_to_the_batch_processors_queue_and_a_full_batch_is_exported() -> None:
+    """Below a batch, a span is appended to the SDK processor's queue (its `on_end` skipped); the span that fills a
+    batch goes through `on_end`, which wakes the export thread. Every span is exported once, in order."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(exporter, max_queue_size=16, max_export_batch_size=4, schedule_delay_millis=60_000)
+    provider.add_span_processor(processor)
+    calls: list[Any] = []
+    on_end = processor.on_end
+
+    def counted(span: Any) -> None:
+        calls.append(span)
+        on_end(span)
+
+    processor.on_end = counted  # type: ignore[method-assign]
+    tracer = _tracer(provider, processor, "0.1.0")  # (made after: it takes `on_end` when made)
+    names = [f"s{i}" for i in range(6)]
+    for name in names[:4]:
+        tracer.response(name, [], True, {}).end()
+    assert [s.name for s in calls] == ["s3"]  # (the fourth: a full batch)
+    deadline = time.monotonic() + 10
+    while len(exporter.get_finished_spans()) < 4 and time.monotonic() < deadline:  # (the export thread's)
+        time.sleep(0.01)
+    assert [s.name for s in exporter.get_finished_spans()] == names[:4]
+    for name in names[4:]:
+        tracer.response(name, [], True, {}).end()
+    assert [s.name for s in calls] == ["s3"]
+    processor.force_flush()
+    assert [s.name for s in exporter.get_finished_spans()] == names
+    provider.shutdown()
+
+
+def test_another_processor_gets_each_span_by_its_on_end() -> None:
+    tracer, exporter = _make()
+    tracer.response("one", [], True, {}).end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["one"]
