@@ -87,6 +87,52 @@ def test_batches_of_any_size(count: int) -> None:
     assert ExportTraceServiceRequest.FromString(encode_spans(spans)) == sdk_encode_spans(spans)
 
 
+def test_statuses_and_states_of_their_own_in_every_span() -> None:
+    """Past the statuses and trace states a batch remembers (the shared ones), each span's own is still its own."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("ferroute")
+    for n in range(40):
+        remote = SpanContext(
+            trace_id=n + 1, span_id=n + 1, is_remote=n % 2 == 0, trace_flags=TraceFlags(1),
+            trace_state=TraceState([("vendor", f"v{n}")]),
+        )  # fmt: skip
+        span = tracer.start_span(f"s{n}", context=set_span_in_context(NonRecordingSpan(remote)))
+        span.set_status(StatusCode.ERROR, f"failure {n}")
+        span.end()
+    spans = list(exporter.get_finished_spans())
+    provider.shutdown()
+    ours = ExportTraceServiceRequest.FromString(encode_spans(spans))
+    assert ours == sdk_encode_spans(spans)
+    messages = [span.status.message for span in ours.resource_spans[0].scope_spans[0].spans]
+    assert messages == [f"failure {n}" for n in range(40)]
+
+
+class _Reordered(tuple):  # type: ignore[type-arg]
+    """A span context whose tuple is not laid out as the SDK's `SpanContext` (its properties say where each is)."""
+
+    trace_id = property(lambda self: self[5])
+    span_id = property(lambda self: self[4])
+    is_remote = property(lambda self: self[3])
+    trace_flags = property(lambda self: self[2])
+    trace_state = property(lambda self: self[1])
+    is_valid = property(lambda self: self[0])
+
+
+def test_a_span_context_of_another_layout_is_read_by_its_properties() -> None:
+    state = TraceState([("k", "v")])
+    context = _Reordered((True, state, TraceFlags(1), False, 0xB7AD6B7169203331, 0x0AF7651916CD43DD8448EB211C80319C))
+    parent = _Reordered((True, state, TraceFlags(1), True, 0x1122334455667788, 0x0AF7651916CD43DD8448EB211C80319C))
+    span = ReadableSpan("odd", context=context, parent=parent, resource=Resource.create({}))  # type: ignore[arg-type]
+    batch = [*_spans(), span, span]  # (the SDK's contexts first: each type's layout is checked on its own)
+    ours = ExportTraceServiceRequest.FromString(encode_spans(batch))
+    assert ours == sdk_encode_spans(batch)
+    written = ours.resource_spans[1].scope_spans[0].spans[1]
+    assert written.span_id == bytes.fromhex("b7ad6b7169203331") and written.trace_state == "k=v"
+    assert written.parent_span_id == bytes.fromhex("1122334455667788")
+
+
 def test_a_value_it_cannot_encode_is_a_type_error() -> None:
     span = _spans()[0]
     span._attributes = {"odd": object()}  # type: ignore[assignment]  # (past the SDK's own attribute checks)

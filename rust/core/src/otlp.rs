@@ -52,12 +52,19 @@ impl Writer {
     }
 
     /// A message field: whatever `body` writes, length-prefixed (written even when empty). The body is written
-    /// after the tag and its length then put before it (one move of the body's bytes per nesting level).
+    /// after the tag and one byte kept for its length, which is enough below 128 bytes (most of a span batch's
+    /// messages: attributes, values); a longer body is moved up by the length's other bytes (one `copy_within`).
     pub fn message<R>(&mut self, field: u32, body: impl FnOnce(&mut Self) -> R) -> R {
         self.tag(field, LEN);
         let start = self.buf.len();
+        self.buf.push(0);
         let result = body(self);
-        let len = self.buf.len() - start;
+        let end = self.buf.len();
+        let len = end - start - 1;
+        if len < 0x80 {
+            self.buf[start] = len as u8;
+            return result;
+        }
         let mut prefix = [0u8; 10];
         let mut n = 0;
         let mut value = len as u64;
@@ -68,7 +75,9 @@ impl Writer {
         }
         prefix[n] = value as u8;
         n += 1;
-        self.buf.splice(start..start, prefix[..n].iter().copied());
+        self.buf.resize(end + n - 1, 0);
+        self.buf.copy_within(start + 1..end, start + n);
+        self.buf[start..start + n].copy_from_slice(&prefix[..n]);
         result
     }
 
@@ -300,6 +309,37 @@ mod tests {
         assert_eq!(&bytes[6..8], [203, 0x01]);
         assert_eq!(&bytes[8..11], [0x0a, 200, 0x01]);
         assert_eq!(bytes.len(), 11 + 200);
+    }
+
+    #[test]
+    fn lengths_at_each_varint_boundary() {
+        // (A body's length that fits the byte kept for it, and ones that move the body up by one and two bytes.)
+        for (size, prefix) in [
+            (127usize, vec![127u8]),
+            (128, vec![0x80, 0x01]),
+            (16_383, vec![0xff, 0x7f]),
+            (16_384, vec![0x80, 0x80, 0x01]),
+        ] {
+            let mut w = Writer::new();
+            // A bytes value (a tag, its length, its bytes) making a body of exactly `size` bytes.
+            let k = (0..size).find(|k| 1 + varint_len(*k) + k == size).unwrap();
+            w.message(1, |w| w.any_bytes(&vec![7u8; k]));
+            let bytes = w.into_bytes();
+            let body = bytes.len() - 1 - prefix.len();
+            assert_eq!(body, size, "size {size}");
+            assert_eq!(&bytes[1..=prefix.len()], prefix.as_slice(), "size {size}");
+            assert_eq!(bytes[1 + prefix.len()], 0x3a, "size {size}"); // the body starts where the prefix ends
+            assert_eq!(*bytes.last().unwrap(), 7, "size {size}");
+        }
+    }
+
+    fn varint_len(mut value: usize) -> usize {
+        let mut n = 1;
+        while value >= 0x80 {
+            value >>= 7;
+            n += 1;
+        }
+        n
     }
 
     #[test]

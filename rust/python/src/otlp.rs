@@ -5,7 +5,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PySequence, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PySequence, PyString, PyTuple, PyType};
 
 use ferroute_core::otlp::{
     any_value, event, export_request, key_value, link, resource, resource_spans, scope, scope_spans, span,
@@ -37,7 +37,8 @@ fn encode_spans<'py>(py: Python<'py>, spans: &Bound<'py, PyAny>) -> PyResult<Bou
             None => scopes.push((scope_obj, vec![s])),
         }
     }
-    let mut w = Writer::with_capacity(512);
+    let mut w = Writer::with_capacity(512 + 512 * spans.len().unwrap_or(0));
+    let mut seen = Seen::default();
     for (res, scopes) in &groups {
         w.message(export_request::RESOURCE_SPANS, |w| -> PyResult<()> {
             w.message(resource_spans::RESOURCE, |w| -> PyResult<()> {
@@ -55,7 +56,7 @@ fn encode_spans<'py>(py: Python<'py>, spans: &Bound<'py, PyAny>) -> PyResult<Bou
                         Ok(())
                     })?;
                     for s in members {
-                        w.message(scope_spans::SPANS, |w| write_span(py, w, s))?;
+                        w.message(scope_spans::SPANS, |w| write_span(py, w, s, &mut seen))?;
                     }
                     if !scope_obj.is_none() {
                         string_attr(w, scope_spans::SCHEMA_URL, scope_obj, intern!(py, "schema_url"))?;
@@ -70,30 +71,133 @@ fn encode_spans<'py>(py: Python<'py>, spans: &Bound<'py, PyAny>) -> PyResult<Bou
     Ok(PyBytes::new(py, w.as_bytes()))
 }
 
-fn write_span(py: Python<'_>, w: &mut Writer, s: &Bound<'_, PyAny>) -> PyResult<()> {
-    let context = s.call_method0(intern!(py, "get_span_context"))?;
-    w.bytes(
-        span::TRACE_ID,
-        &trace_id_bytes(context.getattr(intern!(py, "trace_id"))?.extract()?),
-    );
-    w.bytes(
-        span::SPAN_ID,
-        &span_id_bytes(context.getattr(intern!(py, "span_id"))?.extract()?),
-    );
-    trace_state(py, w, span::TRACE_STATE, &context.getattr(intern!(py, "trace_state"))?)?;
-    let parent = s.getattr(intern!(py, "parent"))?;
-    if !parent.is_none() {
-        w.bytes(
-            span::PARENT_SPAN_ID,
-            &span_id_bytes(parent.getattr(intern!(py, "span_id"))?.extract()?),
-        );
+/// What a batch's spans share, read once per object: their kinds', states' and statuses' values (by identity: the
+/// SDK's enum members and the router's shared `Status` and `TraceState`), and whether a `SpanContext` reads as the
+/// tuple it is built as (checked on each type's first: then its items by index, without each property's call).
+#[derive(Default)]
+struct Seen<'py> {
+    layouts: Vec<(Bound<'py, PyType>, bool)>,
+    kinds: Vec<(Bound<'py, PyAny>, u32)>,
+    states: Vec<(Bound<'py, PyAny>, Option<String>)>,
+    statuses: Vec<(Bound<'py, PyAny>, Option<String>, u32)>,
+}
+
+/// A span context's trace id, span id, `is_remote` and trace state.
+struct Ids<'py> {
+    trace_id: u128,
+    span_id: u64,
+    remote: bool,
+    state: Bound<'py, PyAny>,
+}
+
+impl<'py> Seen<'py> {
+    fn ids(&mut self, py: Python<'py>, context: &Bound<'py, PyAny>) -> PyResult<Ids<'py>> {
+        let by_property = || -> PyResult<Ids<'py>> {
+            Ok(Ids {
+                trace_id: context.getattr(intern!(py, "trace_id"))?.extract()?,
+                span_id: context.getattr(intern!(py, "span_id"))?.extract()?,
+                remote: context.getattr(intern!(py, "is_remote"))?.is_truthy()?,
+                state: context.getattr(intern!(py, "trace_state"))?,
+            })
+        };
+        let by_index = |tuple: &Bound<'py, PyTuple>| -> PyResult<Ids<'py>> {
+            Ok(Ids {
+                trace_id: tuple.get_item(0)?.extract()?,
+                span_id: tuple.get_item(1)?.extract()?,
+                remote: tuple.get_item(2)?.is_truthy()?,
+                state: tuple.get_item(4)?,
+            })
+        };
+        let tuple = match context.cast::<PyTuple>() {
+            Ok(tuple) if tuple.len() == 6 => tuple,
+            _ => return by_property(),
+        };
+        let kind = context.get_type();
+        match self.layouts.iter().find(|(t, _)| t.is(&kind)) {
+            Some((_, true)) => by_index(tuple),
+            Some((_, false)) => by_property(),
+            None => {
+                // (The SDK's `SpanContext` is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
+                // is_valid); a type laid out otherwise reads by its properties. Checked on its first context.)
+                let read = by_property()?;
+                let same = by_index(tuple).is_ok_and(|indexed| {
+                    indexed.trace_id == read.trace_id
+                        && indexed.span_id == read.span_id
+                        && indexed.remote == read.remote
+                        && indexed.state.is(&read.state)
+                });
+                self.layouts.push((kind, same));
+                Ok(read)
+            }
+        }
     }
+
+    fn kind(&mut self, py: Python<'py>, kind: Bound<'py, PyAny>) -> PyResult<u32> {
+        if let Some((_, value)) = self.kinds.iter().find(|(k, _)| k.is(&kind)) {
+            return Ok(*value);
+        }
+        let value: u32 = kind.getattr(intern!(py, "value"))?.extract()?;
+        self.kinds.push((kind, value));
+        Ok(value)
+    }
+
+    /// A W3C `tracestate` as `key=value,…` (None: there is none).
+    fn state(&mut self, py: Python<'py>, state: Bound<'py, PyAny>) -> PyResult<Option<String>> {
+        if let Some((_, text)) = self.states.iter().find(|(s, _)| s.is(&state)) {
+            return Ok(text.clone());
+        }
+        let text = trace_state(py, &state)?;
+        if self.states.len() < SHARED {
+            self.states.push((state, text.clone()));
+        }
+        Ok(text)
+    }
+
+    /// A status's description and code.
+    fn status(&mut self, py: Python<'py>, status: Bound<'py, PyAny>) -> PyResult<(Option<String>, u32)> {
+        if let Some((_, description, code)) = self.statuses.iter().find(|(s, _, _)| s.is(&status)) {
+            return Ok((description.clone(), *code));
+        }
+        let description = status.getattr(intern!(py, "description"))?;
+        let description = if description.is_none() {
+            None
+        } else {
+            Some(description.cast::<PyString>()?.to_str()?.to_owned())
+        };
+        let code: u32 = status
+            .getattr(intern!(py, "status_code"))?
+            .getattr(intern!(py, "value"))?
+            .extract()?;
+        if self.statuses.len() < SHARED {
+            self.statuses.push((status, description.clone(), code));
+        }
+        Ok((description, code))
+    }
+}
+
+/// How many trace states and statuses a batch remembers (the shared ones come first; an error's status, or a
+/// remote parent's state, is often an object of its own, read each time past these).
+const SHARED: usize = 16;
+
+fn write_span<'py>(py: Python<'py>, w: &mut Writer, s: &Bound<'py, PyAny>, seen: &mut Seen<'py>) -> PyResult<()> {
+    let context = s.getattr(intern!(py, "context"))?;
+    let ids = seen.ids(py, &context)?;
+    w.bytes(span::TRACE_ID, &trace_id_bytes(ids.trace_id));
+    w.bytes(span::SPAN_ID, &span_id_bytes(ids.span_id));
+    if let Some(text) = seen.state(py, ids.state)? {
+        w.string(span::TRACE_STATE, &text);
+    }
+    let parent = s.getattr(intern!(py, "parent"))?;
+    let parent_remote = if parent.is_none() {
+        None
+    } else {
+        let parent_ids = seen.ids(py, &parent)?;
+        w.bytes(span::PARENT_SPAN_ID, &span_id_bytes(parent_ids.span_id));
+        Some(parent_ids.remote)
+    };
     string_attr(w, span::NAME, s, intern!(py, "name"))?;
     // The SDK's SpanKind counts from INTERNAL = 0; OTLP's from UNSPECIFIED = 0, INTERNAL = 1.
-    let kind: u32 = s
-        .getattr(intern!(py, "kind"))?
-        .getattr(intern!(py, "value"))?
-        .extract()?;
+    let kind = seen.kind(py, s.getattr(intern!(py, "kind"))?)?;
     w.uint32(span::KIND, kind + 1);
     w.fixed64(
         span::START_TIME_UNIX_NANO,
@@ -155,17 +259,20 @@ fn write_span(py: Python<'_>, w: &mut Writer, s: &Bound<'_, PyAny>) -> PyResult<
     );
     let state = s.getattr(intern!(py, "status"))?;
     if !state.is_none() {
-        w.message(span::STATUS, |w| -> PyResult<()> {
-            string_attr(w, status::MESSAGE, &state, intern!(py, "description"))?;
-            let code: u32 = state
-                .getattr(intern!(py, "status_code"))?
-                .getattr(intern!(py, "value"))?
-                .extract()?;
+        let (description, code) = seen.status(py, state)?;
+        w.message(span::STATUS, |w| {
+            if let Some(description) = &description {
+                w.string(status::MESSAGE, description);
+            }
             w.uint32(status::CODE, code);
-            Ok(())
-        })?;
+        });
     }
-    w.fixed32(span::FLAGS, flags(py, &parent)?);
+    // (`SpanFlags` as the SDK's encoder writes them: "is_remote is known", and the parent's `is_remote`.)
+    let mut span_flags = FLAGS_CONTEXT_HAS_IS_REMOTE;
+    if parent_remote == Some(true) {
+        span_flags |= FLAGS_CONTEXT_IS_REMOTE;
+    }
+    w.fixed32(span::FLAGS, span_flags);
     Ok(())
 }
 
@@ -178,10 +285,10 @@ fn flags(py: Python<'_>, context: &Bound<'_, PyAny>) -> PyResult<u32> {
     Ok(flags)
 }
 
-/// A W3C `tracestate` as `key=value,…` (left out when there is none).
-fn trace_state(py: Python<'_>, w: &mut Writer, field: u32, state: &Bound<'_, PyAny>) -> PyResult<()> {
+/// A W3C `tracestate` as `key=value,…` (None when there is none, or it is empty).
+fn trace_state(py: Python<'_>, state: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     if state.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let mut text = String::new();
     for pair in state.call_method0(intern!(py, "items"))?.try_iter()? {
@@ -194,8 +301,7 @@ fn trace_state(py: Python<'_>, w: &mut Writer, field: u32, state: &Bound<'_, PyA
         text.push('=');
         text.push_str(pair.get_item(1)?.cast::<PyString>()?.to_str()?);
     }
-    w.string(field, &text);
-    Ok(())
+    Ok(if text.is_empty() { None } else { Some(text) })
 }
 
 fn optional_u64(value: &Bound<'_, PyAny>) -> PyResult<u64> {
