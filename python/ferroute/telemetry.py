@@ -188,6 +188,8 @@ class ResponseTrace:
 
     __slots__ = ("attempt", "ex", "headers", "recording", "span", "telemetry", "trace_id", "tracer")
 
+    span: Span
+
     def __init__(
         self, telemetry: Telemetry, tracer: _Tracer, request: ResponsesRequest, parent: Any, depth: int
     ) -> None:
@@ -207,21 +209,19 @@ class ResponseTrace:
             attributes["gen_ai.request.top_p"] = request.top_p
         if request.previous_response_id is not None:
             attributes["ferroute.previous_response_id"] = request.previous_response_id
-        self.span: Span = tracer.response(f"{OPERATION} {request.model}", parent, depth == 0, attributes)
+        self.span = span = tracer.response(f"{OPERATION} {request.model}", parent, depth == 0, attributes)
         # Not sampled (`OTEL_TRACES_SAMPLER`, or a parent's flags): the span records nothing, and nothing more is
         # worked out for it or its attempts (their `traceparent` still goes upstream, saying "not sampled").
-        self.recording = self.span.is_recording()
-        if telemetry.capture and self.recording:
-            self.span.set_attributes(_input_content(telemetry, request))
-        context = self.span.get_span_context()
-        self.trace_id = format(context.trace_id, "032x")
+        self.recording = recording = span.is_recording()
+        if recording and telemetry.capture:
+            span.set_attributes(_input_content(telemetry, request))
+        # (The context's items by index, without its properties' calls: trace id, flags, state.)
+        context = span.get_span_context()
         # What its attempts' `traceparent` (`Attempt.headers`) shares: the trace, its flags, its `tracestate`.
-        state = context.trace_state
-        self.headers = (
-            f"00-{self.trace_id}-".encode(),
-            f"-{context.trace_flags:02x}".encode(),
-            state.to_header().encode() if state else None,
-        )
+        prefix = b"00-%032x-" % context[0]
+        self.trace_id = prefix[3:35].decode()
+        state = context[4]
+        self.headers = (prefix, b"-%02x" % context[3], state.to_header().encode() if state else None)
 
     def start_attempt(
         self, ex: Exchange, target: str, retry: int, provider: Provider, upstream_model: str, beside: bool
@@ -241,6 +241,9 @@ class ResponseTrace:
         span = self.span
         telemetry = self.telemetry
         ex = self.ex
+        # The exchange refers to this trace (`ex.trace`): dropping the way back frees both by reference counting
+        # when the response is done, not at the collector's next pass (the exchange holds its buffers till then).
+        self.ex = None
         if not self.recording:
             if self.attempt is not None:
                 self.attempt.end()
@@ -298,7 +301,7 @@ class Attempt:
         self, trace: ResponseTrace, ex: Exchange, target: str, retry: int, provider: Provider, upstream_model: str
     ) -> None:
         self.trace = trace
-        self.ex = ex
+        self.ex: Exchange | None = ex
         self.began = time.monotonic()
         self.first_event_at: float | None = None
         attributes: dict[str, Any] | None = None
@@ -329,10 +332,11 @@ class Attempt:
             return
         if self.trace.attempt is self:
             self.trace.attempt = None
-        if not self.trace.recording:
+        ex = self.ex
+        self.ex = None  # (no cycle left with the exchange: `ResponseTrace.end`)
+        if not self.trace.recording or ex is None:
             span.end()
             return
-        ex = self.ex
         attributes: dict[str, Any] = {}
         first = self.first_event_at
         if first is None and ex.first_event_at is not None and ex.first_event_at >= self.began:
@@ -419,27 +423,18 @@ def _batch_sizes() -> tuple[int | None, int | None]:
     return queue_size, batch_size
 
 
-def _queue_of(processor: SpanProcessor) -> Callable[[Any], None]:
-    """How a finished span reaches `processor`: its `on_end`, or for the SDK's `BatchSpanProcessor` an append to its
-    queue while that stays below a batch (what its `on_end` does then, without checking the sampled flag, the process
-    id — a system call — and the shutdown flag per span: the router's spans are sampled, and its tracer is made
-    after the fork and stops with the processor). At a full batch, its `on_end` (the export thread's wake-up)."""
+def _queue_of(processor: SpanProcessor) -> tuple[Callable[[Any], None], collections.deque[Any] | None, int]:
+    """How a finished span reaches `processor`: its `on_end`; and for the SDK's `BatchSpanProcessor` its queue and
+    the length below which a span is appended to it directly (what its `on_end` does then, without checking the
+    sampled flag, the process id — a system call — and the shutdown flag per span: the router's spans are sampled,
+    and its tracer is made after the fork and stops with the processor). At a full batch, its `on_end` (the export
+    thread's wake-up). (None, 0) where the processor is not laid out so."""
     batcher = getattr(processor, "_batch_processor", None)
     queue = getattr(batcher, "_queue", None)
     batch = getattr(batcher, "_max_export_batch_size", None)
-    slow: Callable[[Any], None] = processor.on_end
     if not isinstance(queue, collections.deque) or not isinstance(batch, int) or batch < 2:
-        return slow
-    append = queue.appendleft
-    below = batch - 1
-
-    def on_end(span: Any) -> None:
-        if len(queue) < below:
-            append(span)
-        else:
-            slow(span)
-
-    return on_end
+        return processor.on_end, None, 0
+    return processor.on_end, queue, batch - 1
 
 
 def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) -> _Tracer:
@@ -469,7 +464,8 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
     span_scope = InstrumentationScope("ferroute", version)
     span_resource = provider.resource
     sampler = provider.sampler
-    on_end = _queue_of(processor)
+    on_end, queue, below = _queue_of(processor)
+    append = queue.appendleft if queue is not None else on_end
     getrandbits = random.getrandbits
     sampled_flags, unsampled_flags = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
     unset = Status(StatusCode.UNSET)
@@ -535,23 +531,25 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
         def end(self, end_time: int | None = None) -> None:
             if self.end_time is None:  # (ended: nothing more is recorded)
                 self.end_time = end_time or time.time_ns()
-                on_end(self)
+                if queue is not None and len(queue) < below:  # (`_queue_of`, in place)
+                    append(self)
+                else:
+                    on_end(self)
 
-    root_bound = _root_bound(sampler.get_description())
+    root_bound, follows_parent = _root_bound(sampler.get_description())
     flags_of = {b"01": sampled_flags, b"00": unsampled_flags}
 
     # A `SpanContext` of ids the router made or checked (valid by construction) without its constructor's checks:
-    # the tuple it would build, where that layout holds (it is checked here once; otherwise the constructor).
-    def checked(trace_id: int, span_id: int, remote: bool, flags: TraceFlags, state: TraceState) -> SpanContext:
-        return SpanContext(trace_id, span_id, remote, flags, state)
+    # the tuple it would build (the ids, `is_remote`, flags, state, and `is_valid`), made by a C call (no Python
+    # frame), where that layout holds (it is checked here once; otherwise the constructor).
+    def checked(items: tuple[int, int, bool, TraceFlags, TraceState, bool]) -> SpanContext:
+        return SpanContext(*items[:5])
 
-    new_context = checked
+    new_context: Callable[[tuple[int, int, bool, TraceFlags, TraceState, bool]], SpanContext] = checked
     probe = SpanContext(3, 4, True, sampled_flags, no_state)
     built = tuple.__new__(SpanContext, (3, 4, True, sampled_flags, no_state, True))
     if built == probe and built.is_valid and built.trace_flags is sampled_flags and built.trace_state is no_state:
-
-        def new_context(trace_id: int, span_id: int, remote: bool, flags: TraceFlags, state: TraceState) -> SpanContext:
-            return tuple.__new__(SpanContext, (trace_id, span_id, remote, flags, state, True))
+        new_context = functools.partial(tuple.__new__, SpanContext)
 
     def remote_parent(value: bytes) -> SpanContext | None:
         """A W3C `traceparent` of version 00 written exactly so (`00-<32 hex>-<16 hex>-<2 hex>`), as the remote
@@ -565,7 +563,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
         if not trace_id or not span_id:
             return None
         flags = flags_of.get(value[53:]) or TraceFlags(int(value[53:], 16))
-        return new_context(trace_id, span_id, True, flags, default_state)
+        return new_context((trace_id, span_id, True, flags, default_state, True))
 
     class Tracer:
         ERROR = StatusCode.ERROR
@@ -616,7 +614,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
             the child shares). One not sampled keeps no attributes."""
             # (The context's items by index: the tuple's, without its properties' calls.)
             context = parent.context if type(parent) is Span else parent.get_span_context()
-            span_context = new_context(context[0], getrandbits(64) or 1, False, context[3], context[4])
+            span_context = new_context((context[0], getrandbits(64) or 1, False, context[3], context[4], True))
             if type(parent) is not Span:
                 return NonRecordingSpan(span_context)
             kind = client_kind if client else internal_kind
@@ -635,8 +633,10 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
             if root_bound is not None:
                 if parent is None:
                     sampled, state = trace_id & _TRACE_ID_LIMIT < root_bound, no_state
-                else:
+                elif follows_parent:
                     sampled, state = parent.trace_flags.sampled, parent.trace_state
+                else:  # (a sampler that is not parent-based decides by the trace id, the parent's)
+                    sampled, state = trace_id & _TRACE_ID_LIMIT < root_bound, parent.trace_state
             else:
                 if context is None:
                     context = Context() if parent is None else set_span_in_context(NonRecordingSpan(parent), Context())
@@ -646,7 +646,7 @@ def _tracer(provider: TracerProvider, processor: SpanProcessor, version: str) ->
                 if sampled and result.attributes:
                     attributes.update(result.attributes)
             span_context = new_context(
-                trace_id, getrandbits(64) or 1, False, sampled_flags if sampled else unsampled_flags, state
+                (trace_id, getrandbits(64) or 1, False, sampled_flags if sampled else unsampled_flags, state, True)
             )
             if not sampled:
                 return NonRecordingSpan(span_context)
@@ -665,26 +665,31 @@ _DEFAULT_DELEGATES = (
 _TRACE_ID_LIMIT = (1 << 64) - 1
 
 
-def _root_bound(description: str) -> int | None:
-    """For a sampler the router decides in place, without building the contexts the SDK's samplers read: a parent-
-    based one with the default delegates (a remote parent's flag decides) whose root is always on, always off or a
-    trace id ratio, as the sampler's description says; the bound below which a root's trace id (its low 64 bits) is
-    sampled, as the SDK's `TraceIdRatioBased` computes it. None: any other sampler, which is asked."""
-    if not description.startswith(_PARENT_BASED) or not description.endswith(_DEFAULT_DELEGATES):
-        return None
-    root = description[len(_PARENT_BASED) : -len(_DEFAULT_DELEGATES)]
-    if root == "AlwaysOnSampler":
-        return _TRACE_ID_LIMIT + 1
-    if root == "AlwaysOffSampler":
-        return 0
-    if root.startswith("TraceIdRatioBased{") and root.endswith("}"):
+def _root_bound(description: str) -> tuple[int | None, bool]:
+    """For a sampler the router decides in place, without building the contexts the SDK's samplers read — always
+    on, always off or a trace id ratio, by itself (`OTEL_TRACES_SAMPLER=always_off`, …: it decides every span, a
+    continued one by its trace id) or as the root of a parent-based one with the default delegates (a remote
+    parent's flag decides), as the sampler's description says — the bound below which a trace id (its low 64 bits)
+    is sampled, as the SDK's `TraceIdRatioBased` computes it, and whether a remote parent's flag decides instead.
+    (None, False): any other sampler, which is asked."""
+    follows_parent = description.startswith(_PARENT_BASED)
+    if follows_parent:
+        if not description.endswith(_DEFAULT_DELEGATES):
+            return None, False
+        description = description[len(_PARENT_BASED) : -len(_DEFAULT_DELEGATES)]
+    if description == "AlwaysOnSampler":
+        return _TRACE_ID_LIMIT + 1, follows_parent
+    if description == "AlwaysOffSampler":
+        return 0, follows_parent
+    if description.startswith("TraceIdRatioBased{") and description.endswith("}"):
         from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
         try:
-            return int(TraceIdRatioBased.get_bound_for_rate(float(root[len("TraceIdRatioBased{") : -1])))
+            rate = float(description[len("TraceIdRatioBased{") : -1])
+            return int(TraceIdRatioBased.get_bound_for_rate(rate)), follows_parent
         except ValueError:
-            return None
-    return None
+            return None, False
+    return None, False
 
 
 def _exporter_class(base: type[OTLPSpanExporter]) -> type[OTLPSpanExporter]:

@@ -14,7 +14,15 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -23,6 +31,16 @@ from ferroute.telemetry import _tracer
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
+
+
+class _Odd(Sampler):
+    """A sampler of its own (the router cannot decide for it: it is asked): odd trace ids."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if trace_id % 2 else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "Odd"
 
 
 def _make(sampler: Sampler | None = None) -> tuple[Any, InMemorySpanExporter]:
@@ -125,8 +143,11 @@ def test_a_finished_span_reads_as_a_readable_span_for_both_encoders() -> None:
         ParentBased(TraceIdRatioBased(0.0)),
         ParentBased(TraceIdRatioBased(1.0)),
         ParentBased(ALWAYS_OFF),
-        TraceIdRatioBased(0.3),  # (not parent-based: asked)
+        TraceIdRatioBased(0.3),  # (not parent-based: by the trace id, a continued trace's too)
+        ALWAYS_OFF,
+        ALWAYS_ON,
         ParentBased(TraceIdRatioBased(0.3), remote_parent_not_sampled=TraceIdRatioBased(0.5)),  # (asked)
+        _Odd(),  # (asked)
     ],
     ids=repr,
 )
@@ -142,6 +163,15 @@ def test_each_decision_is_the_samplers(sampler: Sampler) -> None:
             parent = TraceContextTextMapPropagator().extract({"traceparent": headers[0][1].decode()}, Context())
         expected = sampler.should_sample(parent, context.trace_id, "chat m").decision.is_sampled()
         assert span.is_recording() == expected == context.trace_flags.sampled, (i, flags)
+
+
+@pytest.mark.parametrize("sampler", [None, ALWAYS_ON, TraceIdRatioBased(1.0)], ids=repr)
+def test_a_continued_trace_keeps_its_state(sampler: Sampler | None) -> None:
+    tracer, _ = _make(sampler)
+    headers = [(b"traceparent", f"00-{TRACE}-{SPAN}-00".encode()), (b"tracestate", b"vendor=v1,x=y")]
+    context = tracer.response("chat m", headers, True, {}).get_span_context()
+    assert context.trace_id == int(TRACE, 16) and context.trace_state.to_header() == "vendor=v1,x=y"
+    assert context.trace_flags.sampled == (sampler is not None)  # (the default follows the caller: not sampled)
 
 
 # --- the batch processor: its sizes, and the queue a finished span goes to -------------------------------------------
