@@ -263,6 +263,23 @@ def cpu_seconds(root: int, tree: bool = True) -> float:
     return total
 
 
+def exec_seconds(root: int) -> float:
+    """CPU seconds of `root` and its live descendants, by the scheduler's own count (each thread's `schedstat`, in
+    nanoseconds). `cpu_seconds` counts clock ticks (10 ms each, a few percent of a 1,000-request window of a fast
+    router); this is exact, but leaves out threads that ended between two readings (a router's threads live as long
+    as it does). Falls back to `cpu_seconds` where `schedstat` cannot be read."""
+    total = 0
+    try:
+        for pid in process_tree(root):
+            tasks = f"/proc/{pid}/task"
+            for task in os.listdir(tasks):
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    total += int(Path(f"{tasks}/{task}/schedstat").read_text().split()[0])
+    except (FileNotFoundError, PermissionError, ValueError, IndexError):
+        return cpu_seconds(root)
+    return total / 1e9
+
+
 def machine_cpu() -> dict[str, dict[str, float]]:
     """Per line of /proc/stat (`cpu`, `cpu0`, …): seconds in processes (user+nice+system), in interrupts
     (irq+softirq: loopback TCP is processed there), stolen by the hypervisor, and idle (idle+iowait)."""

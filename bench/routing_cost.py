@@ -16,10 +16,12 @@ Rust mock upstream, measured side by side in one run.
    - `unsampled`: `tracing` with `OTEL_TRACES_SAMPLER=always_off`: what tracing costs a request before any span is
      recorded or exported (its context, the spans' ids, the upstream's `traceparent`).
    Rounds alternate the variants; each round runs `--requests` requests at concurrency 1 (time to first event, TTFE,
-   p50/p99 from the load generator, and the router's CPU per request) on each. Reported: each figure's median over
-   the rounds, and each variant minus `plain`; and each router's CPU over the whole run (from after the warm-up to
-   the batch processor's schedule delay after its last round) per request: this counts a tracing router's exports
-   that happen between its windows (its timer's), which a window's figure misses (`--variants` picks some).
+   p50/p99 from the load generator, and the router's CPU per request, by the scheduler's nanosecond count:
+   `exec_seconds`) on each. Reported: each figure's median over the rounds, and each variant minus `plain`; the
+   median of each round's CPU share against plain's in the same round ("paired"); and each router's CPU over the
+   whole run (from after the warm-up to the batch processor's schedule delay after its last round) per request:
+   this counts a tracing router's exports that happen between its windows (its timer's), which a window's figure
+   misses (`--variants` picks some).
 2. **Failover under load** (`ferroute bench load`'s generator): two mock upstreams, `bad` failing `--error-rate`
    (30%) of requests with a 503 before the first byte, `good` healthy; the route `failover` =
    `["bench:bad", "bench:good"]` (fallback, no retries, the circuit kept closed so that every failure is a failover)
@@ -50,7 +52,7 @@ from tests.support.servers import redis_server
 
 from bench.harness import (
     REPO,
-    cpu_seconds,
+    exec_seconds,
     machine_info,
     native_build,
     pinned,
@@ -74,9 +76,9 @@ def _body(model: str) -> bytes:
 
 def _window(url: str, body: bytes, pid: int, headers: list[str], **load: Any) -> dict[str, Any]:
     """One window of load: the generator's TTFE and errors, and the router's CPU per request."""
-    before = cpu_seconds(pid)
+    before = exec_seconds(pid)
     result = run_load(url, body, headers=headers, **load)
-    cpu = cpu_seconds(pid) - before
+    cpu = exec_seconds(pid) - before
     return {
         "requests": result["requests"],
         "errors": result["errors"],
@@ -127,7 +129,7 @@ def features(args: argparse.Namespace, mock_core: int | None, router_core: int |
             process, port = routers[v]
             _window(f"http://127.0.0.1:{port}", _body(models[v]), process.pid, headers[v], requests=200, concurrency=4)
         time.sleep(_SETTLE)  # (the warm-up's spans exported by the batch processors' timer, before the run's count)
-        run_start = {v: cpu_seconds(routers[v][0].pid) for v in variants}
+        run_start = {v: exec_seconds(routers[v][0].pid) for v in variants}
         for r in range(args.rounds):
             order = variants if r % 2 == 0 else tuple(reversed(variants))
             for v in order:
@@ -143,7 +145,7 @@ def features(args: argparse.Namespace, mock_core: int | None, router_core: int |
                     flush=True,
                 )
         time.sleep(_SETTLE)  # (the last spans' export, by the timer)
-        run_cpu = {v: cpu_seconds(routers[v][0].pid) - run_start[v] for v in variants}
+        run_cpu = {v: exec_seconds(routers[v][0].pid) - run_start[v] for v in variants}
     summary: dict[str, Any] = {}
     for v in variants:
         summary[v] = {
@@ -160,6 +162,12 @@ def features(args: argparse.Namespace, mock_core: int | None, router_core: int |
         s["added_ttfe_p99_ms"] = s["ttfe_p99_ms"] - plain["ttfe_p99_ms"]
         s["added_cpu_percent"] = 100 * (s["cpu_us_per_request"] / plain["cpu_us_per_request"] - 1)
         s["added_run_cpu_percent"] = 100 * (s["run_cpu_us_per_request"] / plain["run_cpu_us_per_request"] - 1)
+        # Each round's share against plain's window in the same round (run next to it), then the median: what
+        # drifts over the run (the VM's neighbours) is left out of it more than of the medians' ratio.
+        pairs = zip(rounds[v], rounds["plain"], strict=True)
+        s["paired_cpu_percent"] = statistics.median(
+            100 * (w["cpu_us_per_request"] / p["cpu_us_per_request"] - 1) for w, p in pairs
+        )
     return {"rounds": rounds, "summary": summary, "variants": list(variants)}
 
 
@@ -243,16 +251,16 @@ def _features_report(results: dict[str, Any]) -> list[str]:
     s = results["features"]["summary"]
     lines = [
         "cost per feature (concurrency 1, streamed, 20-token answers; median of rounds; CPU/request also over the",
-        "whole run, exports between windows included)",
+        "whole run, exports between windows included; paired: the median of each round's share against plain's)",
         f"  {'':9} {'TTFE p50':>10} {'p99':>9} {'added p50':>10} {'added p99':>10} {'CPU/request':>12} {'added':>8}"
-        f" {'whole run':>10} {'added':>8}",
+        f" {'whole run':>10} {'added':>8} {'paired':>8}",
     ]
     for v in results["features"].get("variants", VARIANTS):
         row = s[v]
         added = (
             f"{row['added_ttfe_p50_ms']:+9.3f}  {row['added_ttfe_p99_ms']:+9.3f}  {row['cpu_us_per_request']:9.0f} µs "
             f"{row['added_cpu_percent']:+6.1f}%  {row['run_cpu_us_per_request']:6.0f} µs "
-            f"{row['added_run_cpu_percent']:+6.1f}%"
+            f"{row['added_run_cpu_percent']:+6.1f}% {row.get('paired_cpu_percent', float('nan')):+7.1f}%"
             if v != "plain"
             else f"{'':9}  {'':9}  {row['cpu_us_per_request']:9.0f} µs {'':7}  {row['run_cpu_us_per_request']:6.0f} µs"
         )
