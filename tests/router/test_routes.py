@@ -362,6 +362,42 @@ def test_breaker_opens_probes_and_closes(server: Server, upstream: Server) -> No
     assert "circuit of target gen?fail=3&tag=flaky:up opened after 2 failures" in server.log()
 
 
+def test_a_circuit_is_the_instances_with_two_workers(upstream: Server) -> None:
+    # Two workers, each request on a connection of its own (either worker may take it). Two failures in a row open
+    # the circuit for the instance, whichever workers saw them: no request after them reaches the failing target.
+    # After the cooldown one probe goes for the instance. (Per worker, each would need two failures of its own and
+    # send a probe of its own: up to 4 requests, then 2.)
+    routing = "breaker_cooldown = 1.5\n"
+    routes = """
+[[routes]]
+name = "down"
+targets = ["gen?fail=100000&tag=down:up", "gen?tag=spare:up"]
+"""
+    config = _config(upstream.url, routes).replace("retries = 1\n", "retries = 0\n")
+    config = config.replace("breaker_cooldown = 1.0\n", routing)
+    down, spare = "gen?fail=100000&tag=down", "gen?tag=spare"
+
+    def one() -> None:
+        with httpx.Client() as client:  # (a connection of its own)
+            answer = client.post(f"{two.url}/v1/responses", json={"model": "down", "input": "hi"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+
+    with router(config, env=ROUTER_ENV, extra_args=["--workers", "2"]) as two:
+        for _ in range(16):
+            one()
+        models = [m for _, m in _seen(upstream)]
+        assert models.count(down) == 2, models
+        assert models.count(spare) == 16
+        # Every worker's scrape shows it open.
+        assert {_circuit(two, f"{down}:up") for _ in range(6)} == {"1"}
+        time.sleep(1.6)  # (cooled down: the probe fails, and opens it again at once, for both workers)
+        for _ in range(16):
+            one()
+        models = [m for _, m in _seen(upstream)]
+        assert models.count(down) == 3, models
+        assert "circuit of target gen?fail=100000&tag=down:up open again: the probe failed" in two.log()
+
+
 def test_models_lists_routes(server: Server) -> None:
     ids = [m["id"] for m in httpx.get(f"{server.url}/v1/models", timeout=5).json()["data"]]
     assert {"closed-port", "weighted", "busy", "fast", "flaky"} <= set(ids)

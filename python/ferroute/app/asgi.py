@@ -551,7 +551,9 @@ class App:
             try:
                 self.router.share(shared.directory, shared.name)
             except OSError:
-                error_log.exception("least_busy counts requests in flight in this worker alone")
+                error_log.exception(
+                    "routes' circuits (and least_busy's requests in flight) are kept in this worker alone"
+                )
         if self.telemetry is not None:
             try:
                 self.telemetry.start()

@@ -7,10 +7,10 @@ and the rule for what comes after a failure (the same target again after a backo
 the next target at once). The pump (`app.exchange`) moves a request on only until the upstream's first content
 reaches the client.
 
-A target's health lives in this worker process: its circuit breaker, its moving average of time to first content
-(`latency`) and its retry budget. Its requests in flight (`least_busy`) are the instance's: under `ferroute serve`
-each worker's counts are in a file of its own that the others read (`ferroute.routing.inflight`). Targets are
-shared by name: a target in two routes is one target.
+A route target's circuit breaker and its requests in flight (`least_busy`) are the instance's under `ferroute
+serve`: the circuits in one file every worker maps (`ferroute.routing.circuits`), each worker's counts in a file of
+its own that the others read (`ferroute.routing.inflight`). Its moving average of time to first content (`latency`)
+and its retry budget are this worker's. Targets are shared by name: a target in two routes is one target.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Literal
 from ferroute.config import RouteConfig, RoutingConfig
 from ferroute.errors import RouterError, no_healthy_target
 from ferroute.providers import Provider
+from ferroute.routing.circuits import Circuits, SharedBreaker
 from ferroute.routing.inflight import InFlight
 
 log = logging.getLogger("ferroute.routing")
@@ -133,7 +134,8 @@ class RetryBudget:
 
 
 class Target:
-    """`<model>:<provider>`: the provider, the model it is sent, and the target's health in this worker."""
+    """`<model>:<provider>`: the provider, the model it is sent, and the target's health (its circuit and requests in
+    flight: the instance's once `Router.share` ran; its latency average and retry budget: this worker's)."""
 
     __slots__ = ("breaker", "budget", "in_flight", "latency", "name", "provider", "shared", "slot", "upstream_model")
 
@@ -141,7 +143,7 @@ class Target:
         self.name = name
         self.provider = provider
         self.upstream_model = upstream_model
-        self.breaker = Breaker(name, settings.breaker_failures, settings.breaker_cooldown)
+        self.breaker: Breaker | SharedBreaker = Breaker(name, settings.breaker_failures, settings.breaker_cooldown)
         self.budget = RetryBudget(settings.retry_budget, settings.retry_budget_min, settings.retry_budget_window)
         self.in_flight = 0  # this worker's requests at the target now
         self.shared: InFlight | None = None  # the instance's counts, for a target of a `least_busy` route
@@ -304,10 +306,19 @@ class Router:
             self.routes[config.name] = Route(config.name, config.strategy, targets, weights, config.hedge_after)
         self.plain: dict[str, Target] = {}  # plain targets with retries (`[routing] retries`), bounded
         self.in_flight: InFlight | None = None  # the instance's counts (`share`)
+        self.shared_circuits: Circuits | None = None  # the instance's circuits (`share`)
 
     def share(self, directory: Path, worker: str) -> None:
-        """Count the `least_busy` routes' targets across the instance's workers, in `directory` (the instance's, where
-        `worker` names this one's files), one slot each in the config's order."""
+        """Keep the routes' circuits, and count the `least_busy` routes' targets' requests in flight, across the
+        instance's workers, in `directory` (the instance's, where `worker` names this one's files), one slot per
+        target in the config's order."""
+        if self.targets and self.shared_circuits is None:
+            settings = self.settings
+            circuits = self.shared_circuits = Circuits(directory, list(self.targets))
+            for slot, target in enumerate(self.targets.values()):
+                target.breaker = SharedBreaker(
+                    target.name, settings.breaker_failures, settings.breaker_cooldown, circuits, slot
+                )
         busy = [
             t
             for t in self.targets.values()
@@ -321,12 +332,21 @@ class Router:
             self.in_flight.put(slot, target.in_flight)
 
     def close(self) -> None:
-        """At the worker's end: its counts leave the instance's."""
+        """At the worker's end: its counts leave the instance's, and its circuits are its own again (as they stand:
+        a request still under way reads them)."""
         in_flight, self.in_flight = self.in_flight, None
         if in_flight is not None:
             for target in self.targets.values():
                 target.shared = None
             in_flight.close()
+        circuits, self.shared_circuits = self.shared_circuits, None
+        if circuits is not None:
+            for target in self.targets.values():
+                shared = target.breaker
+                local = Breaker(target.name, shared.threshold, shared.cooldown)
+                local.failures, local.open_until = shared.failures, shared.open_until
+                target.breaker = local
+            circuits.close()
 
     def _target(self, name: str) -> Target:
         target = self.targets.get(name)
