@@ -1,11 +1,14 @@
-"""A tool loop on a route fails over as a plain request does: until the upstream's first content, a failure of its
-first upstream call (a closed port, a 5xx, a first event that never comes, an in-band error as the first event) is
-retried or moved to the next target, in another dialect where the target speaks one. The listing that went out
-before stays; the client's stream is one valid response with no error. Through a real `ferroute serve`, the demo MCP
-server and the mock upstream's `agent` model."""
+"""A tool loop on a route fails over as a plain request does: until an upstream call's first content, a failure of
+it (a closed port, a 5xx, a first event that never comes, an in-band error as the first event) is retried or moved
+to the next target, in another dialect where the target speaks one. What went out before (the listing, an earlier
+turn's items) stays; the client's stream is one valid response with no error. Through a real `ferroute serve`, the
+demo MCP server and the mock upstream's `agent` model."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,12 +45,32 @@ targets = ["error_first?tag=inband:anth", "agent?tag=inband:up"]
 [[routes]]
 name = "tools-all-fail"
 targets = ["status:500:up", "status:502:anth"]
+
+[[routes]]
+name = "tools-later"
+targets = ["agent?fail_from=2&tag=later:up", "agent?tag=later:oai"]
+
+[[routes]]
+name = "tools-later-blob"
+targets = ["agent?fail_from=2&tag=blob:anth", "agent?tag=blob:anth2"]
+
+[[routes]]
+name = "tools-later-all-fail"
+targets = ["agent?fail_from=2&tag=lateall:up", "agent?fail_from=1&tag=lateall:oai"]
 """
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    with router(tools_config() + ROUTES, env=ROUTER_ENV) as server:
+    # (A second Anthropic provider: another account, whose key opens none of the first one's signatures.)
+    second = f"""
+[[providers]]
+name = "anth2"
+kind = "anthropic"
+base_url = "{shared_upstream().url}/v1"
+api_key_env = "FERROUTE_TEST_UPSTREAM_KEY"
+"""
+    with router(tools_config() + second + ROUTES, env=ROUTER_ENV) as server:
         yield server
 
 
@@ -103,3 +126,75 @@ def test_when_every_target_fails_the_loop_fails_as_without_failover(server: Serv
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
     assert response["status"] == "failed"
     assert [item["type"] for item in response["output"]] == ["mcp_list_tools"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_a_later_upstream_call_of_a_loop_fails_over(server: Server, streamed: bool) -> None:
+    # The first call (at `up`) calls the tool; the second fails there, is retried there, and moves to `oai`, which
+    # answers in its own dialect. The client sees the call and the answer, and nothing of the failures.
+    response = _loop(server, "tools-later", streamed)
+    assert response["status"] == "completed" and response["model"] == "tools-later"
+    assert [item["type"] for item in response["output"]] == ["mcp_list_tools", "mcp_call", "message"]
+    (call,) = hosted(response["output"], "mcp_call")
+    assert text_of(response) == f"Results: add={call['output']}"
+    paths = [r["path"].rsplit("/", 1)[-1] for r in upstream_calls("tag=later")]
+    assert paths == ["completions", "completions", "completions", "responses"]
+    # The turn that moved carried the conversation so far: the call and its result.
+    moved = upstream_calls("tag=later")[-1]["body"]
+    kinds = [item.get("type") for item in moved["input"]]
+    assert "function_call" in kinds and "function_call_output" in kinds, moved["input"]
+    stored = httpx.get(f"{server.url}/v1/responses/{response['id']}", timeout=5).json()
+    assert [item["id"] for item in stored["output"]] == [item["id"] for item in response["output"]]
+
+
+def test_a_later_call_that_moves_to_another_provider_leaves_the_reasoning_blob_behind(server: Server) -> None:
+    # The first turn (at `anth`) thinks (a signed thinking block) and calls the tool; the second call fails there
+    # (and its retry) and the loop moves to `anth2`, another Anthropic account: the thinking's signature, which
+    # only `anth` can verify, stays behind (Anthropic refuses a turn whose signature it cannot verify).
+    body = {"model": "tools-later-blob", "input": 'think, then call add {"a": 2, "b": 3}', "tools": [CALC]}
+    events, response = stream(server, body)
+    assert not [e for e in events if e["type"] in ("error", "response.failed")], events
+    assert response["status"] == "completed" and hosted(response["output"], "mcp_call")
+    assert hosted(response["output"], "reasoning")
+    calls = upstream_calls("tag=blob")
+    assert [c["body"]["model"] for c in calls] == ["agent?fail_from=2&tag=blob"] * 3 + ["agent?tag=blob"]
+    # At `anth` the signature went back with the thinking (its own); at `anth2` it did not.
+    assert ["sig-agent-" in json.dumps(c["body"]) for c in calls] == [False, True, True, False]
+
+
+def test_when_every_target_fails_a_later_call_the_loop_fails_as_without_failover(server: Server) -> None:
+    body = {"model": "tools-later-all-fail", "input": 'call add {"a": 2, "b": 3}', "tools": [CALC]}
+    events, response = stream(server, body)
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert response["status"] == "failed"
+    assert [item["type"] for item in response["output"]] == ["mcp_list_tools", "mcp_call"]
+
+
+def test_a_later_call_starts_at_the_next_target_when_the_loops_target_opened_meanwhile() -> None:
+    # While the loop's tool runs (1.5 s), another request fails at the loop's target and opens its circuit (one
+    # failure opens it here): the loop's next call starts at the route's next target, without trying the open one.
+    routes = """
+[routing]
+breaker_failures = 1
+breaker_cooldown = 30
+
+[[routes]]
+name = "switch"
+targets = ["agent?fail_from=2&tag=sw:up", "agent?tag=sw:oai"]
+"""
+    with router(tools_config() + routes, env=ROUTER_ENV) as server:
+        body = {"model": "switch", "input": 'call sleep {"seconds": 1.5}', "tools": [CALC]}
+        loop: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: loop.update(stream(server, body)[1]))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not upstream_calls("tag=sw") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        other = create_ok(server, {"model": "switch", "input": "hi"})  # (fails at `up`: the circuit opens)
+        assert other["status"] == "completed"
+        worker.join(30)
+        assert loop["status"] == "completed" and hosted(loop["output"], "mcp_call")
+        paths = [c["path"].rsplit("/", 1)[-1] for c in upstream_calls("tag=sw")]
+        # The loop's first call, the other request's failure and its failover, the loop's second call at `oai`.
+        assert paths == ["completions", "completions", "responses", "responses"], paths
+        assert "circuit of target agent?fail_from=2&tag=sw:up opened after 1 failures" in server.log()

@@ -11,6 +11,8 @@ provider that answered it) and for the blobs it sealed (the provider is in the s
 
 from __future__ import annotations
 
+from typing import Any
+
 from ferroute.models import ReasoningItem, ResponsesRequest
 
 
@@ -21,6 +23,28 @@ def origins_of(items: list[object]) -> frozenset[str]:
         for item in items
         if isinstance(item, ReasoningItem) and item.encrypted_content and item._origin is not None
     )
+
+
+def made_by(items: list[Any], provider: str) -> list[Any]:
+    """`items` (an upstream's own, as a tool loop keeps them) with their reasoning blobs marked as `provider`'s."""
+    for item in items:
+        if isinstance(item, ReasoningItem) and item.encrypted_content:
+            item._origin = provider
+    return items
+
+
+def for_items(items: list[Any], provider: str) -> list[Any]:
+    """`items` as `provider` may take them: reasoning blobs another provider made left out (copies of those items;
+    the others as they are)."""
+    return [
+        item.model_copy(update={"encrypted_content": None})
+        if isinstance(item, ReasoningItem)
+        and item.encrypted_content
+        and item._origin is not None
+        and item._origin != provider
+        else item
+        for item in items
+    ]
 
 
 def for_provider(request: ResponsesRequest, provider: str, *, everything: bool = False) -> ResponsesRequest:

@@ -14,9 +14,12 @@ response then ends as its last turn did.
 While a tool runs the upstream timeouts do not count (`Exchange.tooling`); keep-alives go on. The exchange's
 cancellation (client gone, timeout, background cancel) cancels the running calls with it.
 
-A route's or a retried request's first upstream call fails over as the plain path does (`Pump._attempts`): until
-its first content (an item of the upstream's) it may be retried or moved to the next target, whose translator takes
-over the response written so far (`adopt`: the listings that went out, the sequence), in its own dialect.
+A route's or a retried request's upstream calls fail over as the plain path does (`Pump._attempts`): until a call's
+first content (an item of the upstream's) it may be retried or moved to the next target, whose translator takes
+over the response written so far (`adopt`: the items that went out, the sequence), in its own dialect. The first
+call by the route's order; each later one at the target the loop is on while its circuit lets it (its reasoning
+blobs open there), the others after it in the route's order. A call that moves to another provider takes the loop's
+reasoning items without the blobs the one before made (`ferroute.routing.reasoning`). Loops are not hedged.
 """
 
 from __future__ import annotations
@@ -48,13 +51,15 @@ from ferroute.models import (
     McpListedTool,
     ResponsesRequest,
 )
+from ferroute.routing.reasoning import for_items, for_provider, made_by
+from ferroute.routing.routes import Failover
 from ferroute.store.items import to_models
 from ferroute.telemetry import start_attempt
 from ferroute.tools.hosted import Hosted, Plan, Server
 
 if TYPE_CHECKING:
     from ferroute.app.exchange import Exchange, Pump
-    from ferroute.routing.routes import Failover
+    from ferroute.providers import Provider
     from ferroute.telemetry import ToolSpan
     from ferroute.tools.mcp import CallResult
 
@@ -75,7 +80,8 @@ class Loop:
         self.items: list[Any] = list(ex.request.items())  # the conversation so far (models)
         self.given = len(self.items)  # how many of them the request gave (the rest: the loop's)
         self.secrets = ex.secrets
-        self.failover: Failover | None = ex.failover  # until the first turn's first content (see the module)
+        self.failover: Failover | None = ex.failover  # until the current turn's first content (see the module)
+        self.origin: Failover | None = ex.failover  # the request's: its route and settings make each later turn's
         self.before = 0  # the items of the response when the current turn began
         self.live = _Live()  # the current turn's live calls
         self.outbox: list[bytes] = []  # frames made, not yet sent (see `_emit`)
@@ -112,7 +118,7 @@ class Loop:
             if result["status"] != "completed":
                 break
             await self._finish_live()  # (its items closed, they are among the turn's items, in their places)
-            self.items += to_models(json.loads(translator.turn_items()))
+            self.items += made_by(to_models(json.loads(translator.turn_items())), self.ex.provider.name)
             calls = result["function_calls"]
             if not any(call["held"] for call in calls):
                 break
@@ -145,6 +151,8 @@ class Loop:
         left: the last failure answers, as without failover). False if the response ended or failed before the
         turn's end."""
         ex = self.ex
+        if not first and self.failover is None and self.origin is not None:
+            self.failover = self._turn_failover()
         while True:
             request = self.plan.turn_request(ex.request, self.items, first)
             self.translator.next_turn()
@@ -181,20 +189,64 @@ class Loop:
                 return False
 
     async def _fail_over(self, failover: Failover, failure: Failure) -> bool:
-        """After the first turn failed before its content: go on at the next attempt's target (True), or answer with
-        the failure when there is none (False), as the plain path does (`Pump._follow`)."""
+        """After a turn failed before its content: go on at the next attempt's target (True), or answer with the
+        failure when there is none (False), as the plain path does (`Pump._follow`)."""
         ex = self.ex
+        provider = ex.provider
         if not await self.pump._follow(ex, failover, failure):
             self.failover = None
             return False
-        if ex.context is not None:  # (the request was made again for the next target's provider)
-            self.items = [*ex.request.items(), *self.items[self.given :]]
-        # A translator of the next target's dialect that goes on with the response.
+        self._moved(provider)
+        return True
+
+    def _turn_failover(self) -> Failover | None:
+        """A later turn's way through the targets: the one the loop is on first while its circuit lets it, the route's
+        others after it in the route's order (a plain `<model>:<provider>` with retries: its one target). None when
+        every circuit is open: the turn goes where the loop is, with no failover (as before it had any)."""
+        origin = self.origin
+        assert origin is not None
+        ex = self.ex
+        now = time.monotonic()
+        current = f"{ex.upstream_model}:{ex.provider.name}"
+        route = origin.route
+        if route is None:
+            targets = [origin.target]
+        else:
+            try:
+                targets = route.order(now)
+            except RouterError:
+                return None
+            for index, target in enumerate(targets):
+                if target.name == current:
+                    targets.insert(0, targets.pop(index))
+                    break
+        failover = Failover(targets, origin.settings, route)
+        target = failover.target
+        target.budget.request(now)
+        if target.name != current:  # (the loop's target is open: the turn starts at the next one)
+            provider = ex.provider
+            ex.provider, ex.upstream_model = target.provider, target.upstream_model
+            if ex.context is not None:
+                ex.request = for_provider(ex.context, ex.provider.name)
+            ex.log["provider"] = ex.provider.name
+            ex.log["target"] = target.name
+            self._moved(provider)
+        return failover
+
+    def _moved(self, previous: Provider) -> None:
+        """The exchange is on another target now: the conversation for its provider (the request's part made again
+        from the exchange's; the loop's own reasoning items without another provider's blobs), and a translator of
+        its dialect that goes on with the response."""
+        ex = self.ex
+        own = self.items[self.given :]
+        if ex.provider.name != previous.name:
+            own = for_items(own, ex.provider.name)
+        self.items = [*ex.request.items(), *own]
+        self.given = len(self.items) - len(own)
         assert ex.remake is not None
         translator = ex.remake(ex.provider, ex.started)
         translator.adopt(self.translator)
         ex.translator = self.translator = translator
-        return True
 
     async def _turn(self, request: Any) -> bool | Failure:
         """One upstream call, its frames sent (streaming); False if the response ended or failed before its end. While
