@@ -151,9 +151,11 @@ class Telemetry:
             try:
                 status = int(await respond(*args, **kwargs))
             except BaseException as e:
-                trace.end(None, e)
+                if not trace.detached:
+                    trace.end(None, e)
                 raise
-            trace.end(status, None)
+            if not trace.detached:  # (a background response's span ends with its job: `detach`)
+                trace.end(status, None)
             return status
 
         return cast("Respond", traced_respond)
@@ -186,7 +188,7 @@ class Telemetry:
 class ResponseTrace:
     """One response's span, and the attempt under way."""
 
-    __slots__ = ("attempt", "ex", "headers", "recording", "span", "telemetry", "trace_id", "tracer")
+    __slots__ = ("attempt", "detached", "ex", "headers", "recording", "span", "telemetry", "trace_id", "tracer")
 
     span: Span
 
@@ -197,6 +199,7 @@ class ResponseTrace:
         self.tracer = tracer
         self.ex: Exchange | None = None
         self.attempt: Attempt | None = None
+        self.detached = False  # ended by a background job, not when the request is answered
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": OPERATION,
             "gen_ai.request.model": request.model,
@@ -232,6 +235,18 @@ class ResponseTrace:
                 self.attempt.end()
             self.attempt = attempt
         return attempt
+
+    def detach(self) -> Callable[[asyncio.Task[Any]], None]:
+        """The response goes on in a background job after its request is answered (`app.background`): its span ends
+        with the job (what the response became, its attempts, its usage), by the callback returned (the job's done
+        callback), not when the request's answer is sent."""
+        self.detached = True
+
+        def job_done(job: asyncio.Task[Any]) -> None:
+            error = asyncio.CancelledError() if job.cancelled() else job.exception()
+            self.end(None if error is not None else 200, error)
+
+        return job_done
 
     def tool(self, name: str, call_id: str | None, server: str | None, arguments: str) -> ToolSpan:
         return ToolSpan(self, name, call_id, server, arguments)

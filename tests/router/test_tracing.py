@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,6 +164,29 @@ def test_a_request_without_traceparent_starts_a_trace(server: Server, receiver: 
     assert top.parent_id == "" and attempt.parent_id == top.span_id
     # (A new trace's flags may also carry W3C level 2's "random trace id" bit.)
     assert header.startswith(f"00-{trace_id}-{attempt.span_id}-") and int(header[-2:], 16) & 1
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_a_background_responses_span_ends_with_its_job(server: Server, receiver: Receiver, streamed: bool) -> None:
+    header, trace_id, caller_span = traceparent()
+    tag = secrets.token_hex(4)
+    model = f"{FIXTURE}?delay=0.5&tag={tag}:up"
+    body = {"model": model, "input": "hi", "background": True}
+    if streamed:  # (the creating client follows the job's events to the end)
+        events, queued = stream(server, body, headers={"traceparent": header})
+        assert events[0]["type"] == "response.created" and queued["status"] == "completed"
+    else:
+        queued = create_ok(server, body, headers={"traceparent": header})
+        assert queued["status"] in ("queued", "in_progress")
+    [top, attempt] = sorted(of_trace(receiver, trace_id, 2), key=lambda s: s.kind)
+    # The span is the response's whole life: what it became, its usage, its attempt, after the upstream's delay.
+    assert top.parent_id == caller_span and top.attributes["gen_ai.response.id"] == queued["id"]
+    assert top.attributes["ferroute.response.status"] == "completed"
+    assert top.attributes["gen_ai.usage.output_tokens"] > 0 and top.attributes["http.response.status_code"] == 200
+    assert attempt.parent_id == top.span_id and attempt.attributes["ferroute.outcome"] == "ok"
+    assert top.end_ns >= attempt.end_ns and top.end_ns - top.start_ns >= 500_000_000
+    time.sleep(0.3)  # (and it is the only one: none was sent when the request was answered)
+    assert len([s for s in receiver.spans if s.trace_id == trace_id]) == 2
 
 
 def test_websocket_responses_are_children_of_the_handshakes_traceparent(server: Server, receiver: Receiver) -> None:

@@ -160,6 +160,8 @@ class Background:
                 settling.add_done_callback(self.tasks.discard)
 
         job.add_done_callback(done)
+        if ex.trace is not None:
+            job.add_done_callback(ex.trace.detach())
         if log is None:
             return await send_json(original_send, 200, queued)
         # The creating client follows the stream; if it goes away the response runs on.
