@@ -144,7 +144,7 @@ class SharedBreaker:
             self._reset()
         self.probing = False
         if was_open:
-            log.warning("circuit of target %s closed: the probe succeeded", self.target)
+            log_closed(self.target)
 
     def failed(self, now: float, reason: str) -> None:
         base = self._base
@@ -158,18 +158,8 @@ class SharedBreaker:
                 times[base + _OPEN_UNTIL] = now + self.cooldown
                 times[base + _PROBE_UNTIL] = 0.0
         self.probing = False
-        if not opens:
-            return
-        if again:
-            log.warning("circuit of target %s open again: the probe failed (%s)", self.target, reason)
-        else:
-            log.warning(
-                "circuit of target %s opened after %d failures in a row (last: %s); probed again in %g s",
-                self.target,
-                failures,
-                reason,
-                self.cooldown,
-            )
+        if opens:
+            log_opened(self.target, again, failures, reason, self.cooldown)
 
     def abandon(self, probe: bool) -> None:
         """An attempt ended with no verdict (the client left first): a probe it was may be made again."""
@@ -184,3 +174,21 @@ class SharedBreaker:
         self.circuits.counts[base + _FAILURES] = 0
         self.circuits.times[base + _OPEN_UNTIL] = 0.0
         self.circuits.times[base + _PROBE_UNTIL] = 0.0
+
+
+def log_opened(target: str, again: bool, failures: int, reason: str, cooldown: float) -> None:
+    """A circuit opened (`again`: its probe failed), as the log says it (`Breaker` and `SharedBreaker` alike)."""
+    if again:
+        log.warning("circuit of target %s open again: the probe failed (%s)", target, reason)
+    else:
+        log.warning(
+            "circuit of target %s opened after %d failures in a row (last: %s); probed again in %g s",
+            target,
+            failures,
+            reason,
+            cooldown,
+        )
+
+
+def log_closed(target: str) -> None:
+    log.warning("circuit of target %s closed: the probe succeeded", target)

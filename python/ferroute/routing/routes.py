@@ -15,7 +15,6 @@ and its retry budget are this worker's. Targets are shared by name: a target in 
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,8 @@ from typing import Literal
 from ferroute.config import RouteConfig, RoutingConfig
 from ferroute.errors import RouterError, no_healthy_target
 from ferroute.providers import Provider
-from ferroute.routing.circuits import Circuits, SharedBreaker
+from ferroute.routing.circuits import Circuits, SharedBreaker, log_closed, log_opened
 from ferroute.routing.inflight import InFlight
-
-log = logging.getLogger("ferroute.routing")
 
 # The weight of the newest time to first content in a target's moving average (`latency` strategy).
 LATENCY_WEIGHT = 0.3
@@ -72,7 +69,7 @@ class Breaker:
         if self.open_until:
             self.open_until = 0.0
             self.probing = False
-            log.warning("circuit of target %s closed: the probe succeeded", self.target)
+            log_closed(self.target)
 
     def failed(self, now: float, reason: str) -> None:
         self.failures += 1
@@ -80,16 +77,7 @@ class Breaker:
             again = self.probing
             self.open_until = now + self.cooldown
             self.probing = False
-            if again:
-                log.warning("circuit of target %s open again: the probe failed (%s)", self.target, reason)
-            else:
-                log.warning(
-                    "circuit of target %s opened after %d failures in a row (last: %s); probed again in %g s",
-                    self.target,
-                    self.failures,
-                    reason,
-                    self.cooldown,
-                )
+            log_opened(self.target, again, self.failures, reason, self.cooldown)
 
     def abandon(self, probe: bool) -> None:
         """An attempt ended with no verdict (the client left first): a probe it was may be made again."""
