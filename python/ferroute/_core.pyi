@@ -326,11 +326,14 @@ class Translator(Protocol):
         frames written behind it. ValueError (and nothing written) if no item waits."""
     def waiting_items(self) -> int:
         """How many live calls' items wait for `close_live`."""
-    def adopt(self, previous: Translator) -> None:
+    def adopt(self, previous: Translator, *, copy: bool = False) -> None:
         """Go on with the response `previous` wrote (its id, items, sequence numbers, turns and usage), in this
         translator's dialect: a tool loop whose upstream failed before its first content moves to another target.
         This translator keeps its own reasoning policy and secrets; `previous` is done (it writes nothing more).
-        Call `next_turn` before the next upstream call. TypeError if `previous` is no translator."""
+        With `copy`, a copy of the response as it was when `previous`'s current turn began (`next_turn`; what the
+        turn has read since, its usage, is not taken) and `previous` goes on: a hedge raced beside a tool loop's
+        upstream call, the loser dropped. Call `next_turn` before the next upstream call. TypeError if `previous`
+        is no translator; ValueError (with `copy`) if its turn has an item already or it is in no turn."""
     def turn_items(self) -> bytes:
         """The items the current call added to `output` (from its first item to the end; every item outside
         turns), as a JSON array of the items as `response_json()` holds them (reasoning keeps the upstream's

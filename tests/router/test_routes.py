@@ -152,6 +152,15 @@ hedge_after = 0.2
 targets = ["gen?delay=0.5&tag=hf1:up", "status:503:anth"]
 
 [[routes]]
+name = "refused"
+targets = ["status:404:up", "gen?tag=rf:anth"]
+
+[[routes]]
+name = "refused-hedged"
+hedge_after = 0.2
+targets = ["status:404:up", "gen?tag=rfh:anth"]
+
+[[routes]]
 name = "hedge-unneeded"
 hedge_after = 0.5
 targets = ["gen?tag=hu1:up", "gen?tag=hu2:anth"]
@@ -206,6 +215,14 @@ def test_a_5xx_is_retried_then_fails_over_to_another_dialect(server: Server, ups
     # `retries = 1`: the 503 target twice, then the Anthropic target answers; those two failures in a row
     # (`breaker_failures = 2`) opened the 503 target's circuit, so the second request goes to Anthropic at once.
     assert _seen(upstream) == [("completions", "status:503")] * 2 + [("messages", "gen?tag=5xx")] * 2
+
+
+@pytest.mark.parametrize("route", ["refused", "refused-hedged"])
+def test_an_upstreams_4xx_is_answered_not_failed_over(server: Server, upstream: Server, route: str) -> None:
+    # Another target would get the same request wrong the same way: a 404 (not a 429) is the answer, hedged or not.
+    response = create(server, {"model": route, "input": "hi"})
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+    assert _seen(upstream) == [("completions", "status:404")]
 
 
 def test_a_429_moves_to_the_next_target_at_once(server: Server, upstream: Server) -> None:

@@ -51,10 +51,11 @@ line ends (as sse-starlette servers do), `pings=<n>` sends n keep-alives first (
 Anthropic's `ping` events on `…/messages`), `fail=<n>` answers the first n requests for this exact model string
 with HTTP `fail_status` (default 503; a 429 carries `Retry-After: <retry_after>`, default 7) and the later ones
 as usual (counted per server process), `fail_from=<n>` answers the n-th request for this model string and every
-later one so (a tool loop's later turn that fails), `reject_blobs=1` answers 400 as OpenAI and Anthropic do to a
-reasoning blob they cannot verify (`invalid_encrypted_content`; "Invalid `signature` in `thinking` block") when the
-request carries one (an `encrypted_content`, a `signature`, a `redacted_thinking` block), `tag=<x>` does nothing but
-mark the request.
+later one so (a tool loop's later turn that fails), `slow_from=<n>` keeps `delay` and `drip` for the n-th request
+for this model string and the later ones only (a tool loop's later turn that is slow), `reject_blobs=1` answers 400
+as OpenAI and Anthropic do to a reasoning blob they cannot verify (`invalid_encrypted_content`; "Invalid
+`signature` in `thinking` block") when the request carries one (an `encrypted_content`, a `signature`, a
+`redacted_thinking` block), `tag=<x>` does nothing but mark the request.
 
 `GET /requests` lists what the server received (`path`, `headers`, `body` as JSON, and `closed_early`
 once the client has hung up before the answer ended); `DELETE /requests` clears the list.
@@ -83,7 +84,7 @@ RESPONSES = _RECORDED / "responses"
 SECRET = "upstream-secret-detail-7f3a"
 
 received: list[dict[str, Any]] = []
-failures: dict[str, int] = {}  # requests so far per model string with a `fail=<n>` option
+failures: dict[str, int] = {}  # requests so far per model string with a `fail`, `fail_from` or `slow_from` option
 
 
 def _options(model: str) -> tuple[str, dict[str, float]]:
@@ -611,13 +612,16 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
     name, options = _options(model)
     watcher = asyncio.create_task(_watch_close(reader, record))
     try:
-        if options.get("delay"):
-            await asyncio.sleep(options["delay"])
         failing = False
-        if options.get("fail") or options.get("fail_from"):
+        if options.get("fail") or options.get("fail_from") or options.get("slow_from"):
             seen = failures.get(model, 0)
             failing = seen < options.get("fail", 0) or 0 < options.get("fail_from", 0) <= seen + 1
             failures[model] = seen + 1
+            if seen + 1 < options.get("slow_from", 0):  # (an earlier request: not slow)
+                options.pop("delay", None)
+                options.pop("drip", None)
+        if options.get("delay"):
+            await asyncio.sleep(options["delay"])
         if name.startswith("status:") or failing:
             status = int(name.split(":", 1)[1]) if not failing else int(options.get("fail_status", 503))
             error = {"error": {"message": f"failure with {SECRET}", "type": "server_error", "code": SECRET}}

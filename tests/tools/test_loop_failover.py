@@ -57,6 +57,31 @@ targets = ["agent?fail_from=2&tag=blob:anth", "agent?tag=blob:anth2"]
 [[routes]]
 name = "tools-later-all-fail"
 targets = ["agent?fail_from=2&tag=lateall:up", "agent?fail_from=1&tag=lateall:oai"]
+
+[[routes]]
+name = "tools-hedged"
+hedge_after = 0.3
+targets = ["agent?delay=3&tag=lh:up", "agent?tag=lh:anth"]
+
+[[routes]]
+name = "tools-hedged-later"
+hedge_after = 0.3
+targets = ["agent?drip=1.5&slow_from=2&tag=lhl:anth", "agent?tag=lhl:up"]
+
+[[routes]]
+name = "tools-hedge-lost"
+hedge_after = 0.2
+targets = ["agent?delay=0.6&slow_from=2&tag=lhx:up", "agent?delay=3&tag=lhx:oai"]
+
+[[routes]]
+name = "tools-hedge-unneeded"
+hedge_after = 0.5
+targets = ["agent?tag=lhu:up", "agent?tag=lhu:anth"]
+
+[[routes]]
+name = "tools-hedge-refused"
+hedge_after = 0.2
+targets = ["agent?delay=0.6&slow_from=2&tag=lhr:up", "status:404:anth"]
 """
 
 
@@ -198,3 +223,112 @@ targets = ["agent?fail_from=2&tag=sw:up", "agent?tag=sw:oai"]
         # The loop's first call, the other request's failure and its failover, the loop's second call at `oai`.
         assert paths == ["completions", "completions", "responses", "responses"], paths
         assert "circuit of target agent?fail_from=2&tag=sw:up opened after 1 failures" in server.log()
+
+
+# --- hedging: a route's `hedge_after` races each upstream call of a loop ---------------------------------------------
+
+
+def _hedges(server: Server, route: str) -> dict[tuple[str, str], float]:
+    """`ferroute_upstream_hedges_total` of `route`: (target, outcome) -> count."""
+    counts = {}
+    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f'ferroute_upstream_hedges_total{{route="{route}"'):
+            labels, value = line.rsplit(" ", 1)
+            target = labels.split('target="', 1)[1].split('"', 1)[0]
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[(target, outcome)] = float(value)
+    return counts
+
+
+def _closed_early(tag: str, model: str) -> bool:
+    """Whether the router hung up on the call for `model` (polled: the mock notices within 0.02 s)."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if any(c["closed_early"] for c in upstream_calls(tag) if c["body"]["model"] == model):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _charged(tag: str) -> int:
+    """The input tokens the mock charged for the calls with `tag`: a quarter of each request body's bytes."""
+    return sum(max(1, int(c["headers"]["content-length"]) // 4) for c in upstream_calls(tag))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_a_loops_first_call_is_hedged_when_its_target_is_slow(server: Server, streamed: bool) -> None:
+    # The first call's target would answer after 3 s: at 0.3 s the route's next target (another dialect) starts
+    # beside it and answers; the slow one is cancelled, and the loop goes on where the winner is.
+    began = time.monotonic()
+    response = _loop(server, "tools-hedged", streamed)
+    assert time.monotonic() - began < 2.5
+    assert response["status"] == "completed" and response["model"] == "tools-hedged"
+    assert [item["type"] for item in response["output"]] == ["mcp_list_tools", "mcp_call", "message"]
+    (call,) = hosted(response["output"], "mcp_call")
+    assert text_of(response) == f"Results: add={call['output']}"
+    calls = upstream_calls("tag=lh")
+    assert [(c["body"]["model"], c["path"].rsplit("/", 1)[-1]) for c in calls] == [
+        ("agent?delay=3&tag=lh", "completions"),
+        ("agent?tag=lh", "messages"),
+        ("agent?tag=lh", "messages"),  # (the second call: where the loop is, fast, not hedged)
+    ]
+    assert _closed_early("tag=lh", "agent?delay=3&tag=lh")
+    stored = httpx.get(f"{server.url}/v1/responses/{response['id']}", timeout=5).json()
+    assert [item["id"] for item in stored["output"]] == [item["id"] for item in response["output"]]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_a_loops_later_call_is_hedged_on_the_response_so_far(server: Server, streamed: bool) -> None:
+    # The first call (Anthropic) calls the tool at once; the second has sent `message_start` (its input tokens) and
+    # then nothing for 1.5 s: at 0.3 s a Chat Completions target starts beside it with the conversation so far, and
+    # answers. The items that went out before stay, the winner's answer follows, and every call's tokens are the
+    # response's, each once (the earlier turn's are not counted again for the cancelled one).
+    response = _loop(server, "tools-hedged-later", streamed)
+    assert response["status"] == "completed"
+    assert [item["type"] for item in response["output"]] == ["mcp_list_tools", "mcp_call", "message"]
+    (call,) = hosted(response["output"], "mcp_call")
+    assert text_of(response) == f"Results: add={call['output']}"
+    calls = upstream_calls("tag=lhl")
+    assert [c["path"].rsplit("/", 1)[-1] for c in calls] == ["messages", "messages", "completions"]
+    kinds = [m.get("role") for m in calls[-1]["body"]["messages"]]
+    assert "tool" in kinds, calls[-1]["body"]["messages"]  # (the hedge carried the call and its result)
+    assert _closed_early("tag=lhl", "agent?drip=1.5&slow_from=2&tag=lhl")
+    assert response["usage"]["input_tokens"] == _charged("tag=lhl")
+    assert _hedges(server, "tools-hedged-later")[("agent?tag=lhl:up", "won")] >= 1
+
+
+def test_a_loops_hedge_loses_to_a_first_call_that_answers_first(server: Server) -> None:
+    # The second call is slow (0.6 s) but the hedge started at 0.2 s is slower (3 s): the first answers, the hedge
+    # is cancelled, and its request leaves no trace in the response but its tokens (none: it sent nothing).
+    events, response = stream(
+        server, {"model": "tools-hedge-lost", "input": 'call add {"a": 2, "b": 3}', "tools": [CALC]}
+    )
+    assert not [e for e in events if e["type"] in ("error", "response.failed")]
+    assert response["status"] == "completed" and text_of(response).startswith("Results: add=")
+    calls = upstream_calls("tag=lhx")
+    assert [c["path"].rsplit("/", 1)[-1] for c in calls] == ["completions", "completions", "responses"]
+    assert _closed_early("tag=lhx", "agent?delay=3&tag=lhx")
+    assert response["usage"]["input_tokens"] == _charged("tag=lhx") - max(
+        1, int(calls[-1]["headers"]["content-length"]) // 4
+    )
+    assert _hedges(server, "tools-hedge-lost") == {("agent?delay=3&tag=lhx:oai", "lost"): 1.0}
+
+
+def test_a_loops_hedge_that_fails_leaves_the_first_call_running(server: Server) -> None:
+    # The hedge gets a 404 (an error no other attempt would be spared): the first call goes on and answers.
+    events, response = stream(
+        server, {"model": "tools-hedge-refused", "input": 'call add {"a": 2, "b": 3}', "tools": [CALC]}
+    )
+    assert not [e for e in events if e["type"] in ("error", "response.failed")]
+    assert response["status"] == "completed" and text_of(response).startswith("Results: add=")
+    assert _hedges(server, "tools-hedge-refused") == {("status:404:anth", "failed"): 1.0}
+
+
+def test_no_hedge_when_each_call_of_a_loop_answers_in_time(server: Server) -> None:
+    # The tool takes 0.7 s, longer than `hedge_after`: each call's time to content runs from its own start.
+    body = {"model": "tools-hedge-unneeded", "input": 'call sleep {"seconds": 0.7}', "tools": [CALC]}
+    events, response = stream(server, body)
+    assert not [e for e in events if e["type"] in ("error", "response.failed")]
+    assert response["status"] == "completed" and hosted(response["output"], "mcp_call")
+    assert [c["path"].rsplit("/", 1)[-1] for c in upstream_calls("tag=lhu")] == ["completions", "completions"]
+    assert _hedges(server, "tools-hedge-unneeded") == {}

@@ -481,6 +481,36 @@ def test_adopt_goes_on_with_another_dialects_response(dialect: str) -> None:
     assert response["usage"]["input_tokens"] > 3, "the first upstream's tokens count too"
 
 
+def test_adopt_a_copy_races_a_second_upstream_beside_the_first() -> None:
+    first = make("chat_completions")
+    first.hold(["get"])
+    listing = {"type": "mcp_list_tools", "server_label": "s", "tools": []}
+    sent = first.open_item({**listing, "status": "in_progress"}, prefix="mcpl")[1]
+    sent += first.item_event("response.mcp_list_tools.in_progress")
+    sent += first.item_event("response.mcp_list_tools.completed")
+    sent += first.done_item({**listing, "status": "completed"})
+    first.next_turn()
+    early = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}\n\n'
+    sent += first.feed(early)  # (its upstream's usage so far, no content yet)
+    # A hedge: a copy of the response as this turn found it, in another dialect; the first one goes on meanwhile.
+    hedge = make("anthropic")
+    hedge.adopt(first, copy=True)
+    hedge.next_turn()
+    assert hedge.response_id == first.response_id == RESPONSE_ID and hedge.output_items == first.output_items == 1
+    theirs = hedge.feed_whole(json.dumps(WHOLE_MESSAGE).encode()) + hedge.finish()
+    # The first one, left as it was, can still win: its stream is whole and valid on its own.
+    ours = first.feed(ANSWER_TURN) + first.end_turn() + first.finish()
+    _, response = check_stream(sent + ours)
+    assert [i["type"] for i in response["output"]] == ["mcp_list_tools", "message"]
+    # And the hedge's too, from the same point: the same sequence numbers go on, the listing is its first item.
+    _, response = check_stream(sent + theirs)
+    assert response["output"][0]["type"] == "mcp_list_tools" and len(response["output"]) > 1
+    assert response["usage"]["input_tokens"] == WHOLE_MESSAGE["usage"]["input_tokens"], "only its own call's"
+    # Once the turn has an item, there is nothing to race: the copy is refused.
+    with pytest.raises(ValueError, match="start of a turn"):
+        make("anthropic").adopt(first, copy=True)
+
+
 WHOLE_CALL = {
     "index": 0,
     "id": "call_whole",

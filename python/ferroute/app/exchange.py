@@ -526,9 +526,10 @@ class Pump:
     async def _follow(self, ex: Exchange, failover: Failover, failure: Failure) -> bool:
         """After an attempt failed before its content: the next attempt's target on the exchange (its provider,
         upstream model and request), once the wait due before it is over (True); or, when no attempt is left, the
-        failure answered as without failover (False). The caller makes the next attempt's translator."""
+        failure answered as without failover (False). The caller makes the next attempt's translator. An error that
+        another attempt would meet as well (an upstream's 4xx but 429: a hedged leg's) goes no further."""
         error = failure.error
-        following = failover.after(error, time.monotonic())
+        following = failover.after(error, time.monotonic()) if error.retryable else None
         if following is None:
             await self._give_up(ex, failure)
             return False

@@ -19,7 +19,9 @@ first content (an item of the upstream's) it may be retried or moved to the next
 over the response written so far (`adopt`: the items that went out, the sequence), in its own dialect. The first
 call by the route's order; each later one at the target the loop is on while its circuit lets it (its reasoning
 blobs open there), the others after it in the route's order. A call that moves to another provider takes the loop's
-reasoning items without the blobs the one before made (`ferroute.routing.reasoning`). Loops are not hedged.
+reasoning items without the blobs the one before made (`ferroute.routing.reasoning`). A route with `hedge_after`
+races each call as the plain path does (`Pump._race`): the hedge works on a copy of the response as the call found it
+(`adopt(copy=True)`), and whichever leg gets content first goes on with the response (`_race`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ferroute import _core
-from ferroute.app.exchange import Failure, finish_body, whole_result
+from ferroute.app.exchange import Failure, Leg, finish_body, whole_result
 from ferroute.errors import (
     RouterError,
     invalid_request,
@@ -59,7 +61,7 @@ from ferroute.tools.hosted import Hosted, Plan, Server
 
 if TYPE_CHECKING:
     from ferroute.app.exchange import Exchange, Pump
-    from ferroute.providers import Provider
+    from ferroute.providers import Provider, Translator
     from ferroute.telemetry import ToolSpan
     from ferroute.tools.mcp import CallResult
 
@@ -162,6 +164,13 @@ class Loop:
                 return await self._turn(request) is True
             target, route = failover.target, failover.route
             ex.attempt_began = time.monotonic()  # (its time to content is the target's, the listing's not in it)
+            if route is not None and route.hedge_after is not None:
+                raced = await self._race(request, failover, first)
+                if not isinstance(raced, Failure):
+                    return raced
+                if not await self._fail_over(failover, raced):
+                    return False
+                continue
             probe = target.breaker.enter(ex.attempt_began) if route is not None else False
             target.enter()
             verdict = False
@@ -247,6 +256,200 @@ class Loop:
         translator = ex.remake(ex.provider, ex.started)
         translator.adopt(self.translator)
         ex.translator = self.translator = translator
+
+    # --- hedging: the route's next target raced beside a turn slow to its content --------------------------------
+
+    async def _race(self, request: Any, failover: Failover, first: bool) -> bool | Failure:
+        """`_turn` for a route with `hedge_after`, as the plain path's `Pump._race`: the turn's upstream is read
+        until its first content, sending nothing; if none has come after `hedge_after` seconds, the route's next
+        target starts beside it, on a copy of the response as the turn found it (`adopt(copy=True)`) and with the
+        conversation as that target can take it (`_conversation`). The first leg to get content (or to end its
+        turn) goes on with the response; the other is cancelled at once, its tokens counted in the response. A leg
+        that fails leaves the other running; when every leg failed, the exchange is on the last to fail and its
+        failure is returned (to go on as one attempt's would)."""
+        ex, pump = self.ex, self.pump
+        route = failover.route
+        assert route is not None and route.hedge_after is not None
+        self.before = self.translator.output_items
+        base = self.translator.usage  # (the earlier turns': each leg's own tokens are what it adds to them)
+        lead = pump._leg(ex, failover.target, ex.provider, ex.upstream_model, request, self.translator, failover.tries)
+        conversations = {lead: (ex.request, self.items, self.given)}
+        legs = [lead]
+        running: dict[asyncio.Future[Failure | None], Leg] = {}
+        running[asyncio.ensure_future(self._until_content(lead))] = lead
+        winner: Leg | None = None
+        failed: Leg | None = None  # the last leg that failed
+        hedge_at: float | None = ex.attempt_began + route.hedge_after
+        try:
+            try:
+                while running and winner is None:
+                    wait = None if hedge_at is None else max(0.0, hedge_at - time.monotonic())
+                    done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        hedge_at = None
+                        hedge = self._hedge(failover, first, conversations)
+                        if hedge is not None:
+                            legs.append(hedge)
+                            running[asyncio.ensure_future(self._until_content(hedge))] = hedge
+                        continue
+                    for task in done:
+                        leg = running.pop(task)
+                        leg.failure = task.result()
+                        if leg.failure is None:
+                            if winner is None:
+                                winner = leg
+                        else:
+                            failed = leg
+                            await pump._leg_failed(leg)
+            except asyncio.CancelledError:
+                timeout = pump._timed_out(ex, self.before)
+                if timeout is None:
+                    raise
+                for task, leg in running.items():  # every leg still waiting failed by it
+                    task.cancel()
+                    await asyncio.wait((task,))
+                    leg.failure = Failure(timeout, timeout=True)
+                    failed = leg
+                    await pump._leg_failed(leg)
+                running.clear()
+        finally:
+            if running:  # (cancelled and awaited: a leg's upstream is known before it is closed)
+                for task in running:
+                    task.cancel()
+                await asyncio.wait(running)
+            for leg in legs:
+                if leg is not winner and leg.failure is None:  # lost (or the request ended first): cancelled
+                    await pump._leg_lost(ex, route.name, leg, abandoned=winner is None)
+        chosen = winner or failed
+        assert chosen is not None
+        for leg in legs:
+            if leg is not chosen:
+                _carry_turn_usage(leg.translator, chosen.translator, base)
+            if leg.hedge:
+                won = leg is winner
+                pump.metrics.hedge(route.name, leg.target.name, "won" if won else "failed" if leg.failure else "lost")
+        self._take(chosen, conversations[chosen])
+        if winner is None:
+            assert chosen.failure is not None
+            return chosen.failure
+        self.failover = None
+        winner.target.breaker.succeeded()
+        winner.target.observe(time.monotonic() - winner.began)
+        return await self._go_on(winner)
+
+    def _hedge(
+        self, failover: Failover, first: bool, conversations: dict[Leg, tuple[ResponsesRequest, list[Any], int]]
+    ) -> Leg | None:
+        """The hedge: the route's next target's leg (`Failover.hedge`), or None when there is none (or no budget)."""
+        ex = self.ex
+        if self.translator.output_items > self.before or self.translator.turn_result() is not None:
+            return None  # (the lead has its content: it is about to win)
+        now = time.monotonic()
+        target = failover.hedge(now)
+        if target is None:
+            return None
+        provider = target.provider
+        conversation = self._conversation(provider)
+        request = self.plan.turn_request(conversation[0], conversation[1], first)
+        assert ex.remake is not None
+        client_view = ex.client_view
+        translator = ex.remake(provider, ex.started)  # (it sets `client_view` for its provider: kept by the leg)
+        translator.adopt(self.translator, copy=True)
+        translator.next_turn()
+        leg = self.pump._leg(ex, target, provider, target.upstream_model, request, translator, 0, hedge=True)
+        ex.client_view = client_view
+        conversations[leg] = conversation
+        ex.attempt_began = now  # (the first-event timeout runs from the newest leg's start)
+        ex.log["hedged"] = target.name
+        return leg
+
+    def _conversation(self, provider: Provider) -> tuple[ResponsesRequest, list[Any], int]:
+        """The conversation as `provider` takes it (the request's part made for it; the loop's own reasoning items
+        without another provider's blobs): the request, the items, how many of them are the request's."""
+        ex = self.ex
+        own = self.items[self.given :]
+        if provider.name == ex.provider.name:
+            return ex.request, self.items, self.given
+        own = for_items(own, provider.name)
+        request = for_provider(ex.context, provider.name) if ex.context is not None else ex.request
+        items = [*request.items(), *own]
+        return request, items, len(items) - len(own)
+
+    def _take(self, leg: Leg, conversation: tuple[ResponsesRequest, list[Any], int]) -> None:
+        """The exchange goes on with `leg` (its target, translator and conversation)."""
+        ex = self.ex
+        ex.provider = leg.provider
+        ex.upstream_model = leg.upstream_model
+        ex.client_view = leg.client_view
+        ex.request, self.items, self.given = conversation
+        ex.translator = self.translator = leg.translator
+        ex.log["provider"] = leg.provider.name
+        ex.log["target"] = leg.target.name
+
+    async def _until_content(self, leg: Leg) -> Failure | None:
+        """A leg's upstream opened and read until the turn's first content or its end, what its translator wrote
+        kept in `leg.out`: None when content came (or the turn ended without failing), else the `Failure`."""
+        translator = leg.translator
+        try:
+            leg.upstream = upstream = await leg.provider.open(
+                leg.request,
+                leg.upstream_model,
+                self.pump.transport(),
+                headers=None if leg.attempt is None else leg.attempt.headers,
+            )
+        except RouterError as e:
+            return Failure(e)
+        if upstream.body is not None:  # a whole JSON body where a stream was asked for
+            try:
+                leg.out = translator.feed_whole(upstream.body)
+            except _core.UpstreamError:
+                return Failure(malformed_answer(leg.provider.name))
+        else:
+            assert upstream.chunks is not None
+            ex, before, feed = self.ex, self.before, translator.feed
+            out: list[bytes] = []
+            try:
+                async for chunk in upstream.chunks:
+                    ex.reads += 1
+                    out.append(feed(chunk))
+                    if translator.output_items > before or translator.turn_result() is not None:
+                        break
+                else:
+                    out.append(translator.end_turn())
+            except httpx.HTTPError as e:
+                return Failure(upstream_error_from(leg.provider.name, e))
+            leg.out = b"".join(out)
+        if translator.output_items > self.before:
+            return None
+        return _turn_failed(translator)
+
+    async def _go_on(self, winner: Leg) -> bool:
+        """The winning leg's turn goes on as `_turn` reads one after its content: what it wrote goes out, then the
+        rest of its upstream's answer. False if the response ended or failed before the turn's end."""
+        ex, translator = self.ex, self.translator
+        upstream = winner.upstream
+        assert upstream is not None
+        ex.upstream = upstream
+        try:
+            out = winner.out
+            if upstream.chunks is not None:
+                if translator.turn_result() is None:
+                    await self._pass_on(out)
+                    if not await self._feed(upstream.chunks):
+                        return False
+                    out = b""
+                else:
+                    await finish_body(upstream.chunks)
+                out += translator.end_turn()  # (nothing when the leg read its stream's end)
+            await self._pass_on(out)
+        finally:
+            ex.upstream = None
+            winner.target.leave()
+            if winner.attempt is not None:
+                winner.attempt.end(None)
+            with contextlib.suppress(Exception):
+                await upstream.aclose()
+        return True
 
     async def _turn(self, request: Any) -> bool | Failure:
         """One upstream call, its frames sent (streaming); False if the response ended or failed before its end. While
@@ -354,13 +557,7 @@ class Loop:
         if translator.output_items > self.before:
             self._answered(failover)
             return None
-        result = translator.turn_result()
-        if result is None or result["status"] != "failed":
-            return None
-        error = result["error"] or {}
-        failed = upstream_failed(error.get("message"), error.get("code"))
-        failed.retryable = True
-        return Failure(failed)
+        return _turn_failed(translator)
 
     async def _emit(self, out: bytes) -> None:
         """Frames to the client (a stream), as the pump sends them. They join the outbox as they are made, and one
@@ -836,6 +1033,29 @@ class Loop:
 _INVALID_PARAMS = -32602
 _NOT_ALLOWED = -32601
 _LIMIT = -32000
+
+
+def _turn_failed(translator: Translator) -> Failure | None:
+    """A turn that has sent no content: its failure when it ended failed (an in-band error first), else None."""
+    result = translator.turn_result()
+    if result is None or result["status"] != "failed":
+        return None
+    error = result["error"] or {}
+    failed = upstream_failed(error.get("message"), error.get("code"))
+    failed.retryable = True
+    return Failure(failed)
+
+
+def _carry_turn_usage(spent: Translator, into: Translator, base: tuple[int, int, int, int] | None) -> None:
+    """Tokens a raced turn's losing leg was charged (what `spent` added to the earlier turns' `base`) counted in
+    `into`'s response."""
+    usage = spent.usage
+    if usage is None:
+        return
+    before = base or (0, 0, 0, 0)
+    added = [max(0, now - then) for now, then in zip(usage, before, strict=True)]
+    if any(added):
+        into.add_usage(input_tokens=added[0], output_tokens=added[1], cached_tokens=added[2], reasoning_tokens=added[3])
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

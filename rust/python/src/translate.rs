@@ -339,8 +339,9 @@ macro_rules! translator_class {
                 self.core.writer().waiting_count()
             }
 
-            fn adopt(&mut self, previous: &Bound<'_, PyAny>) -> PyResult<()> {
-                let writer = take_writer(previous)?;
+            #[pyo3(signature = (previous, *, copy=false))]
+            fn adopt(&mut self, previous: &Bound<'_, PyAny>, copy: bool) -> PyResult<()> {
+                let writer = if copy { fork_writer(previous)? } else { take_writer(previous)? };
                 self.core.take_over(writer);
                 Ok(())
             }
@@ -506,6 +507,19 @@ fn take_writer(translator: &Bound<'_, PyAny>) -> PyResult<ResponseWriter> {
         return Ok(t.try_borrow_mut()?.core.take_writer());
     }
     Err(PyTypeError::new_err("previous must be a translator"))
+}
+
+fn fork_writer(translator: &Bound<'_, PyAny>) -> PyResult<ResponseWriter> {
+    let writer = if let Ok(t) = translator.cast::<ChatCompletionsTranslator>() {
+        t.try_borrow()?.core.fork_writer()
+    } else if let Ok(t) = translator.cast::<AnthropicTranslator>() {
+        t.try_borrow()?.core.fork_writer()
+    } else if let Ok(t) = translator.cast::<ResponsesTranslator>() {
+        t.try_borrow()?.core.fork_writer()
+    } else {
+        return Err(PyTypeError::new_err("previous must be a translator"));
+    };
+    writer.ok_or_else(|| PyValueError::new_err("previous is not at the start of a turn (its turn has an item)"))
 }
 
 translator_class!(ChatCompletionsTranslator, chat_completions::ChatCompletionsTranslator);

@@ -321,13 +321,13 @@ impl ItemStatus {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Part {
     kind: TextKind,
     text: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Body {
     /// Assistant message; the last part is the open one while `part_open`.
     Message { parts: Vec<Part>, part_open: bool },
@@ -392,7 +392,7 @@ struct LiveState {
 
 /// A live call's item whose arguments are complete, waiting for the router to close it: the `sequence_number`
 /// its two closing events take, and the frames written since, which go out after them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Waiting {
     index: usize,
     seq: u64,
@@ -401,7 +401,7 @@ struct Waiting {
 
 /// A call to a held function name: kept out of the stream and `output` (the router runs it and writes its own
 /// item), its arguments gathered here.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HeldCall {
     call_id: String,
     name: String,
@@ -416,7 +416,7 @@ struct HeldCall {
 /// place among the turn's held calls). No response has 2^63 items, so it never collides with an `output_index`.
 const HELD_CALL: usize = 1 << (usize::BITS - 1);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Item {
     id: String,
     /// `,"item_id":…,"output_index":…` as `write_locator` writes them, kept for the delta events:
@@ -601,6 +601,46 @@ impl ResponseWriter {
         self.reasoning = reasoning;
         self.secrets = secrets;
         self.out.clear();
+    }
+
+    /// A copy of this response as it was when its current turn began ([`begin_turn`](Self::begin_turn)), for
+    /// another upstream raced beside the current one (a hedge): [`take_over`](Self::take_over) it, and the
+    /// turn that wins goes on with the response while the other is dropped. The turn's state so far (its
+    /// usage, its held calls) is left out; its reasoning policy and secrets are the default ones (`take_over`
+    /// keeps the taker's own). `None` once the turn has an item (its content went to the copy's source) or
+    /// outside a turn.
+    pub fn fork(&self) -> Option<ResponseWriter> {
+        if !self.turns || self.items.len() != self.turn_first_item || self.turn_outcome.is_some() {
+            return None;
+        }
+        Some(Self {
+            id: self.id.clone(),
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+            settings: self.settings.clone(),
+            framing: self.framing,
+            reasoning: ReasoningPolicy::Keep,
+            secrets: None,
+            emit: self.emit,
+            started: self.started,
+            seq: self.seq,
+            out: Vec::with_capacity(4096),
+            items: self.items.clone(),
+            open: self.open,
+            status: self.status,
+            stopped: false,
+            turns: true,
+            turn_outcome: None,
+            turn_first_item: self.turn_first_item,
+            usage: None,
+            past_usage: self.past_usage,
+            held_names: self.held_names.clone(),
+            held: Vec::new(),
+            live: self.live.clone(),
+            waiting: self.waiting.clone(),
+            error: self.error.clone(),
+            incomplete_reason: self.incomplete_reason.clone(),
+        })
     }
 
     /// How events are framed.
@@ -2043,6 +2083,34 @@ mod tests {
         assert_eq!(response["output"][0]["status"], "completed");
         assert_eq!(response["text"], serde_json::json!({"format": {"type": "text"}}));
         assert_eq!(serde_json::from_slice::<Value>(&w.response_json()).unwrap(), *response);
+    }
+
+    #[test]
+    fn a_fork_is_the_response_as_its_turn_began() {
+        let mut w = ResponseWriter::new(ResponseSettings::default(), Some(ID.to_owned()), Some(7), Framing::Sse);
+        assert!(w.fork().is_none(), "outside a turn");
+        w.begin_turn();
+        w.text_delta(TextKind::OutputText, "first turn");
+        w.finish(Outcome::Completed);
+        w.begin_turn();
+        let before = w.output().len();
+        w.set_usage(Usage {
+            input_tokens: 3,
+            total_tokens: 3,
+            ..Usage::default()
+        });
+        let mut fork = w.fork().expect("no item in this turn yet");
+        assert_eq!((fork.item_count(), fork.seq), (1, w.seq));
+        assert!(fork.output().is_empty());
+        fork.begin_turn();
+        assert_eq!(fork.total_usage(), None, "the turn's usage so far is its source's own");
+        fork.text_delta(TextKind::OutputText, "second");
+        assert_eq!(fork.item_count(), 2);
+        assert_eq!(w.item_count(), 1, "the source goes on as it was");
+        // Once the source's turn has an item, there is nothing to fork from.
+        w.text_delta(TextKind::OutputText, "mine");
+        assert!(w.fork().is_none());
+        assert!(w.output().len() > before);
     }
 
     #[test]

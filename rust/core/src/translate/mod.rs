@@ -152,6 +152,11 @@ impl<D: Dialect> Translator<D> {
         self.dialect = D::new(writer);
     }
 
+    /// The response's writer as its current turn began (see [`ResponseWriter::fork`]): this translator goes on.
+    pub fn fork_writer(&self) -> Option<ResponseWriter> {
+        self.dialect.writer().fork()
+    }
+
     /// The response's writer, taken away: this translator is left with a placeholder and is done.
     pub fn take_writer(&mut self) -> ResponseWriter {
         let dialect = std::mem::replace(&mut self.dialect, D::new(ResponseWriter::placeholder()));
