@@ -332,3 +332,29 @@ def test_no_hedge_when_each_call_of_a_loop_answers_in_time(server: Server) -> No
     assert response["status"] == "completed" and hosted(response["output"], "mcp_call")
     assert [c["path"].rsplit("/", 1)[-1] for c in upstream_calls("tag=lhu")] == ["completions", "completions"]
     assert _hedges(server, "tools-hedge-unneeded") == {}
+
+
+def test_a_loops_call_whose_blob_is_refused_goes_again_without_it(server: Server) -> None:
+    # The first response thinks (a signed thinking block, stored). The continuation runs a loop at the same provider
+    # with a key that opens no blob any more (the mock refuses any): its first call goes once more without the
+    # signature, and the loop's later call does not carry it again (no second refusal).
+    body = {"model": "agent:anth", "input": 'think, then call add {"a": 2, "b": 3}', "tools": [CALC]}
+    first = create_ok(server, {**body, "input": body["input"] + " tag=rb0"})
+    assert hosted(first["output"], "reasoning")
+    httpx.delete(f"{shared_upstream().url}/requests", timeout=5)
+    again = {
+        "model": "agent?reject_blobs=1&tag=rb:anth",
+        "input": 'call add {"a": 1, "b": 1}',
+        "tools": [CALC],
+        "previous_response_id": first["id"],
+    }
+    events, response = stream(server, again)
+    assert not [e for e in events if e["type"] in ("error", "response.failed")], events
+    assert response["status"] == "completed" and text_of(response).startswith("Results: add=")
+    calls = upstream_calls("tag=rb")
+    assert ["sig-agent-" in json.dumps(c["body"]) for c in calls] == [True, False, False]
+    assert [c["path"].rsplit("/", 1)[-1] for c in calls] == ["messages"] * 3
+    # (Anthropic takes no thinking without its signature: the thinking's text does not go either.)
+    assert "The tools will tell." in json.dumps(calls[0]["body"])
+    assert "The tools will tell." not in json.dumps(calls[1]["body"])
+    assert response["usage"]["input_tokens"] > 0

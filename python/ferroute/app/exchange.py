@@ -941,6 +941,7 @@ class Leg:
     upstream: Upstream | None = None
     out: bytes = b""  # what its translator wrote until its first content (sent if it wins)
     failure: Failure | None = None  # how it failed (None: it has not, or it got content)
+    dropped: bool = False  # its request went once more without reasoning blobs (the upstream refused one)
 
 
 async def _close(upstream: Upstream | None) -> None:

@@ -33,15 +33,14 @@ def made_by(items: list[Any], provider: str) -> list[Any]:
     return items
 
 
-def for_items(items: list[Any], provider: str) -> list[Any]:
-    """`items` as `provider` may take them: reasoning blobs another provider made left out (copies of those items;
-    the others as they are)."""
+def for_items(items: list[Any], provider: str, *, everything: bool = False) -> list[Any]:
+    """`items` as `provider` may take them: reasoning blobs another provider made left out (`everything`: every
+    blob, known origin or not; copies of those items, the others as they are)."""
     return [
         item.model_copy(update={"encrypted_content": None})
         if isinstance(item, ReasoningItem)
         and item.encrypted_content
-        and item._origin is not None
-        and item._origin != provider
+        and (everything or (item._origin is not None and item._origin != provider))
         else item
         for item in items
     ]

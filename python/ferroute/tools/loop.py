@@ -61,7 +61,7 @@ from ferroute.tools.hosted import Hosted, Plan, Server
 
 if TYPE_CHECKING:
     from ferroute.app.exchange import Exchange, Pump
-    from ferroute.providers import Provider, Translator
+    from ferroute.providers import Provider, Translator, Upstream
     from ferroute.telemetry import ToolSpan
     from ferroute.tools.mcp import CallResult
 
@@ -382,6 +382,8 @@ class Loop:
         ex.upstream_model = leg.upstream_model
         ex.client_view = leg.client_view
         ex.request, self.items, self.given = conversation
+        if leg.dropped:
+            self._drop_blobs()
         ex.translator = self.translator = leg.translator
         ex.log["provider"] = leg.provider.name
         ex.log["target"] = leg.target.name
@@ -391,11 +393,8 @@ class Loop:
         kept in `leg.out`: None when content came (or the turn ended without failing), else the `Failure`."""
         translator = leg.translator
         try:
-            leg.upstream = upstream = await leg.provider.open(
-                leg.request,
-                leg.upstream_model,
-                self.pump.transport(),
-                headers=None if leg.attempt is None else leg.attempt.headers,
+            leg.upstream, leg.dropped = upstream, _ = await self._open(
+                leg.provider, leg.request, leg.upstream_model, None if leg.attempt is None else leg.attempt.headers
             )
         except RouterError as e:
             return Failure(e)
@@ -461,9 +460,11 @@ class Loop:
         self.before = translator.output_items
         failure: Failure | None = None
         try:
-            upstream = await ex.provider.open(
-                request, ex.upstream_model, pump.transport(), headers=None if attempt is None else attempt.headers
+            upstream, dropped = await self._open(
+                ex.provider, request, ex.upstream_model, None if attempt is None else attempt.headers
             )
+            if dropped:
+                self._drop_blobs()
         except RouterError as e:
             if attempt is not None:
                 attempt.end(e)
@@ -507,6 +508,30 @@ class Loop:
             with contextlib.suppress(Exception):
                 await upstream.aclose()
         return True
+
+    async def _open(
+        self, provider: Provider, request: Any, upstream_model: str, headers: list[tuple[bytes, bytes]] | None
+    ) -> tuple[Upstream, bool]:
+        """A turn's upstream call, and whether it went without reasoning blobs: one whose blob the upstream rejects
+        (it came from another key of the same provider, one rotated since) goes once more without any (the
+        reasoning's text stays), as the plain path's (`Pump.open`)."""
+        try:
+            return await provider.open(request, upstream_model, self.pump.transport(), headers=headers), False
+        except RouterError as e:
+            if e.code != "invalid_encrypted_content":
+                raise
+            stripped = for_provider(request, provider.name, everything=True)
+            if stripped is request:
+                raise
+        self.ex.log["reasoning_dropped"] = True
+        return await provider.open(stripped, upstream_model, self.pump.transport(), headers=headers), True
+
+    def _drop_blobs(self) -> None:
+        """The upstream refused a blob of the conversation: the later calls go without any of the blobs so far (the
+        ones the later calls make are its own)."""
+        ex = self.ex
+        self.items = for_items(self.items, ex.provider.name, everything=True)
+        ex.request = for_provider(ex.request, ex.provider.name, everything=True)
 
     async def _feed(self, chunks: AsyncIterator[bytes]) -> bool | Failure:
         """The turn's upstream stream, its frames sent as they come: True at its end, False if it timed out, or
