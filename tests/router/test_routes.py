@@ -21,6 +21,7 @@ from tests.support.servers import (
     create,
     create_ok,
     free_port,
+    hedges,
     mock_upstream,
     requests_seen,
     router,
@@ -527,18 +528,6 @@ def _records(upstream: Server) -> dict[str, dict[str, Any]]:
     return {r["body"]["model"]: r for r in requests_seen(upstream)}
 
 
-def _hedges(server: Server, route: str) -> dict[tuple[str, str], float]:
-    """`ferroute_upstream_hedges_total` of `route`: (target, outcome) -> count."""
-    counts = {}
-    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(f'ferroute_upstream_hedges_total{{route="{route}"'):
-            labels, value = line.rsplit(" ", 1)
-            target = labels.split('target="', 1)[1].split('"', 1)[0]
-            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
-            counts[(target, outcome)] = float(value)
-    return counts
-
-
 def _cancelled(upstream: Server, model: str) -> bool:
     """Whether the router hung up on the request for `model` (polled: the mock notices within 0.02 s)."""
     deadline = time.monotonic() + 1.0
@@ -568,7 +557,7 @@ def test_a_hedge_answers_when_the_first_target_is_slow(server: Server, upstream:
         assert _text(response) == "Hello from the mock upstream."
         assert [m for _, m in _seen(upstream)] == ["gen?delay=3&tag=h1", "gen?tag=h2"]
         assert _cancelled(upstream, "gen?delay=3&tag=h1")
-    assert _hedges(server, "hedged") == {("gen?tag=h2:anth", "won"): 2.0}
+    assert hedges(server, "hedged") == {("gen?tag=h2:anth", "won"): 2.0}
 
 
 def test_a_cancelled_legs_tokens_are_counted(server: Server, upstream: Server) -> None:
@@ -587,7 +576,7 @@ def test_when_the_first_target_answers_first_the_hedge_is_cancelled(server: Serv
     assert [m for _, m in _seen(upstream)] == ["gen?delay=0.5&tag=hl1", "gen?delay=3&tag=hl2"]
     assert _cancelled(upstream, "gen?delay=3&tag=hl2")
     assert not _records(upstream)["gen?delay=0.5&tag=hl1"]["closed_early"]
-    assert _hedges(server, "hedge-lost") == {("gen?delay=3&tag=hl2:anth", "lost"): 1.0}
+    assert hedges(server, "hedge-lost") == {("gen?delay=3&tag=hl2:anth", "lost"): 1.0}
 
 
 def test_a_failed_hedge_leaves_the_first_target_running(server: Server, upstream: Server) -> None:
@@ -595,11 +584,11 @@ def test_a_failed_hedge_leaves_the_first_target_running(server: Server, upstream
     assert not [e for e in events if e["type"] in ("error", "response.failed")]
     assert response["status"] == "completed" and _text(response) == "Hello from the mock upstream."
     assert [m for _, m in _seen(upstream)] == ["gen?delay=0.5&tag=hf1", "status:503"]
-    assert _hedges(server, "hedge-failed") == {("status:503:anth", "failed"): 1.0}
+    assert hedges(server, "hedge-failed") == {("status:503:anth", "failed"): 1.0}
 
 
 def test_no_hedge_when_the_first_content_comes_in_time(server: Server, upstream: Server) -> None:
     for _ in range(3):
         _both(server, "hedge-unneeded")
     assert [m for _, m in _seen(upstream)] == ["gen?tag=hu1"] * 6
-    assert _hedges(server, "hedge-unneeded") == {}
+    assert hedges(server, "hedge-unneeded") == {}

@@ -275,3 +275,15 @@ def requests_seen(upstream: Server) -> list[dict[str, Any]]:
     """Everything the mock upstream received so far, oldest first."""
     received: list[dict[str, Any]] = httpx.get(f"{upstream.url}/requests", timeout=5).json()
     return received
+
+
+def hedges(server: Server, route: str) -> dict[tuple[str, str], float]:
+    """`ferroute_upstream_hedges_total` of `route` in the router's `/metrics`: (target, outcome) -> count."""
+    counts = {}
+    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f'ferroute_upstream_hedges_total{{route="{route}"'):
+            labels, value = line.rsplit(" ", 1)
+            target = labels.split('target="', 1)[1].split('"', 1)[0]
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[(target, outcome)] = float(value)
+    return counts

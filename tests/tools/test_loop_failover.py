@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import ROUTER_ENV, Server, create, create_ok, router, shared_upstream, stream
+from tests.support.servers import ROUTER_ENV, Server, create, create_ok, hedges, router, shared_upstream, stream
 from tests.support.tools import CALC, hosted, text_of, tools_config, upstream_calls
 
 ROUTES = """
@@ -228,18 +228,6 @@ targets = ["agent?fail_from=2&tag=sw:up", "agent?tag=sw:oai"]
 # --- hedging: a route's `hedge_after` races each upstream call of a loop ---------------------------------------------
 
 
-def _hedges(server: Server, route: str) -> dict[tuple[str, str], float]:
-    """`ferroute_upstream_hedges_total` of `route`: (target, outcome) -> count."""
-    counts = {}
-    for line in httpx.get(f"{server.url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(f'ferroute_upstream_hedges_total{{route="{route}"'):
-            labels, value = line.rsplit(" ", 1)
-            target = labels.split('target="', 1)[1].split('"', 1)[0]
-            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
-            counts[(target, outcome)] = float(value)
-    return counts
-
-
 def _closed_early(tag: str, model: str) -> bool:
     """Whether the router hung up on the call for `model` (polled: the mock notices within 0.02 s)."""
     deadline = time.monotonic() + 2.0
@@ -294,7 +282,7 @@ def test_a_loops_later_call_is_hedged_on_the_response_so_far(server: Server, str
     assert "tool" in kinds, calls[-1]["body"]["messages"]  # (the hedge carried the call and its result)
     assert _closed_early("tag=lhl", "agent?drip=1.5&slow_from=2&tag=lhl")
     assert response["usage"]["input_tokens"] == _charged("tag=lhl")
-    assert _hedges(server, "tools-hedged-later")[("agent?tag=lhl:up", "won")] >= 1
+    assert hedges(server, "tools-hedged-later")[("agent?tag=lhl:up", "won")] >= 1
 
 
 def test_a_loops_hedge_loses_to_a_first_call_that_answers_first(server: Server) -> None:
@@ -311,7 +299,7 @@ def test_a_loops_hedge_loses_to_a_first_call_that_answers_first(server: Server) 
     assert response["usage"]["input_tokens"] == _charged("tag=lhx") - max(
         1, int(calls[-1]["headers"]["content-length"]) // 4
     )
-    assert _hedges(server, "tools-hedge-lost") == {("agent?delay=3&tag=lhx:oai", "lost"): 1.0}
+    assert hedges(server, "tools-hedge-lost") == {("agent?delay=3&tag=lhx:oai", "lost"): 1.0}
 
 
 def test_a_loops_hedge_that_fails_leaves_the_first_call_running(server: Server) -> None:
@@ -321,7 +309,7 @@ def test_a_loops_hedge_that_fails_leaves_the_first_call_running(server: Server) 
     )
     assert not [e for e in events if e["type"] in ("error", "response.failed")]
     assert response["status"] == "completed" and text_of(response).startswith("Results: add=")
-    assert _hedges(server, "tools-hedge-refused") == {("status:404:anth", "failed"): 1.0}
+    assert hedges(server, "tools-hedge-refused") == {("status:404:anth", "failed"): 1.0}
 
 
 def test_no_hedge_when_each_call_of_a_loop_answers_in_time(server: Server) -> None:
@@ -331,7 +319,7 @@ def test_no_hedge_when_each_call_of_a_loop_answers_in_time(server: Server) -> No
     assert not [e for e in events if e["type"] in ("error", "response.failed")]
     assert response["status"] == "completed" and hosted(response["output"], "mcp_call")
     assert [c["path"].rsplit("/", 1)[-1] for c in upstream_calls("tag=lhu")] == ["completions", "completions"]
-    assert _hedges(server, "tools-hedge-unneeded") == {}
+    assert hedges(server, "tools-hedge-unneeded") == {}
 
 
 def test_a_loops_call_whose_blob_is_refused_goes_again_without_it(server: Server) -> None:

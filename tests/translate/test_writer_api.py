@@ -452,8 +452,8 @@ def test_a_live_call_streams_into_its_own_item_and_waits_to_be_closed() -> None:
     assert response["output"][0]["output"] == "1" and response["output"][0]["id"] == calls[0]["id"]
 
 
-@pytest.mark.parametrize("dialect", ["anthropic", "responses"])
-def test_adopt_goes_on_with_another_dialects_response(dialect: str) -> None:
+def _listed_then_turn() -> tuple[Translator, bytes]:
+    """A Chat Completions translator that wrote a tool listing (the router's item) and began an upstream call."""
     first = make("chat_completions")
     first.hold(["get"])
     listing = {"type": "mcp_list_tools", "server_label": "s", "tools": []}
@@ -462,6 +462,12 @@ def test_adopt_goes_on_with_another_dialects_response(dialect: str) -> None:
     sent += first.item_event("response.mcp_list_tools.completed")
     sent += first.done_item({**listing, "status": "completed"})
     first.next_turn()
+    return first, sent
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "responses"])
+def test_adopt_goes_on_with_another_dialects_response(dialect: str) -> None:
+    first, sent = _listed_then_turn()
     nothing = first.feed(b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}\n\n')
     assert nothing == b""
     # The first upstream failed before its content: the next target's translator takes the response over.
@@ -482,14 +488,7 @@ def test_adopt_goes_on_with_another_dialects_response(dialect: str) -> None:
 
 
 def test_adopt_a_copy_races_a_second_upstream_beside_the_first() -> None:
-    first = make("chat_completions")
-    first.hold(["get"])
-    listing = {"type": "mcp_list_tools", "server_label": "s", "tools": []}
-    sent = first.open_item({**listing, "status": "in_progress"}, prefix="mcpl")[1]
-    sent += first.item_event("response.mcp_list_tools.in_progress")
-    sent += first.item_event("response.mcp_list_tools.completed")
-    sent += first.done_item({**listing, "status": "completed"})
-    first.next_turn()
+    first, sent = _listed_then_turn()
     early = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}\n\n'
     sent += first.feed(early)  # (its upstream's usage so far, no content yet)
     # A hedge: a copy of the response as this turn found it, in another dialect; the first one goes on meanwhile.

@@ -37,7 +37,7 @@ from ferroute.metrics import Metrics
 from ferroute.models import ResponsesRequest
 from ferroute.providers import Provider, Translator, Upstream
 from ferroute.routing.reasoning import for_provider
-from ferroute.routing.routes import Failover, Target
+from ferroute.routing.routes import Failover, Route, Target
 from ferroute.store import ANONYMOUS, Record
 from ferroute.telemetry import start_attempt
 from ferroute.tools.hosted import Plan, Tools
@@ -608,11 +608,38 @@ class Pump:
         at once (its connection closed), and the tokens it was charged are the response's too. A leg that fails
         leaves the other running; when every leg failed, the last failure goes on as one attempt's would."""
         route = failover.route
-        assert route is not None and route.hedge_after is not None
+        assert route is not None
         lead = self._leg(ex, failover.target, ex.provider, ex.upstream_model, ex.request, ex.translator, failover.tries)
+        winner, chosen = await self.race(
+            ex, route, lead, lambda leg: self._until_content(ex, leg), lambda: self._hedge(ex, failover), _carry_usage
+        )
+        self._adopt(ex, chosen)
+        if winner is None:
+            return chosen.failure
+        if ex.trace is not None and winner.attempt is not None:
+            ex.trace.attempt = winner.attempt  # (ended with the response, as the plain path's)
+        return await self._won(ex, winner)
+
+    async def race(
+        self,
+        ex: Exchange,
+        route: Route,
+        lead: Leg,
+        until_content: Callable[[Leg], Awaitable[Failure | None]],
+        hedge: Callable[[], Leg | None],
+        carry: Callable[[Translator, Translator], None],
+        before: int = 0,
+    ) -> tuple[Leg | None, Leg]:
+        """The race of `_race` and of a tool loop's call (`Loop._race`): `lead` read by `until_content`; when it has
+        no content `hedge_after` seconds after the attempt began, `hedge()`'s leg beside it (if any). The first leg
+        to get content wins; the others are cancelled (`_leg_lost`) or failed (`_leg_failed`), and each one's tokens
+        are carried (`carry(spent, into)`) into the leg that goes on. Returns the winner (None when every leg
+        failed) and the leg that goes on: the winner, or the last to fail. `before`: the items that are not the
+        call's content (a loop's earlier ones), for the first-event timeout. The winner's target is marked healthy
+        and its time to content learnt."""
+        assert route.hedge_after is not None
         legs = [lead]
-        running: dict[asyncio.Future[Failure | None], Leg] = {}
-        running[asyncio.ensure_future(self._until_content(ex, lead))] = lead
+        running: dict[asyncio.Future[Failure | None], Leg] = {asyncio.ensure_future(until_content(lead)): lead}
         winner: Leg | None = None
         failed: Leg | None = None  # the last leg that failed
         hedge_at: float | None = ex.attempt_began + route.hedge_after
@@ -623,10 +650,10 @@ class Pump:
                     done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                     if not done:
                         hedge_at = None
-                        hedge = self._hedge(ex, failover)
-                        if hedge is not None:
-                            legs.append(hedge)
-                            running[asyncio.ensure_future(self._until_content(ex, hedge))] = hedge
+                        second = hedge()
+                        if second is not None:
+                            legs.append(second)
+                            running[asyncio.ensure_future(until_content(second))] = second
                         continue
                     for task in done:
                         leg = running.pop(task)
@@ -638,7 +665,7 @@ class Pump:
                             failed = leg
                             await self._leg_failed(leg)
             except asyncio.CancelledError:
-                timeout = self._timed_out(ex)
+                timeout = self._timed_out(ex, before)
                 if timeout is None:
                     raise
                 for task, leg in running.items():  # every leg still waiting failed by it
@@ -656,23 +683,18 @@ class Pump:
             for leg in legs:
                 if leg is not winner and leg.failure is None:  # lost (or the request ended first): cancelled
                     await self._leg_lost(ex, route.name, leg, abandoned=winner is None)
-        # The leg that goes on: the winner, or the last to fail. Each other leg's tokens are added to its own.
         chosen = winner or failed
         assert chosen is not None
         for leg in legs:
             if leg is not chosen:
-                _carry_usage(leg.translator, chosen.translator)
+                carry(leg.translator, chosen.translator)
             if leg.hedge:
                 won = leg is winner
                 self.metrics.hedge(route.name, leg.target.name, "won" if won else "failed" if leg.failure else "lost")
-        self._adopt(ex, chosen)
-        if winner is None:
-            return chosen.failure
-        winner.target.breaker.succeeded()
-        winner.target.observe(time.monotonic() - winner.began)
-        if ex.trace is not None and winner.attempt is not None:
-            ex.trace.attempt = winner.attempt  # (ended with the response, as the plain path's)
-        return await self._won(ex, winner)
+        if winner is not None:  # (its target is healthy, and its time to content known)
+            winner.target.breaker.succeeded()
+            winner.target.observe(time.monotonic() - winner.began)
+        return winner, chosen
 
     def _leg(
         self,

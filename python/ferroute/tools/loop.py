@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -274,67 +275,17 @@ class Loop:
         base = self.translator.usage  # (the earlier turns': each leg's own tokens are what it adds to them)
         lead = pump._leg(ex, failover.target, ex.provider, ex.upstream_model, request, self.translator, failover.tries)
         conversations = {lead: (ex.request, self.items, self.given)}
-        legs = [lead]
-        running: dict[asyncio.Future[Failure | None], Leg] = {}
-        running[asyncio.ensure_future(self._until_content(lead))] = lead
-        winner: Leg | None = None
-        failed: Leg | None = None  # the last leg that failed
-        hedge_at: float | None = ex.attempt_began + route.hedge_after
-        try:
-            try:
-                while running and winner is None:
-                    wait = None if hedge_at is None else max(0.0, hedge_at - time.monotonic())
-                    done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                    if not done:
-                        hedge_at = None
-                        hedge = self._hedge(failover, first, conversations)
-                        if hedge is not None:
-                            legs.append(hedge)
-                            running[asyncio.ensure_future(self._until_content(hedge))] = hedge
-                        continue
-                    for task in done:
-                        leg = running.pop(task)
-                        leg.failure = task.result()
-                        if leg.failure is None:
-                            if winner is None:
-                                winner = leg
-                        else:
-                            failed = leg
-                            await pump._leg_failed(leg)
-            except asyncio.CancelledError:
-                timeout = pump._timed_out(ex, self.before)
-                if timeout is None:
-                    raise
-                for task, leg in running.items():  # every leg still waiting failed by it
-                    task.cancel()
-                    await asyncio.wait((task,))
-                    leg.failure = Failure(timeout, timeout=True)
-                    failed = leg
-                    await pump._leg_failed(leg)
-                running.clear()
-        finally:
-            if running:  # (cancelled and awaited: a leg's upstream is known before it is closed)
-                for task in running:
-                    task.cancel()
-                await asyncio.wait(running)
-            for leg in legs:
-                if leg is not winner and leg.failure is None:  # lost (or the request ended first): cancelled
-                    await pump._leg_lost(ex, route.name, leg, abandoned=winner is None)
-        chosen = winner or failed
-        assert chosen is not None
-        for leg in legs:
-            if leg is not chosen:
-                _carry_turn_usage(leg.translator, chosen.translator, base)
-            if leg.hedge:
-                won = leg is winner
-                pump.metrics.hedge(route.name, leg.target.name, "won" if won else "failed" if leg.failure else "lost")
+
+        def carry(spent: Translator, into: Translator) -> None:
+            _carry_turn_usage(spent, into, base)
+
+        hedge = functools.partial(self._hedge, failover, first, conversations)
+        winner, chosen = await pump.race(ex, route, lead, self._until_content, hedge, carry, self.before)
         self._take(chosen, conversations[chosen])
         if winner is None:
             assert chosen.failure is not None
             return chosen.failure
         self.failover = None
-        winner.target.breaker.succeeded()
-        winner.target.observe(time.monotonic() - winner.began)
         return await self._go_on(winner)
 
     def _hedge(
