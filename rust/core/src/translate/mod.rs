@@ -349,6 +349,47 @@ mod tests {
 
     const ID: &str = "resp_0123456789abcdef0123456789abcdef0123456789abcdef";
 
+    /// A recorded stream with each event's JSON written again with `type` no longer first (checked, but where it is
+    /// the only member: no event then takes a dialect's fast path, see `leading_type`); other lines as they were.
+    pub(super) fn type_not_first(raw: &[u8]) -> Vec<u8> {
+        let text = std::str::from_utf8(raw).unwrap();
+        let mut out = String::new();
+        for line in text.split_inclusive('\n') {
+            match line
+                .strip_prefix("data: ")
+                .map(|data| serde_json::from_str::<Value>(data.trim()))
+            {
+                Some(Ok(Value::Object(mut event))) => {
+                    let kind = event.remove("type").unwrap();
+                    event.insert("type".to_owned(), kind);
+                    let data = serde_json::to_string(&event).unwrap();
+                    assert!(event.len() == 1 || leading_type(&data).is_none(), "{data}"); // (`{"type":"ping"}`)
+                    out.push_str("data: ");
+                    out.push_str(&data);
+                    out.push('\n');
+                }
+                _ => out.push_str(line),
+            }
+        }
+        out.into_bytes()
+    }
+
+    #[test]
+    fn leading_type_reads_only_a_type_that_comes_first() {
+        assert_eq!(leading_type(r#"{"type":"a.b","x":1}"#), Some("a.b"));
+        assert_eq!(leading_type(" {\n \"type\" : \"a\" }"), Some("a"));
+        for other in [
+            r#"{"x":1,"type":"a"}"#,
+            r#"{"type":"a\u0062"}"#,
+            r#"{"type":5}"#,
+            r#"["type"]"#,
+            "",
+            "{",
+        ] {
+            assert_eq!(leading_type(other), None, "{other}");
+        }
+    }
+
     /// A turn in which the model calls `get`, then one in which it answers.
     const CALL_TURN: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n\
         data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\

@@ -579,24 +579,8 @@ mod tests {
         // fast path) gives the same events.
         for name in FIXTURES {
             let raw = fixture(name);
-            let mut moved = String::new();
-            for line in std::str::from_utf8(&raw).unwrap().split_inclusive('\n') {
-                match line
-                    .strip_prefix("data: ")
-                    .map(|data| serde_json::from_str::<Value>(data.trim()))
-                {
-                    Some(Ok(Value::Object(mut event))) => {
-                        let kind = event.remove("type").unwrap();
-                        event.insert("type".to_owned(), kind);
-                        moved.push_str("data: ");
-                        moved.push_str(&serde_json::to_string(&event).unwrap());
-                        moved.push('\n');
-                    }
-                    _ => moved.push_str(line),
-                }
-            }
-            assert!(!moved.contains(r#"{"type":"response.output_text.delta""#));
-            assert_eq!(run(moved.as_bytes(), usize::MAX), run(&raw, usize::MAX), "{name}");
+            let moved = super::super::tests::type_not_first(&raw);
+            assert_eq!(run(&moved, usize::MAX), run(&raw, usize::MAX), "{name}");
         }
         // Deltas the fast path leaves to the `Value` (a member of another type, one twice, an index that is no
         // `u64`, no `type` but the SSE event's name): the same as with `type` last.
