@@ -738,35 +738,19 @@ class Pump:
         None when content came, else the `Failure`."""
         translator = leg.translator
         try:
-            leg.upstream, leg.request = upstream, _ = await self._open(
+            leg.upstream, leg.request = await self._open(
                 ex, leg.provider, leg.request, leg.upstream_model, None if leg.attempt is None else leg.attempt.headers
             )
         except RouterError as e:
             return Failure(e)
-        if upstream.body is not None:  # a whole JSON body where a stream was asked for
-            try:
-                leg.out = translator.feed_whole(upstream.body)
-            except _core.UpstreamError:
-                return Failure(malformed_answer(leg.provider.name))
-            if translator.status == "failed" and (not ex.stream or not translator.output_items):
+        failure = await read_until(ex, leg, _has_content, _finish)
+        if failure is not None:
+            return failure
+        if translator.status == "failed":
+            # Failed before content, or a whole body where the client streams nothing: another attempt may answer.
+            whole = leg.upstream is not None and leg.upstream.body is not None
+            if not translator.output_items or (whole and not ex.stream):
                 return Failure(_failed(translator), leg.out)
-            return None
-        assert upstream.chunks is not None
-        feed = translator.feed
-        out: list[bytes] = []
-        try:
-            async for chunk in upstream.chunks:
-                ex.reads += 1
-                out.append(feed(chunk))
-                if translator.output_items or translator.status != "in_progress":
-                    break
-            else:
-                out.append(translator.finish())
-        except httpx.HTTPError as e:
-            return Failure(upstream_error_from(leg.provider.name, e))
-        leg.out = b"".join(out)
-        if translator.status == "failed" and not translator.output_items:
-            return Failure(_failed(translator), leg.out)
         return None
 
     @staticmethod
@@ -984,6 +968,45 @@ async def _feed_all(ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
     except httpx.HTTPError:
         pass
     translator.finish()
+
+
+async def read_until(
+    ex: Exchange, leg: Leg, reached: Callable[[Translator], bool], end: Callable[[Translator], bytes]
+) -> Failure | None:
+    """A raced leg's upstream answer (`leg.upstream`, open) fed to its translator until `reached(translator)` or
+    the stream's end (then `end(translator)`), what it wrote kept in `leg.out`; a whole JSON body is fed whole. The
+    failure of a read that broke or a body that is not the dialect's, else None (the caller judges the rest)."""
+    translator, upstream = leg.translator, leg.upstream
+    assert upstream is not None
+    if upstream.body is not None:  # a whole JSON body where a stream was asked for
+        try:
+            leg.out = translator.feed_whole(upstream.body)
+        except _core.UpstreamError:
+            return Failure(malformed_answer(leg.provider.name))
+        return None
+    assert upstream.chunks is not None
+    feed = translator.feed
+    out: list[bytes] = []
+    try:
+        async for chunk in upstream.chunks:
+            ex.reads += 1
+            out.append(feed(chunk))
+            if reached(translator):
+                break
+        else:
+            out.append(end(translator))
+    except httpx.HTTPError as e:
+        return Failure(upstream_error_from(leg.provider.name, e))
+    leg.out = b"".join(out)
+    return None
+
+
+def _has_content(translator: Translator) -> bool:
+    return bool(translator.output_items) or translator.status != "in_progress"
+
+
+def _finish(translator: Translator) -> bytes:
+    return translator.finish()
 
 
 def _carry_usage(spent: Translator, into: Translator) -> None:

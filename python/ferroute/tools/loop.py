@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ferroute import _core
-from ferroute.app.exchange import Failure, Leg, finish_body, whole_result
+from ferroute.app.exchange import Failure, Leg, finish_body, read_until, whole_result
 from ferroute.errors import (
     RouterError,
     invalid_request,
@@ -344,31 +344,17 @@ class Loop:
         kept in `leg.out`: None when content came (or the turn ended without failing), else the `Failure`."""
         translator = leg.translator
         try:
-            leg.upstream, leg.dropped = upstream, _ = await self._open(
+            leg.upstream, leg.dropped = await self._open(
                 leg.provider, leg.request, leg.upstream_model, None if leg.attempt is None else leg.attempt.headers
             )
         except RouterError as e:
             return Failure(e)
-        if upstream.body is not None:  # a whole JSON body where a stream was asked for
-            try:
-                leg.out = translator.feed_whole(upstream.body)
-            except _core.UpstreamError:
-                return Failure(malformed_answer(leg.provider.name))
-        else:
-            assert upstream.chunks is not None
-            ex, before, feed = self.ex, self.before, translator.feed
-            out: list[bytes] = []
-            try:
-                async for chunk in upstream.chunks:
-                    ex.reads += 1
-                    out.append(feed(chunk))
-                    if translator.output_items > before or translator.turn_result() is not None:
-                        break
-                else:
-                    out.append(translator.end_turn())
-            except httpx.HTTPError as e:
-                return Failure(upstream_error_from(leg.provider.name, e))
-            leg.out = b"".join(out)
+        before = self.before
+        failure = await read_until(
+            self.ex, leg, lambda t: t.output_items > before or t.turn_result() is not None, _end_turn
+        )
+        if failure is not None:
+            return failure
         if translator.output_items > self.before:
             return None
         return _turn_failed(translator)
@@ -466,16 +452,8 @@ class Loop:
         """A turn's upstream call, and whether it went without reasoning blobs: one whose blob the upstream rejects
         (it came from another key of the same provider, one rotated since) goes once more without any (the
         reasoning's text stays), as the plain path's (`Pump.open`)."""
-        try:
-            return await provider.open(request, upstream_model, self.pump.transport(), headers=headers), False
-        except RouterError as e:
-            if e.code != "invalid_encrypted_content":
-                raise
-            stripped = for_provider(request, provider.name, everything=True)
-            if stripped is request:
-                raise
-        self.ex.log["reasoning_dropped"] = True
-        return await provider.open(stripped, upstream_model, self.pump.transport(), headers=headers), True
+        upstream, sent = await self.pump._open(self.ex, provider, request, upstream_model, headers)
+        return upstream, sent is not request
 
     def _drop_blobs(self) -> None:
         """The upstream refused a blob of the conversation: the later calls go without any of the blobs so far (the
@@ -1009,6 +987,10 @@ class Loop:
 _INVALID_PARAMS = -32602
 _NOT_ALLOWED = -32601
 _LIMIT = -32000
+
+
+def _end_turn(translator: Translator) -> bytes:
+    return translator.end_turn()
 
 
 def _turn_failed(translator: Translator) -> Failure | None:
