@@ -208,6 +208,22 @@ def _mapped(body: dict[str, Any]) -> dict[str, Any]:
     return messages_request(request, "m")
 
 
+def test_a_json_schema_format_is_anthropics_structured_output() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}  # fmt: skip
+    text = {"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}}
+    assert _mapped({"input": "x", "text": text})["output_config"] == {
+        "format": {"type": "json_schema", "schema": schema}
+    }
+    assert "output_config" not in _mapped({"input": "x", "text": {"format": {"type": "text"}}})
+    # Through the router: the upstream gets it, and the response echoes the format the client sent.
+    response = create_ok(shared_router(), {"model": "claude:anth", "input": "Where?", "text": text})
+    assert last_request(shared_upstream())["body"]["output_config"] == {
+        "format": {"type": "json_schema", "schema": schema}
+    }
+    assert response["text"]["format"]["type"] == "json_schema" and response["text"]["format"]["schema"] == schema
+
+
 def test_request_mapping_edges() -> None:
     # Assistant and tool turns of one role in a row are one message; reasoning without a signature stays out.
     mapped = _mapped({"input": [

@@ -214,8 +214,16 @@ def messages_request(
         if getattr(request, key) is not None:
             raise invalid_request(f"{key} is not supported by Anthropic upstreams", key, code="unsupported_parameter")
     fmt = request.text.format if request.text else None
-    if isinstance(fmt, TextFormatJsonSchema | TextFormatJsonObject):
-        raise not_implemented(f"text.format {fmt.type} with an Anthropic upstream", "text.format")
+    if isinstance(fmt, TextFormatJsonSchema):
+        # Anthropic's structured outputs (GA: `output_config.format`, no beta header): the text is JSON of the
+        # schema. Its `name`, `description` and `strict` have no place there (the decoding is always constrained).
+        body["output_config"] = {"format": {"type": "json_schema", "schema": fmt.schema_}}
+    elif isinstance(fmt, TextFormatJsonObject):
+        raise invalid_request(
+            "text.format json_object has no Anthropic equivalent: use json_schema (Anthropic's structured outputs)",
+            "text.format",
+            code="unsupported_parameter",
+        )
     if request.metadata and "user_id" in request.metadata:
         body["metadata"] = {"user_id": request.metadata["user_id"]}
     return body
