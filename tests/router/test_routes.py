@@ -162,6 +162,11 @@ hedge_after = 0.2
 targets = ["status:404:up", "gen?tag=rfh:anth"]
 
 [[routes]]
+name = "hedged-whole"
+hedge_after = 0.2
+targets = ["gen?delay=3&tag=hw1:up", "json:whole?tag=hw2:oai"]
+
+[[routes]]
 name = "hedge-unneeded"
 hedge_after = 0.5
 targets = ["gen?tag=hu1:up", "gen?tag=hu2:anth"]
@@ -585,6 +590,16 @@ def test_a_failed_hedge_leaves_the_first_target_running(server: Server, upstream
     assert response["status"] == "completed" and _text(response) == "Hello from the mock upstream."
     assert [m for _, m in _seen(upstream)] == ["gen?delay=0.5&tag=hf1", "status:503"]
     assert hedges(server, "hedge-failed") == {("status:503:anth", "failed"): 1.0}
+
+
+def test_a_hedge_that_answers_with_a_whole_body_wins(server: Server, upstream: Server) -> None:
+    # The hedge's upstream answers with one JSON body where a stream was asked for: it is content, it wins, and
+    # the client's stream (or whole response) is that answer, once.
+    for response in _both(server, "hedged-whole"):
+        assert [item["type"] for item in response["output"]] == ["reasoning", "message", "function_call"]
+        assert _text(response) == "Checking."
+    assert hedges(server, "hedged-whole") == {("json:whole?tag=hw2:oai", "won"): 2.0}
+    assert _cancelled(upstream, "gen?delay=3&tag=hw1")
 
 
 def test_no_hedge_when_the_first_content_comes_in_time(server: Server, upstream: Server) -> None:
