@@ -331,3 +331,42 @@ def test_a_hedged_response_has_both_attempts_and_the_loser_is_cancelled(receiver
     seen = {r["body"]["model"]: r["headers"]["traceparent"] for r in requests_seen(shared_upstream())
             if tag in r["body"]["model"]}  # fmt: skip
     assert seen == {m: f"00-{trace_id}-{attempts[f'{m}:{p}'].span_id}-01" for m, p in ((slow, "up"), (fast, "anth"))}
+
+
+def test_a_hedged_tool_loop_call_has_both_attempts(receiver: Receiver) -> None:
+    # The loop's first call is slow at its first target: the hedge answers and the slow one is cancelled; the loop's
+    # second call goes where the winner is. Each upstream call is an attempt of the response, the tool call a span.
+    tag = secrets.token_hex(4)
+    slow, fast = f"agent?delay=3&tag={tag}", f"agent?tag={tag}"
+    config = (
+        upstream_config(shared_upstream().url)
+        + f"""
+[mcp]
+allow_url_prefixes = ["http://127.0.0.1:"]
+
+[[mcp_servers]]
+label = "calc"
+url = "{shared_mcp_demo().url}"
+require_approval = "never"
+
+[[routes]]
+name = "hedged-loop"
+hedge_after = 0.3
+targets = ["{slow}:up", "{fast}:anth"]
+"""
+        + telemetry(receiver)
+    )
+    body = {"model": "hedged-loop", "input": 'call add {"a": 2, "b": 3}', "tools": [CALC]}
+    with router(config, env={**ROUTER_ENV, **FAST_EXPORT}) as server:
+        header, trace_id, _ = traceparent()
+        _, response = stream(server, body, headers={"traceparent": header})
+        spans = of_trace(receiver, trace_id, 5)  # the response, 3 upstream calls, the tool call
+    assert response["status"] == "completed"
+    [top] = [s for s in spans if s.kind == SERVER]
+    attempts = [s for s in spans if s.kind == CLIENT]
+    assert all(s.parent_id == top.span_id for s in attempts)
+    outcomes = sorted((s.attributes["ferroute.target"], s.attributes["ferroute.outcome"]) for s in attempts)
+    assert outcomes == [(f"{slow}:up", "cancelled"), (f"{fast}:anth", "ok"), (f"{fast}:anth", "ok")]
+    [add] = [s for s in spans if s.name == "execute_tool add"]
+    assert add.parent_id == top.span_id
+    assert top.attributes["ferroute.provider"] == "anth"
