@@ -127,6 +127,23 @@ def test_create_streaming(client: openai.OpenAI, backend: str) -> None:
     assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
+@pytest.mark.parametrize("model", ["gen:up", "gen:oai"], ids=["chat_completions", "responses"])
+def test_log_probabilities_through_the_sdk(client: openai.OpenAI, model: str) -> None:
+    response = client.responses.create(
+        model=model, input="hi", include=["message.output_text.logprobs"], top_logprobs=2
+    )
+    [message] = response.output
+    assert message.type == "message" and message.content[0].type == "output_text"
+    logprobs = message.content[0].logprobs or []
+    assert [t.token for t in logprobs] == ["Hello", " from", " the", " mock", " upstream."]
+    assert all(len(t.top_logprobs) == 2 for t in logprobs)
+    with client.responses.stream(
+        model=model, input="hi", include=["message.output_text.logprobs"], top_logprobs=1
+    ) as stream:
+        tokens = [t.token for e in stream if e.type == "response.output_text.delta" for t in e.logprobs]
+    assert tokens == ["Hello", " from", " the", " mock", " upstream."]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stream_helper_and_final_response(client: openai.OpenAI, backend: str) -> None:
     with client.responses.stream(model=TEXT[backend], input="Count from 1 to 5.") as stream:

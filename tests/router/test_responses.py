@@ -99,7 +99,9 @@ def test_the_upstream_gets_a_stateless_responses_request() -> None:
     assert seen["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
     sent = seen["body"]
     assert sent["model"] == "gpt-test"
-    assert (sent["stream"], sent["store"], sent["include"]) == (True, False, ["reasoning.encrypted_content"])
+    # (The router's own `include`: the reasoning blob, and the client's log probabilities when it asked for them.)
+    include = ["reasoning.encrypted_content", "message.output_text.logprobs"]
+    assert (sent["stream"], sent["store"], sent["include"]) == (True, False, include)
     assert sent["input"] == [{"type": "message", "role": "user", "content": "Weather?"}]
     assert sent["instructions"] == "Be brief."
     assert [tool["type"] for tool in sent["tools"]] == ["function", "web_search"]
@@ -219,3 +221,33 @@ def test_a_whole_response_where_a_stream_was_asked_for() -> None:
         assert response["status"] == "completed"
         assert summarise(response["output"]) == expected
         assert response["usage"]["total_tokens"] == 17
+
+
+@pytest.mark.parametrize("model", ["gen:up", "gen:oai"], ids=["chat_completions", "responses"])
+def test_output_text_log_probabilities_when_asked_for(model: str) -> None:
+    # `include: ["message.output_text.logprobs"]` asks the upstream for them (Chat Completions: `logprobs: true`,
+    # `top_logprobs`; Responses: the same `include`), and each token's come with its text: in the delta events, in
+    # the part's `output_text.done` and in the response (every event validated by openresponses-types).
+    server = shared_router()
+    body = {"model": model, "input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2}
+    events, streamed = stream(server, body)
+    sent = last_request(shared_upstream())["body"]
+    if model.endswith(":up"):
+        assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
+    else:
+        assert "message.output_text.logprobs" in sent["include"] and sent["top_logprobs"] == 2
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert [len(e["logprobs"]) for e in deltas] == [1] * 5
+    assert [len(e["logprobs"][0]["top_logprobs"]) for e in deltas] == [2] * 5
+    whole = create_ok(server, body)
+    for response in (streamed, whole):
+        part = response["output"][0]["content"][0]
+        assert [t["token"] for t in part["logprobs"]] == ["Hello", " from", " the", " mock", " upstream."]
+        assert part["logprobs"][4]["bytes"] == list(b" upstream."), "(the upstream's null: the token's UTF-8)"
+        assert part["logprobs"][0]["logprob"] == -0.125
+    [done] = [e for e in events if e["type"] == "response.output_text.done"]
+    assert done["logprobs"] == streamed["output"][0]["content"][0]["logprobs"]
+    # Not asked for: none asked of the upstream, none given.
+    _, plain = stream(server, {"model": model, "input": "hi"})
+    assert "logprobs" not in last_request(shared_upstream())["body"]
+    assert plain["output"][0]["content"][0]["logprobs"] == []

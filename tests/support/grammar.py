@@ -277,10 +277,14 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
             if part is None or part_kind != kind or event["content_index"] != len(item["content"]):
                 raise GrammarError(f"{t} outside an open {kind} part")
             part[key] += event["delta"]
+            if "logprobs" in part:  # (an output_text part's tokens are its deltas', in order)
+                part["logprobs"] = [*part["logprobs"], *event.get("logprobs", [])]
         elif t in {done for done, _, _ in TEXT_KINDS.values()}:
             kind, key = next((k, key) for done, k, key in TEXT_KINDS.values() if done == t)
             if part is None or part_kind != kind or event[key] != part[key]:
                 raise GrammarError(f"{t} does not carry the full text of its deltas")
+            if "logprobs" in event and event["logprobs"] != part.get("logprobs", []):
+                raise GrammarError(f"{t} does not carry the log probabilities of its deltas")
         elif t == "response.content_part.done":
             if part is None or event["part"] != part or event["content_index"] != len(item["content"]):
                 raise GrammarError(f"content_part.done {event['part']} differs from the part built: {part}")

@@ -104,11 +104,27 @@ def _events(raw: bytes) -> list[bytes]:
     return [e for e in events if e]
 
 
-def _generated(model: str) -> bytes:
+def _token_logprobs(word: str, n: int, top: int) -> dict[str, Any]:
+    """A token's log probabilities as OpenAI gives them (Chat Completions and Responses alike): `top` alternatives,
+    the first the token itself; the last word's `bytes` null, as OpenAI gives it for a token that is no whole
+    UTF-8 on its own."""
+    logprob = -0.125 * (n + 1)
+    alternatives = [{"token": word, "logprob": logprob, "bytes": list(word.encode())}]
+    alternatives += [
+        {"token": f"alt{k}", "logprob": logprob - k, "bytes": list(f"alt{k}".encode())} for k in range(1, top)
+    ]
+    return {"token": word, "logprob": logprob, "bytes": None if n == 4 else list(word.encode()),
+            "top_logprobs": alternatives[:top]}  # fmt: skip
+
+
+def _generated(model: str, request: dict[str, Any]) -> bytes:
     out = b""
-    for word in ["Hello", " from", " the", " mock", " upstream."]:
+    for n, word in enumerate(["Hello", " from", " the", " mock", " upstream."]):
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": word}, "finish_reason": None}
+        if request.get("logprobs"):  # (asked for: `logprobs: true`, `top_logprobs: <n>`)
+            choice["logprobs"] = {"content": [_token_logprobs(word, n, request.get("top_logprobs") or 0)]}
         chunk = {"id": "chatcmpl-m", "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}  # fmt: skip
+                 "choices": [choice]}  # fmt: skip
         out += b"data: " + json.dumps(chunk).encode() + b"\n\n"
     done = {"id": "chatcmpl-m", "object": "chat.completion.chunk", "created": 0, "model": model,
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}  # fmt: skip
@@ -124,7 +140,7 @@ def _generated(model: str) -> bytes:
     )
 
 
-def _generated_messages(model: str) -> bytes:
+def _generated_messages(model: str, request: dict[str, Any]) -> bytes:
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"id": "msg_m", "type": "message", "role": "assistant", "model": model,
                                               "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}},
@@ -138,7 +154,7 @@ def _generated_messages(model: str) -> bytes:
     return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
 
 
-def _generated_responses(model: str) -> bytes:
+def _generated_responses(model: str, request: dict[str, Any]) -> bytes:
     item = {"id": "msg_up", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
     response = {"id": "resp_up", "object": "response", "status": "in_progress", "model": model, "output": []}
     words = ["Hello", " from", " the", " mock", " upstream."]
@@ -146,12 +162,15 @@ def _generated_responses(model: str) -> bytes:
     part = {"type": "output_text", "text": text, "annotations": []}
     done = {**item, "status": "completed", "content": [part]}
     where = {"item_id": "msg_up", "output_index": 0}
+    logprobs = "message.output_text.logprobs" in (request.get("include") or [])
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": response},
         {"type": "response.in_progress", "response": response},
         {"type": "response.output_item.added", "output_index": 0, "item": item},
         {"type": "response.content_part.added", **where, "content_index": 0, "part": {**part, "text": ""}},
-        *({"type": "response.output_text.delta", **where, "content_index": 0, "delta": w} for w in words),
+        *({"type": "response.output_text.delta", **where, "content_index": 0, "delta": w,
+           **({"logprobs": [_token_logprobs(w, n, request.get("top_logprobs") or 0)]} if logprobs else {})}
+          for n, w in enumerate(words)),
         {"type": "response.output_text.done", **where, "content_index": 0, "text": text},
         {"type": "response.content_part.done", **where, "content_index": 0, "part": part},
         {"type": "response.output_item.done", "output_index": 0, "item": done},
@@ -712,7 +731,8 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
         elif name == "agent":
             raw = _agent(path, request if isinstance(request, dict) else {}, name, len(body))
         else:
-            raw = (_generated_messages if messages else _generated_responses if responses else _generated)(name)
+            generated = _generated_messages if messages else _generated_responses if responses else _generated
+            raw = generated(name, request if isinstance(request, dict) else {})
         ping = b'event: ping\ndata: {"type": "ping"}\n\n' if messages else b": ping\n\n"  # (Responses: comments)
         raw = ping * int(options.get("pings", 0)) + raw
         if options.get("crlf"):

@@ -220,6 +220,10 @@ def chat_request(
         body[max_tokens_field] = request.max_output_tokens
     if request.reasoning is not None and request.reasoning.effort is not None:
         body["reasoning_effort"] = request.reasoning.effort
+    if request.include and "message.output_text.logprobs" in request.include:
+        body["logprobs"] = True  # (each chunk's tokens come in `logprobs.content`)
+        if request.top_logprobs:
+            body["top_logprobs"] = request.top_logprobs
     return body
 
 

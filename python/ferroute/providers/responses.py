@@ -44,7 +44,10 @@ def responses_request(request: ResponsesRequest, upstream_model: str) -> dict[st
     items = [_input_item(item, f"input[{i}]") for i, item in enumerate(request.items())]
     if not items:
         raise invalid_request("the request has no input", "input")
-    body.update(model=upstream_model, input=items, stream=True, store=False, include=["reasoning.encrypted_content"])
+    include = ["reasoning.encrypted_content"]
+    if request.include and "message.output_text.logprobs" in request.include:
+        include.append("message.output_text.logprobs")  # (`top_logprobs` goes as the client sent it)
+    body.update(model=upstream_model, input=items, stream=True, store=False, include=include)
     return body
 
 

@@ -173,6 +173,9 @@ pub struct ResponseSettings {
     store: bool,
     /// `,"key":value` for every echoed field except `model` and `store`.
     rendered: String,
+    /// `include` asks for `message.output_text.logprobs`: an upstream's token log probabilities are kept (else
+    /// dropped, as some upstreams send them unasked).
+    logprobs: bool,
 }
 
 impl Default for ResponseSettings {
@@ -261,7 +264,15 @@ impl ResponseSettings {
             _ => String::new(),
         };
         let store = given("store").and_then(Value::as_bool).unwrap_or(true);
-        Self { model, store, rendered }
+        let logprobs = given("include")
+            .and_then(Value::as_array)
+            .is_some_and(|include| include.iter().any(|i| i == "message.output_text.logprobs"));
+        Self {
+            model,
+            store,
+            rendered,
+            logprobs,
+        }
     }
 
     /// Settings of a stand-in writer (nothing rendered).
@@ -270,6 +281,7 @@ impl ResponseSettings {
             model: String::new(),
             store: false,
             rendered: String::new(),
+            logprobs: false,
         }
     }
 
@@ -286,6 +298,11 @@ impl ResponseSettings {
     /// The model string the response echoes.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// Whether the request asked for the output text's log probabilities (`include`).
+    pub fn logprobs(&self) -> bool {
+        self.logprobs
     }
 }
 
@@ -325,6 +342,9 @@ impl ItemStatus {
 struct Part {
     kind: TextKind,
     text: String,
+    /// An `output_text` part's token log probabilities so far: the elements of its `logprobs` array, written (see
+    /// [`ResponseWriter::text_delta_with_logprobs`]), without the brackets.
+    logprobs: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -643,6 +663,12 @@ impl ResponseWriter {
         })
     }
 
+    /// Whether the request asked for the output text's log probabilities (`include`): a dialect reads an
+    /// upstream's only then.
+    pub fn keeps_logprobs(&self) -> bool {
+        self.settings.logprobs
+    }
+
     /// How events are framed.
     pub fn framing(&self) -> Framing {
         self.framing
@@ -894,9 +920,18 @@ impl ResponseWriter {
 
     /// Append streamed text of `kind`, opening the item and part it belongs to when needed.
     pub fn text_delta(&mut self, kind: TextKind, delta: &str) {
+        self.text_delta_with_logprobs(kind, delta, b"");
+    }
+
+    /// [`text_delta`](Self::text_delta) with the delta's token log probabilities: `logprobs` is the elements of a
+    /// JSON array of Open Responses `LogProb` objects, written, without the brackets (empty: none). They go in the
+    /// delta event's `logprobs` and are added to the part's (an `output_text` part only: other kinds have none),
+    /// when the request asked for them ([`keeps_logprobs`](Self::keeps_logprobs)).
+    pub fn text_delta_with_logprobs(&mut self, kind: TextKind, delta: &str, logprobs: &[u8]) {
         if delta.is_empty() || self.is_finished() {
             return;
         }
+        let logprobs = if self.settings.logprobs { logprobs } else { b"" };
         self.start();
         let index = self.open_for(kind);
         let content_index = self.open_part(index, kind);
@@ -912,11 +947,22 @@ impl ResponseWriter {
             out.extend_from_slice(b",\"delta\":");
             write_str(out, delta);
             if kind == TextKind::OutputText {
-                out.extend_from_slice(b",\"logprobs\":[]");
+                out.extend_from_slice(b",\"logprobs\":[");
+                out.extend_from_slice(logprobs);
+                out.push(b']');
             }
         });
         match &mut self.items[index].body {
-            Body::Message { parts, .. } => parts[content_index].text.push_str(delta),
+            Body::Message { parts, .. } => {
+                let part = &mut parts[content_index];
+                part.text.push_str(delta);
+                if kind == TextKind::OutputText && !logprobs.is_empty() {
+                    if !part.logprobs.is_empty() {
+                        part.logprobs.push(b',');
+                    }
+                    part.logprobs.extend_from_slice(logprobs);
+                }
+            }
             Body::Reasoning {
                 content: Some(part), ..
             } => part.text.push_str(delta),
@@ -1482,6 +1528,7 @@ impl ResponseWriter {
         let part = Part {
             kind,
             text: String::new(),
+            logprobs: Vec::new(),
         };
         let content_index = match &mut self.items[index].body {
             Body::Message { parts, part_open } => {
@@ -1492,7 +1539,11 @@ impl ResponseWriter {
             Body::Reasoning { content, part_open, .. } => {
                 // A reasoning item holds one trace; more reasoning after it was closed goes on in the same part.
                 let text = content.take().map(|p| p.text).unwrap_or_default();
-                *content = Some(Part { kind, text });
+                *content = Some(Part {
+                    kind,
+                    text,
+                    logprobs: Vec::new(),
+                });
                 *part_open = true;
                 0
             }
@@ -1507,6 +1558,7 @@ impl ResponseWriter {
                 &Part {
                     kind,
                     text: String::new(),
+                    logprobs: Vec::new(),
                 },
             );
             let _ = w;
@@ -1544,7 +1596,9 @@ impl ResponseWriter {
         body.extend_from_slice(b"\":");
         write_str(&mut body, &part.text);
         if part.kind == TextKind::OutputText {
-            body.extend_from_slice(b",\"logprobs\":[]");
+            body.extend_from_slice(b",\"logprobs\":[");
+            body.extend_from_slice(&part.logprobs);
+            body.push(b']');
         }
         let mut part_body = Vec::with_capacity(part.text.len() * 2 + 160);
         write_locator(&mut part_body, &item.id, index, Some(content_index));
@@ -1913,7 +1967,9 @@ fn write_part(out: &mut Vec<u8>, part: &Part) {
         TextKind::OutputText => {
             out.extend_from_slice(b"{\"type\":\"output_text\",\"text\":");
             write_str(out, &part.text);
-            out.extend_from_slice(b",\"annotations\":[],\"logprobs\":[]}");
+            out.extend_from_slice(b",\"annotations\":[],\"logprobs\":[");
+            out.extend_from_slice(&part.logprobs);
+            out.extend_from_slice(b"]}");
         }
         TextKind::Refusal => {
             out.extend_from_slice(b"{\"type\":\"refusal\",\"refusal\":");

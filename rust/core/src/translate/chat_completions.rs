@@ -17,11 +17,13 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::events::ids::new_id;
 use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, TextKind, Usage};
 use crate::sse::SseEventRef;
 
+use super::logprobs::write_logprobs;
 use super::{stream_error, upstream_error, ConvertError, Dialect, Translator};
 
 mod reader;
@@ -81,6 +83,8 @@ struct State {
     writer: ResponseWriter,
     calls: Vec<ToolCall>,
     finish_reason: Option<String>,
+    /// A chunk's log probabilities as written for the writer (reused from chunk to chunk).
+    logprobs: Vec<u8>,
 }
 
 /// One upstream tool call (`delta.tool_calls[].index`), becoming one `function_call` item.
@@ -119,6 +123,16 @@ struct Choice<'a> {
     message: Option<Delta<'a>>,
     #[serde(borrow, default)]
     finish_reason: Option<Cow<'a, str>>,
+    /// `{"content": [token log probabilities], "refusal": …}` when the request asked for them.
+    #[serde(borrow, default)]
+    logprobs: Option<&'a RawValue>,
+}
+
+/// A choice's `logprobs`: its `content` tokens are the output text's (`refusal`'s are not kept).
+#[derive(Deserialize)]
+struct ChoiceLogprobs<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
 }
 
 /// A streamed `delta`, or a whole body's `message` (same fields, tool calls complete).
@@ -250,6 +264,8 @@ struct DeltaText<'a> {
     reasoning: Option<&'a str>,
     content: Option<&'a str>,
     refusal: Option<&'a str>,
+    /// The choice's `logprobs` (raw JSON), when it has some.
+    logprobs: Option<&'a str>,
 }
 
 /// One `tool_calls[]` entry of a `delta` (or `message`), `function` flattened.
@@ -335,6 +351,7 @@ impl State {
                 reasoning: message.reasoning_content.as_deref().or(message.reasoning.as_deref()),
                 content: message.content.as_deref(),
                 refusal: message.refusal.as_deref(),
+                logprobs: choice.logprobs.map(RawValue::get),
             };
             state.on_delta(&text, calls);
         }
@@ -353,6 +370,7 @@ impl State {
             writer,
             calls: Vec::new(),
             finish_reason: None,
+            logprobs: Vec::new(),
         }
     }
 
@@ -418,6 +436,7 @@ impl State {
                     reasoning: text(delta.reasoning_content.or(delta.reasoning)),
                     content: text(delta.content),
                     refusal: text(delta.refusal),
+                    logprobs: choice.logprobs.map(|(start, end)| &data[start as usize..end as usize]),
                 };
                 self.on_delta(&delta_text, calls);
             }
@@ -439,7 +458,10 @@ impl State {
             self.writer.text_delta(TextKind::Reasoning, reasoning);
         }
         if let Some(content) = delta.content {
-            self.writer.text_delta(TextKind::OutputText, content);
+            match delta.logprobs {
+                Some(raw) if self.writer.keeps_logprobs() => self.content_with_logprobs(content, raw),
+                _ => self.writer.text_delta(TextKind::OutputText, content),
+            }
         }
         if let Some(refusal) = delta.refusal {
             self.writer.text_delta(TextKind::Refusal, refusal);
@@ -450,6 +472,23 @@ impl State {
                 return;
             }
         }
+    }
+
+    /// Content text with its choice's `logprobs` (`{"content": [tokens]}`): the tokens go with it; logprobs that are
+    /// not of that shape are left out (the text is not).
+    #[cold]
+    fn content_with_logprobs(&mut self, content: &str, raw: &str) {
+        let mut written = std::mem::take(&mut self.logprobs);
+        written.clear();
+        let tokens = serde_json::from_str::<ChoiceLogprobs<'_>>(raw)
+            .ok()
+            .and_then(|l| l.content);
+        if !tokens.is_some_and(|tokens| write_logprobs(tokens.get(), &mut written)) {
+            written.clear();
+        }
+        self.writer
+            .text_delta_with_logprobs(TextKind::OutputText, content, &written);
+        self.logprobs = written;
     }
 
     fn on_tool_call(&mut self, position: usize, delta: &CallDelta<'_>) {
@@ -674,6 +713,64 @@ mod tests {
     }
 
     /// The stream of one chunk and a finish, translated; the last event.
+    #[test]
+    fn log_probabilities_go_with_their_text() {
+        let hi = r#"{"token":"Hi","logprob":-0.1,"bytes":[72,105],"top_logprobs":[{"token":"Hi","logprob":-0.1,"bytes":[72,105]},{"token":"Yo","logprob":-2.5,"bytes":[89,111]}]}"#;
+        let there = r#"{"token":" there","logprob":-0.5,"bytes":null,"top_logprobs":[]}"#;
+        let stream = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"logprobs\":{{\"content\":[]}}}}]}}\n\n\
+             data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"Hi\"}},\"logprobs\":{{\"content\":[{hi}],\"refusal\":null}}}}]}}\n\n\
+             data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" there\"}},\"logprobs\":{{\"content\":[{there}]}}}}]}}\n\n\
+             data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"!\"}},\"logprobs\":{{\"content\":\"odd\"}}}}]}}\n\n\
+             data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\",\"logprobs\":null}}]}}\n\ndata: [DONE]\n\n"
+        );
+        let asked = || ResponseSettings::from_request(br#"{"include":["message.output_text.logprobs"]}"#).unwrap();
+        let mut t = ChatCompletionsTranslator::new(asked(), Some("resp_t".into()), Some(1), SseLimits::default());
+        let mut out = t.feed(stream.as_bytes()).to_vec();
+        out.extend_from_slice(t.finish());
+        let evs = events(&out);
+        let deltas: Vec<&Value> = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .collect();
+        let count = |e: &Value| e["logprobs"].as_array().unwrap().len();
+        assert_eq!(
+            deltas.iter().map(|e| count(e)).collect::<Vec<_>>(),
+            [1, 1, 0],
+            "(a shape not understood: none)"
+        );
+        assert_eq!(deltas[0]["logprobs"][0]["top_logprobs"][1]["token"], "Yo");
+        assert_eq!(deltas[1]["logprobs"][0]["bytes"], serde_json::json!(b" there".to_vec()));
+        let done = evs.iter().find(|e| e["type"] == "response.output_text.done").unwrap();
+        let last = evs.last().unwrap();
+        let part = &last["response"]["output"][0]["content"][0];
+        assert_eq!(part["text"], "Hi there!");
+        assert_eq!(done["logprobs"], part["logprobs"]);
+        let tokens: Vec<&str> = part["logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(tokens, ["Hi", " there"]);
+        // A whole body: its message's tokens.
+        let body = format!(
+            r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"Hi"}},"logprobs":{{"content":[{hi}]}},"finish_reason":"stop"}}]}}"#
+        );
+        let whole = |settings| -> Value {
+            serde_json::from_slice(&convert_chat_completion(body.as_bytes(), settings, None, Some(1)).unwrap()).unwrap()
+        };
+        assert_eq!(whole(asked())["output"][0]["content"][0]["logprobs"][0]["token"], "Hi");
+        // Not asked for (some upstreams send them anyway): none.
+        let none = serde_json::json!([]);
+        assert_eq!(
+            whole(ResponseSettings::default())["output"][0]["content"][0]["logprobs"],
+            none
+        );
+        let unasked = events(&run(&[stream.as_bytes()]));
+        assert!(unasked.iter().all(|e| e.get("logprobs").is_none_or(|l| *l == none)));
+    }
+
     fn last_event_for(chunk: &str) -> Value {
         let raw = format!(
             "data: {chunk}\n\ndata: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"

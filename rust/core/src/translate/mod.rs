@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub mod anthropic;
 pub mod chat_completions;
+mod logprobs;
 pub mod responses;
 
 /// One upstream dialect: how its events drive the response's writer.

@@ -17,11 +17,13 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::events::writer::{ErrorInfo, Outcome, ResponseSettings, ResponseWriter, TextKind, Usage};
 use crate::sse::SseEventRef;
 
+use super::logprobs::write_logprobs;
 use super::{leading_type, stream_error, upstream_error, ConvertError, Dialect, Translator};
 
 /// An OpenAI Responses stream (or body) → Open Responses events.
@@ -92,6 +94,9 @@ struct DeltaEvent<'a> {
     output_index: Option<u64>,
     #[serde(borrow, default)]
     delta: Option<Cow<'a, str>>,
+    /// An `output_text.delta`'s tokens (asked for with `message.output_text.logprobs`).
+    #[serde(borrow, default)]
+    logprobs: Option<&'a RawValue>,
 }
 
 fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
@@ -262,9 +267,10 @@ impl State {
                 kind: Some(ty),
                 output_index: Some(index),
                 delta: Some(delta),
+                logprobs,
             }) = serde_json::from_str::<DeltaEvent<'_>>(data)
             {
-                self.on_delta(&ty, index, &delta);
+                self.on_delta(&ty, index, &delta, logprobs.map(RawValue::get));
                 return;
             }
         }
@@ -300,7 +306,8 @@ impl State {
             }
             DELTA_OUTPUT_TEXT | DELTA_REFUSAL | DELTA_REASONING_TEXT | DELTA_REASONING | DELTA_SUMMARY_TEXT => {
                 if let Some(index) = parsed.get("output_index").and_then(Value::as_u64) {
-                    self.on_delta(ty, index, str_of(&parsed, "delta"));
+                    let logprobs = parsed.get("logprobs").map(Value::to_string);
+                    self.on_delta(ty, index, str_of(&parsed, "delta"), logprobs.as_deref());
                 }
             }
             "response.reasoning_summary_part.added" => {
@@ -311,7 +318,7 @@ impl State {
             }
             DELTA_ARGUMENTS => {
                 if let Some(index) = parsed.get("output_index").and_then(Value::as_u64) {
-                    self.on_delta(ty, index, str_of(&parsed, "delta"));
+                    self.on_delta(ty, index, str_of(&parsed, "delta"), None);
                 }
             }
             "response.function_call_arguments.done" => {
@@ -342,16 +349,18 @@ impl State {
 
     /// A delta event (`ty`, one of the `DELTA_*`) for the upstream item at `index`: its text, where the item is of
     /// the kind the event streams.
-    fn on_delta(&mut self, ty: &str, index: u64, delta: &str) {
+    fn on_delta(&mut self, ty: &str, index: u64, delta: &str, logprobs: Option<&str>) {
         match (ty, self.kind(index)) {
-            (DELTA_OUTPUT_TEXT | DELTA_REFUSAL, Some(Kind::Message)) => {
-                let kind = if ty == DELTA_REFUSAL {
-                    TextKind::Refusal
-                } else {
-                    TextKind::OutputText
-                };
+            (DELTA_OUTPUT_TEXT, Some(Kind::Message)) => {
                 self.resume(index);
-                self.writer.text_delta(kind, delta);
+                match logprobs {
+                    Some(raw) if raw != "[]" && self.writer.keeps_logprobs() => self.text_with_logprobs(delta, raw),
+                    _ => self.writer.text_delta(TextKind::OutputText, delta),
+                }
+            }
+            (DELTA_REFUSAL, Some(Kind::Message)) => {
+                self.resume(index);
+                self.writer.text_delta(TextKind::Refusal, delta);
             }
             (DELTA_REASONING_TEXT | DELTA_REASONING, Some(Kind::Reasoning)) => {
                 self.resume(index);
@@ -370,6 +379,18 @@ impl State {
             ) => self.arguments(index, output_index, has_arguments, delta),
             _ => {}
         }
+    }
+
+    /// Output text with its tokens' log probabilities (`raw`, the event's `logprobs`; left out when not of their
+    /// shape).
+    #[cold]
+    fn text_with_logprobs(&mut self, delta: &str, raw: &str) {
+        let mut written = Vec::new();
+        if !write_logprobs(raw, &mut written) {
+            written.clear();
+        }
+        self.writer
+            .text_delta_with_logprobs(TextKind::OutputText, delta, &written);
     }
 
     /// Argument text for the upstream's function call at `index` (the writer's item at `output_index`).
@@ -513,12 +534,11 @@ mod tests {
     const ID: &str = "resp_0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn run(raw: &[u8], size: usize) -> Vec<Value> {
-        let mut t = ResponsesTranslator::new(
-            ResponseSettings::default(),
-            Some(ID.into()),
-            Some(1),
-            SseLimits::default(),
-        );
+        run_with(ResponseSettings::default(), raw, size)
+    }
+
+    fn run_with(settings: ResponseSettings, raw: &[u8], size: usize) -> Vec<Value> {
+        let mut t = ResponsesTranslator::new(settings, Some(ID.into()), Some(1), SseLimits::default());
         let mut out = Vec::new();
         for piece in raw.chunks(size.max(1)) {
             out.extend_from_slice(t.feed(piece));
@@ -607,6 +627,35 @@ mod tests {
             assert_eq!(out, run(last.as_bytes(), usize::MAX), "{members}");
             assert_eq!(out, run(unnamed.as_bytes(), usize::MAX), "{members}");
         }
+    }
+
+    #[test]
+    fn output_text_log_probabilities_are_kept() {
+        let item = r#"{"type":"message","id":"m","role":"assistant","content":[]}"#;
+        let token = r#"{"token":"Hi","logprob":-0.1,"bytes":[72,105],"top_logprobs":[]}"#;
+        let stream = format!(
+            "data: {{\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{item}}}\n\n\
+             data: {{\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"Hi\",\"logprobs\":[{token}]}}\n\n\
+             data: {{\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"!\",\"logprobs\":[]}}\n\n\
+             data: {{\"output_index\":0,\"delta\":\"?\",\"logprobs\":[{token}],\"type\":\"response.output_text.delta\"}}\n\n\
+             data: {{\"type\":\"response.completed\",\"response\":{{\"status\":\"completed\"}}}}\n\n"
+        );
+        let asked = ResponseSettings::from_request(br#"{"include":["message.output_text.logprobs"]}"#).unwrap();
+        let events = run_with(asked, stream.as_bytes(), usize::MAX);
+        let deltas: Vec<usize> = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["logprobs"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(deltas, [1, 0, 1], "(the last through the `Value` path)");
+        let part = &events.last().unwrap()["response"]["output"][0]["content"][0];
+        assert_eq!(part["text"], "Hi!?");
+        assert_eq!(part["logprobs"].as_array().unwrap().len(), 2);
+        assert_eq!(part["logprobs"][0]["token"], "Hi");
+        // Not asked for (LM Studio sends them anyway): none.
+        let unasked = run(stream.as_bytes(), usize::MAX);
+        let part = &unasked.last().unwrap()["response"]["output"][0]["content"][0];
+        assert_eq!(part["logprobs"], serde_json::json!([]));
     }
 
     #[test]

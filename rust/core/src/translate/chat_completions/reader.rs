@@ -58,6 +58,9 @@ pub(super) struct ChoiceView {
     pub delta: Option<DeltaView>,
     pub message: Option<DeltaView>,
     pub finish_reason: Option<Str>,
+    /// The input span of a non-null `logprobs` (any JSON value, checked and skipped: read by serde where it is
+    /// used, only when a client asked for log probabilities).
+    pub logprobs: Option<(u32, u32)>,
 }
 
 /// One `tool_calls[]` entry, `function` flattened (`has_function` tells whether it was there).
@@ -120,6 +123,7 @@ fn choice_field(key: &[u8]) -> Option<usize> {
         b"delta" => Some(1),
         b"message" => Some(2),
         b"finish_reason" => Some(3),
+        b"logprobs" => Some(4),
         _ => None,
     }
 }
@@ -262,7 +266,7 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
         let result = self.array(|p| {
             choices.push(ChoiceView::default());
             let choice = choices.last_mut().expect("just pushed");
-            p.fields(4, choice_field, choice, Self::read_choice_field)
+            p.fields(5, choice_field, choice, Self::read_choice_field)
         });
         self.r.choices = Some(choices);
         result
@@ -273,7 +277,15 @@ impl<'a, 'r, const CONTROLS: bool> Parser<'a, 'r, CONTROLS> {
             0 => choice.index = self.opt_u64()?,
             1 => choice.delta = self.opt_delta()?,
             2 => choice.message = self.opt_delta()?,
-            _ => choice.finish_reason = self.opt_str()?,
+            3 => choice.finish_reason = self.opt_str()?,
+            _ => {
+                choice.logprobs = if self.null()? {
+                    None
+                } else {
+                    let (start, end) = self.span()?;
+                    Some((start as u32, end as u32)) // (a chunk is under 4 GiB: `read` checked)
+                }
+            }
         }
         Ok(())
     }

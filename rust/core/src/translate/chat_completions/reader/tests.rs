@@ -21,6 +21,7 @@ struct SeenChoice {
     delta: Option<SeenDelta>,
     message: Option<SeenDelta>,
     finish_reason: Option<String>,
+    logprobs: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -70,6 +71,7 @@ fn seen_by_serde(chunk: &Chunk<'_>) -> Seen {
                     delta: c.delta.as_ref().map(delta),
                     message: c.message.as_ref().map(delta),
                     finish_reason: c.finish_reason.as_deref().map(str::to_owned),
+                    logprobs: c.logprobs.map(|raw| raw.get().to_owned()),
                 })
                 .collect()
         }),
@@ -105,6 +107,9 @@ fn seen_by_reader(r: &ChunkReader, data: &str) -> Seen {
                     delta: c.delta.as_ref().map(delta),
                     message: c.message.as_ref().map(delta),
                     finish_reason: text(c.finish_reason),
+                    logprobs: c
+                        .logprobs
+                        .map(|(start, end)| data[start as usize..end as usize].to_owned()),
                 })
                 .collect()
         }),
@@ -186,7 +191,8 @@ fn structs_may_be_arrays_of_their_fields() {
     assert!(accepted(
         r#"{"choices":[[0,["hi",null,"r",null,[[1,"id",["f","{}"]]]]]]}"#
     ));
-    assert!(!accepted(r#"{"choices":[[0,null,null,null,5]]}"#));
+    assert!(accepted(r#"{"choices":[[0,null,null,null,{"content":[]}]]}"#)); // (`logprobs`: any value)
+    assert!(!accepted(r#"{"choices":[[0,null,null,null,5,null]]}"#));
     assert!(accepted(r#"[[], {"prompt_tokens": 3}, "oops"]"#));
 }
 
