@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from tests.support.mcp_server import shared_mcp_demo
 from tests.support.otlp import Receiver, Span, otlp_receiver
 from tests.support.servers import (
     REPO,
@@ -32,7 +31,7 @@ from tests.support.servers import (
     stream,
     upstream_config,
 )
-from tests.support.tools import CALC
+from tests.support.tools import CALC, tools_config
 
 FIXTURE = "fixture:openai-gpt-4o-mini-text-usage"
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP's span kinds
@@ -205,20 +204,7 @@ def test_websocket_responses_are_children_of_the_handshakes_traceparent(server: 
 
 
 def test_tool_calls_and_a_sub_agents_nested_response(receiver: Receiver) -> None:
-    mcp = shared_mcp_demo()
-    config = (
-        upstream_config(shared_upstream().url)
-        + f"""
-[mcp]
-allow_url_prefixes = ["http://127.0.0.1:"]
-
-[[mcp_servers]]
-label = "calc"
-url = "{mcp.url}"
-require_approval = "never"
-"""
-        + telemetry(receiver)
-    )
+    config = tools_config() + telemetry(receiver)
     task = 'call add {"a": 20, "b": 22}'
     helper = {"type": "ferroute:agent", "name": "helper", "model": "agent:up", "tools": [CALC]}
     body = {"model": "agent:up", "input": f"call helper {json.dumps({'task': task})}", "tools": [helper]}
@@ -338,24 +324,8 @@ def test_a_hedged_tool_loop_call_has_both_attempts(receiver: Receiver) -> None:
     # second call goes where the winner is. Each upstream call is an attempt of the response, the tool call a span.
     tag = secrets.token_hex(4)
     slow, fast = f"agent?delay=3&tag={tag}", f"agent?tag={tag}"
-    config = (
-        upstream_config(shared_upstream().url)
-        + f"""
-[mcp]
-allow_url_prefixes = ["http://127.0.0.1:"]
-
-[[mcp_servers]]
-label = "calc"
-url = "{shared_mcp_demo().url}"
-require_approval = "never"
-
-[[routes]]
-name = "hedged-loop"
-hedge_after = 0.3
-targets = ["{slow}:up", "{fast}:anth"]
-"""
-        + telemetry(receiver)
-    )
+    route = f'\n[[routes]]\nname = "hedged-loop"\nhedge_after = 0.3\ntargets = ["{slow}:up", "{fast}:anth"]\n'
+    config = tools_config() + route + telemetry(receiver)
     body = {"model": "hedged-loop", "input": 'call add {"a": 2, "b": 3}', "tools": [CALC]}
     with router(config, env={**ROUTER_ENV, **FAST_EXPORT}) as server:
         header, trace_id, _ = traceparent()
