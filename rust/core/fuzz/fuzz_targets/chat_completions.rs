@@ -1,6 +1,7 @@
 //! Any upstream bytes, split anywhere: the translator never panics, and what it writes is always a
 //! well-formed Open Responses SSE stream: JSON events with consecutive sequence numbers, exactly one
-//! terminal event, then `data: [DONE]`.
+//! terminal event, then `data: [DONE]`. The split byte's low bit says whether the request asked for log
+//! probabilities (`include`).
 #![no_main]
 
 use ferroute_core::events::writer::ResponseSettings;
@@ -12,9 +13,11 @@ mod common;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&split, stream)) = input.split_first() else { return };
+    let logprobs = split & 1 == 1;
     let split = usize::from(split).min(stream.len());
     let limits = SseLimits { max_line_len: 4096, max_event_size: 8192 };
-    let mut t = ChatCompletionsTranslator::new(ResponseSettings::default(), None, Some(0), limits);
+    let settings = if logprobs { common::asking_logprobs() } else { ResponseSettings::default() };
+    let mut t = ChatCompletionsTranslator::new(settings, None, Some(0), limits);
     let mut out = t.feed(&stream[..split]).to_vec();
     out.extend_from_slice(t.feed(&stream[split..]));
     out.extend_from_slice(t.finish());

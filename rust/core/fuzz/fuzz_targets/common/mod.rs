@@ -33,3 +33,9 @@ pub fn check_stream(text: &str) {
     }
     assert_eq!(terminals, 1);
 }
+
+/// The settings of a request whose `include` asks for the output text's log probabilities.
+pub fn asking_logprobs() -> ferroute_core::events::writer::ResponseSettings {
+    ferroute_core::events::writer::ResponseSettings::from_request(br#"{"include":["message.output_text.logprobs"]}"#)
+        .expect("a JSON object")
+}
