@@ -521,7 +521,7 @@ class Pump:
             assert ex.remake is not None
             previous = ex.translator
             ex.translator = ex.remake(ex.provider, ex.preamble)
-            _carry_usage(previous, ex.translator)  # (tokens an attempt that failed was charged are the response's too)
+            carry_usage(previous, ex.translator)  # (tokens an attempt that failed was charged are the response's too)
 
     async def _follow(self, ex: Exchange, failover: Failover, failure: Failure) -> bool:
         """After an attempt failed before its content: the next attempt's target on the exchange (its provider,
@@ -611,7 +611,7 @@ class Pump:
         assert route is not None
         lead = self._leg(ex, failover.target, ex.provider, ex.upstream_model, ex.request, ex.translator, failover.tries)
         winner, chosen = await self.race(
-            ex, route, lead, lambda leg: self._until_content(ex, leg), lambda: self._hedge(ex, failover), _carry_usage
+            ex, route, lead, lambda leg: self._until_content(ex, leg), lambda: self._hedge(ex, failover), carry_usage
         )
         self._adopt(ex, chosen)
         if winner is None:
@@ -1009,11 +1009,19 @@ def _finish(translator: Translator) -> bytes:
     return translator.finish()
 
 
-def _carry_usage(spent: Translator, into: Translator) -> None:
-    """Tokens an upstream call charged (`spent`'s, a failed or cancelled attempt) counted in `into`'s response."""
-    usage = spent.usage
-    if usage is not None:
-        into.add_usage(input_tokens=usage[0], output_tokens=usage[1], cached_tokens=usage[2], reasoning_tokens=usage[3])
+def carry_usage(spent: Translator, into: Translator, base: tuple[int, int, int, int] | None = None) -> None:
+    """Tokens an upstream call charged (`spent`'s, a failed or cancelled attempt) counted in `into`'s response. With
+    `base` (the earlier turns' usage, which `spent` took over too: a raced tool-loop call's leg), only what `spent`
+    added to it, and nothing where that is nothing."""
+    spent_usage = spent.usage
+    if spent_usage is None:
+        return
+    usage = list(spent_usage)
+    if base is not None:
+        usage = [max(0, now - then) for now, then in zip(usage, base, strict=True)]
+        if not any(usage):
+            return
+    into.add_usage(input_tokens=usage[0], output_tokens=usage[1], cached_tokens=usage[2], reasoning_tokens=usage[3])
 
 
 @dataclass(slots=True)

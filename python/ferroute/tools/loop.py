@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ferroute import _core
-from ferroute.app.exchange import Failure, Leg, finish_body, read_until, whole_result
+from ferroute.app.exchange import Failure, Leg, carry_usage, finish_body, read_until, whole_result
 from ferroute.errors import (
     RouterError,
     invalid_request,
@@ -272,13 +272,12 @@ class Loop:
         route = failover.route
         assert route is not None and route.hedge_after is not None
         self.before = self.translator.output_items
-        base = self.translator.usage  # (the earlier turns': each leg's own tokens are what it adds to them)
+        base = self.translator.usage  # (the earlier turns')
         lead = pump._leg(ex, failover.target, ex.provider, ex.upstream_model, request, self.translator, failover.tries)
         conversations = {lead: (ex.request, self.items, self.given)}
 
-        def carry(spent: Translator, into: Translator) -> None:
-            _carry_turn_usage(spent, into, base)
-
+        # (Each leg's own tokens: what it added to the earlier turns', which both took over.)
+        carry = functools.partial(carry_usage, base=base or (0, 0, 0, 0))
         hedge = functools.partial(self._hedge, failover, first, conversations)
         winner, chosen = await pump.race(ex, route, lead, self._until_content, hedge, carry, self.before)
         self._take(chosen, conversations[chosen])
@@ -327,17 +326,14 @@ class Loop:
         return request, items, len(items) - len(own)
 
     def _take(self, leg: Leg, conversation: tuple[ResponsesRequest, list[Any], int]) -> None:
-        """The exchange goes on with `leg` (its target, translator and conversation)."""
+        """The exchange goes on with `leg` (its target and translator, as the plain path's `Pump._adopt`) and the
+        conversation as its provider takes it (the exchange's request is that, not the leg's turn request)."""
         ex = self.ex
-        ex.provider = leg.provider
-        ex.upstream_model = leg.upstream_model
-        ex.client_view = leg.client_view
+        self.pump._adopt(ex, leg)
         ex.request, self.items, self.given = conversation
         if leg.dropped:
             self._drop_blobs()
-        ex.translator = self.translator = leg.translator
-        ex.log["provider"] = leg.provider.name
-        ex.log["target"] = leg.target.name
+        self.translator = leg.translator
 
     async def _until_content(self, leg: Leg) -> Failure | None:
         """A leg's upstream opened and read until the turn's first content or its end, what its translator wrote
@@ -1002,18 +998,6 @@ def _turn_failed(translator: Translator) -> Failure | None:
     failed = upstream_failed(error.get("message"), error.get("code"))
     failed.retryable = True
     return Failure(failed)
-
-
-def _carry_turn_usage(spent: Translator, into: Translator, base: tuple[int, int, int, int] | None) -> None:
-    """Tokens a raced turn's losing leg was charged (what `spent` added to the earlier turns' `base`) counted in
-    `into`'s response."""
-    usage = spent.usage
-    if usage is None:
-        return
-    before = base or (0, 0, 0, 0)
-    added = [max(0, now - then) for now, then in zip(usage, before, strict=True)]
-    if any(added):
-        into.add_usage(input_tokens=added[0], output_tokens=added[1], cached_tokens=added[2], reasoning_tokens=added[3])
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

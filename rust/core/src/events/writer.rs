@@ -299,11 +299,6 @@ impl ResponseSettings {
     pub fn model(&self) -> &str {
         &self.model
     }
-
-    /// Whether the request asked for the output text's log probabilities (`include`).
-    pub fn logprobs(&self) -> bool {
-        self.logprobs
-    }
 }
 
 /// A function tool as the response object shows it: `description`, `parameters` and `strict` always

@@ -83,8 +83,6 @@ struct State {
     writer: ResponseWriter,
     calls: Vec<ToolCall>,
     finish_reason: Option<String>,
-    /// A chunk's log probabilities as written for the writer (reused from chunk to chunk).
-    logprobs: Vec<u8>,
 }
 
 /// One upstream tool call (`delta.tool_calls[].index`), becoming one `function_call` item.
@@ -370,7 +368,6 @@ impl State {
             writer,
             calls: Vec::new(),
             finish_reason: None,
-            logprobs: Vec::new(),
         }
     }
 
@@ -478,17 +475,15 @@ impl State {
     /// not of that shape are left out (the text is not).
     #[cold]
     fn content_with_logprobs(&mut self, content: &str, raw: &str) {
-        let mut written = std::mem::take(&mut self.logprobs);
-        written.clear();
-        let tokens = serde_json::from_str::<ChoiceLogprobs<'_>>(raw)
+        let mut written = Vec::new();
+        if let Some(tokens) = serde_json::from_str::<ChoiceLogprobs<'_>>(raw)
             .ok()
-            .and_then(|l| l.content);
-        if !tokens.is_some_and(|tokens| write_logprobs(tokens.get(), &mut written)) {
-            written.clear();
+            .and_then(|l| l.content)
+        {
+            write_logprobs(tokens.get(), &mut written); // (nothing written when they are not tokens)
         }
         self.writer
             .text_delta_with_logprobs(TextKind::OutputText, content, &written);
-        self.logprobs = written;
     }
 
     fn on_tool_call(&mut self, position: usize, delta: &CallDelta<'_>) {

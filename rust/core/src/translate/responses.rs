@@ -304,9 +304,13 @@ impl State {
                     self.item_done(index, item);
                 }
             }
-            DELTA_OUTPUT_TEXT | DELTA_REFUSAL | DELTA_REASONING_TEXT | DELTA_REASONING | DELTA_SUMMARY_TEXT => {
+            ty if is_delta(ty) => {
                 if let Some(index) = parsed.get("output_index").and_then(Value::as_u64) {
-                    let logprobs = parsed.get("logprobs").map(Value::to_string);
+                    // (Written again as text only where they are kept: `on_delta` reads them only then.)
+                    let logprobs = parsed
+                        .get("logprobs")
+                        .filter(|_| self.writer.keeps_logprobs())
+                        .map(Value::to_string);
                     self.on_delta(ty, index, str_of(&parsed, "delta"), logprobs.as_deref());
                 }
             }
@@ -314,11 +318,6 @@ impl State {
                 if let Some((index, Kind::Reasoning)) = self.target(&parsed) {
                     self.resume(index);
                     self.writer.summary_delta(true, "");
-                }
-            }
-            DELTA_ARGUMENTS => {
-                if let Some(index) = parsed.get("output_index").and_then(Value::as_u64) {
-                    self.on_delta(ty, index, str_of(&parsed, "delta"), None);
                 }
             }
             "response.function_call_arguments.done" => {
@@ -386,9 +385,7 @@ impl State {
     #[cold]
     fn text_with_logprobs(&mut self, delta: &str, raw: &str) {
         let mut written = Vec::new();
-        if !write_logprobs(raw, &mut written) {
-            written.clear();
-        }
+        write_logprobs(raw, &mut written); // (nothing written when they are not tokens)
         self.writer
             .text_delta_with_logprobs(TextKind::OutputText, delta, &written);
     }
